@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Idempotent setup: a venv in the repo (.venv), reused when present and current.
+# torch/torchvision are pinned because these machines serve 2.14.1/0.29.1 from local disk;
+# an unpinned resolver would pull a newer CUDA build from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+stamp=.venv/.setup-stamp
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "[setup] .venv is current"
+  exit 0
+fi
+if ! command -v uv >/dev/null 2>&1; then
+  echo "[setup] installing uv"
+  "$PY" -m pip install -q uv
+fi
+UV=$(command -v uv || echo "$PY -m uv")
+[ -x .venv/bin/python ] || $UV venv -q .venv --python "$PY"
+echo "[setup] installing the project and its test extras into .venv"
+# unsafe-best-match: the pinned torch build lives on a local index beside PyPI
+UV_INDEX_STRATEGY=unsafe-best-match $UV pip install -q --python .venv/bin/python -e '.[test]'
+echo "$want" > "$stamp"
+echo "[setup] done"

@@ -1,0 +1,187 @@
+"""The one typed configuration of the trainer: pydantic models loaded from YAML.
+
+Every field carries a help text (`description`); docs/configuration.md is generated from
+these. Defaults are the paper's settings (IRPO, ../shared/notes/method.md); configs/cpu-demo.yaml
+shrinks them for a CPU. Unknown keys are errors, so a typo stops the run before any work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TASKS = ("denoise", "derain", "dehaze", "deblur", "lowlight")
+Task = Literal["denoise", "derain", "dehaze", "deblur", "lowlight"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    dim: int = Field(48, gt=0, description="Base channel width of the AdaIR/Restormer U-Net.")
+    num_blocks: list[int] = Field([4, 6, 6, 8], min_length=4, max_length=4, description="Transformer blocks per encoder level (level 1..4, latent last).")
+    num_refinement_blocks: int = Field(4, ge=0, description="Transformer blocks in the full-resolution refinement stage.")
+    heads: list[int] = Field([1, 2, 4, 8], min_length=4, max_length=4, description="Attention heads per level.")
+    ffn_expansion_factor: float = Field(2.66, gt=0, description="Hidden width multiplier of the gated feed-forward (GDFN).")
+    bias: bool = Field(False, description="Use biases in the transformer convolutions (AdaIR: False).")
+    head_hidden: int = Field(64, gt=0, description="Hidden width of each policy head (rate and fuse heads).")
+    beta_min_concentration: float = Field(1.0, ge=0, description="Added to softplus outputs for Beta alpha/beta; >= 1 keeps each density unimodal.")
+    checkpoint: Path | None = Field(None, description="Starting weights: an AdaIR Lightning .ckpt (keys prefixed 'net.') or one of our .safetensors files. None = random init (say so in logs).")
+
+
+class DataConfig(_Section):
+    source: Literal["demo", "adair", "paired"] = Field("demo", description="'demo': real photos fetched at setup with synthetic degradations; 'adair': AdaIR folder layout under root; 'paired': input/ + target/ folders under root.")
+    root: Path = Field(Path("data/demo"), description="Dataset root folder.")
+    tasks: list[Task] = Field(list(TASKS), min_length=1, description="Restoration tasks to train and evaluate on.")
+    crop_size: int = Field(128, ge=16, description="Random training crop size in pixels (IRPO: 128).")
+    noise_sigmas: list[float] = Field([15.0, 25.0, 50.0], description="Gaussian noise levels (0-255 scale) for denoising.")
+    seed: int = Field(0, description="Seed for degradation synthesis and crops.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+
+
+class PretrainConfig(_Section):
+    steps: int = Field(2000, ge=0, description="Supervised L1 steps used when no pre-trained checkpoint is at hand.")
+    batch_size: int = Field(8, gt=0, description="Pre-training batch size.")
+    lr: float = Field(2e-4, gt=0, description="Pre-training AdamW learning rate (cosine decay).")
+    output: Path = Field(Path("runs/pretrain/model.safetensors"), description="Where the pre-trained weights are written.")
+
+
+class MiningConfig(_Section):
+    fraction: float = Field(0.3, gt=0, le=1, description="Fraction of each task's training samples kept (IRPO: the worst 30%).")
+    metric: Literal["psnr", "ssim"] = Field("psnr", description="Metric that ranks difficulty (lower = harder).")
+    selection: Literal["hardest", "random"] = Field("hardest", description="'hardest' (IRPO) or 'random' (the control of the ablation).")
+    manifest: Path = Field(Path("runs/mining/manifest.jsonl"), description="Per-sample scores (id, task, psnr, ssim) written by mining.")
+    subset: Path = Field(Path("runs/mining/subset.json"), description="Selected sample ids used for post-training.")
+
+
+class EvalConfig(_Section):
+    convention: Literal["adair", "basicsr"] = Field("adair", description="'adair': RGB, skimage PSNR/SSIM, data_range 1, no crop, sizes cut to multiples of 16. 'basicsr': Y channel of YCbCr, 11x11 Gaussian SSIM, border crop.")
+    crop_border: int = Field(0, ge=0, description="Border crop in pixels for the basicsr convention.")
+    tile: int | None = Field(None, gt=0, description="Tile size for full-image inference on large images (None = whole image).")
+    tile_overlap: int = Field(32, ge=0, description="Overlap between tiles in pixels.")
+    ood: bool = Field(True, description="Also evaluate the out-of-distribution degradation set.")
+
+
+class GRPOConfig(_Section):
+    group_size: int = Field(4, ge=2, description="G: stochastic candidates per image (IRPO: 4).")
+    advantage: Literal["group", "group_no_std", "history"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': per-image reward history with the batch (difficulty-adaptive paper).")
+    advantage_eps: float = Field(1e-6, gt=0, description="eps in the advantage denominator.")
+    history_buffer: int = Field(32, gt=0, description="Rewards kept per image for the 'history' advantage.")
+    history_min_count: int = Field(8, gt=0, description="Below this many tracked rewards the 'history' advantage uses batch statistics.")
+    clip_eps: float = Field(0.2, gt=0, description="PPO ratio clip range.")
+    ppo_epochs: int = Field(1, ge=1, description="Policy updates per rollout batch (>1 makes the ratio differ from 1 within a batch).")
+    kl_coef: float = Field(0.01, ge=0, description="Weight of the KL to the frozen reference policy.")
+    entropy_coef: float = Field(0.01, ge=0, description="Entropy bonus tau (IRPO: 0.01).")
+    sup_coef: tuple[float, float] = Field((0.35, 0.1), description="lambda_sup: L1(best candidate, GT), annealed linearly from the first to the second value.")
+    cons_coef: tuple[float, float] = Field((0.2, 0.05), description="lambda_cons: L1(best candidate, deterministic output), annealed linearly.")
+    adaptive_weighting: bool = Field(False, description="Difficulty-adaptive per-sample RL/SFT weighting w_i = ||y_i-g_i|| / max_j ||y_j-g_j||.")
+
+
+class OptimConfig(_Section):
+    lr: float = Field(3e-5, gt=0, description="Adam learning rate of the backbone (IRPO: 3e-5).")
+    head_lr_mult: float = Field(6.0, gt=0, description="Learning-rate multiplier of the policy heads (IRPO: x6).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    epochs: int = Field(30, gt=0, description="Passes over the (mined) training set (IRPO: 30).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many learner steps (overrides epochs when smaller).")
+
+
+class RolloutConfig(_Section):
+    num_workers: int = Field(1, ge=1, description="Rollout actors.")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per rollout actor (fractional allowed); 0 = CPU.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per rollout actor.")
+    images_per_worker: int = Field(1, ge=1, description="Images per rollout actor per step (IRPO: batch 1 per GPU).")
+    max_staleness: int = Field(1, ge=0, description="Max policy versions a rollout may lag the learner; 0 = fully on-policy (no overlap).")
+    learner_gpus: float = Field(0.0, ge=0, description="GPUs of the learner actor; 0 = CPU.")
+
+
+class RewardConfig(_Section):
+    url: str = Field("http://127.0.0.1:8100", description="Base URL of the reward service.")
+    token_env: str | None = Field(None, description="Environment variable holding the reward service's bearer token.")
+    weights: dict[str, float] | None = Field(None, description="Per-request weight overrides sent to the service (None = the service's own).")
+    timeout_s: float = Field(60.0, gt=0, description="Timeout of one batch request.")
+    retries: int = Field(5, ge=0, description="Retries with exponential backoff before the run stops.")
+    start_local: bool = Field(False, description="Start a reward service on loopback for this run (the demo does).")
+
+
+class JudgeConfig(_Section):
+    url: str | None = Field(None, description="Base URL of the judge service; None = no judge term (its weight is renormalised away).")
+    token_env: str | None = Field(None, description="Environment variable holding the judge service's bearer token.")
+    mode: Literal["fast", "reasoned"] = Field("fast", description="'fast': expected score from digit logprobs; 'reasoned': the IRPO verifier prompt.")
+    timeout_s: float = Field(120.0, gt=0, description="Timeout of one batch request.")
+    retries: int = Field(3, ge=0, description="Retries with exponential backoff.")
+    on_outage: Literal["stop", "drop"] = Field("stop", description="When the judge stays unreachable: 'stop' the run, or 'drop' the judge term for that step with renormalised weights (counted in the logs).")
+
+
+class CheckpointConfig(_Section):
+    dir: Path = Field(Path("runs/grpo/checkpoints"), description="Checkpoint folder.")
+    every_steps: int = Field(100, gt=0, description="Save every N learner steps (and at the end).")
+    keep: int = Field(3, gt=0, description="Checkpoints kept.")
+
+
+class LoggingConfig(_Section):
+    dir: Path = Field(Path("runs/grpo"), description="Run folder: TensorBoard events, metrics.jsonl, report.")
+    progress: bool = Field(True, description="Show a progress bar with ETA on the console.")
+
+
+class TrainConfig(_Section):
+    """Top level of a YAML config file."""
+
+    name: str = Field("irpo", description="Run name.")
+    seed: int = Field(0, description="Global seed.")
+    device: str = Field("auto", description="'auto' (cuda when available, else cpu), 'cpu' or 'cuda'.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _check_heads_divide_width(self) -> "TrainConfig":
+        for level, h in enumerate(self.model.heads):
+            width = self.model.dim * 2**level
+            if width % h:
+                raise ValueError(f"model.heads[{level}]={h} does not divide the level width {width}")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config file is missing, unreadable or invalid; the message says where."""
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config; `overrides` are 'a.b=value' strings parsed as YAML scalars."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not of the form a.b=value")
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid config:\n{exc}") from None
