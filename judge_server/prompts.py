@@ -1,0 +1,55 @@
+"""Chat requests for the judge model, built from the prompt templates in prompts/.
+
+Images go first, in the order degraded, restored, reference (the templates refer to them by
+that order), then the instruction text.
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import cache
+from importlib import resources
+
+from .settings import JudgeSettings
+
+TASK_NAMES = {
+    "denoise": "noise",
+    "derain": "rain",
+    "dehaze": "haze",
+    "deblur": "blur",
+    "lowlight": "low-light",
+}
+
+
+@cache
+def template(name: str) -> str:
+    return resources.files("judge_server").joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8")
+
+
+def template_name(mode: str, reference_free: bool) -> str:
+    return "fast_noref" if reference_free else mode
+
+
+def _task_hint(task: str | None) -> str:
+    return f"The input is known to be degraded by {TASK_NAMES[task]}." if task else ""
+
+
+def _image_part(png: bytes) -> dict:
+    url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def chat_body(settings: JudgeSettings, mode: str, images: list[bytes], task: str | None) -> dict:
+    """The /chat/completions body for one judgement; `images` are PNG bytes (1 or 3 of them)."""
+    text = template(template_name(mode, len(images) == 1)).format(task_hint=_task_hint(task)).strip()
+    content = [_image_part(png) for png in images] + [{"type": "text", "text": text}]
+    body: dict = {"model": settings.model, "messages": [{"role": "user", "content": content}]}
+    if mode == "reasoned":
+        body.update(max_tokens=settings.reasoned_max_tokens, temperature=settings.temperature)
+        return body
+    body.update(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=settings.top_logprobs)
+    if settings.fast_assistant_prefix:
+        # vLLM extension: the model continues our partial answer, so the next token is the digit.
+        body["messages"].append({"role": "assistant", "content": settings.fast_assistant_prefix})
+        body.update(continue_final_message=True, add_generation_prompt=False)
+    return body
