@@ -30,7 +30,18 @@ class ModelConfig(_Section):
     bias: bool = Field(False, description="Use biases in the transformer convolutions (AdaIR: False).")
     head_hidden: int = Field(64, gt=0, description="Hidden width of each policy head (rate and fuse heads).")
     beta_min_concentration: float = Field(1.0, ge=0, description="Added to softplus outputs for Beta alpha/beta; >= 1 keeps each density unimodal.")
+    beta_init_concentration: float = Field(6.0, gt=0, description="Fresh heads start every action at Beta(c, c): mean 0.5 (AdaIR's blend for the gates), spread set by c (must exceed beta_min_concentration).")
     checkpoint: Path | None = Field(None, description="Starting weights: an AdaIR Lightning .ckpt (keys prefixed 'net.') or one of our .safetensors files. None = random init (say so in logs).")
+
+    @model_validator(mode="after")
+    def _check_model_shapes(self) -> "ModelConfig":
+        # The frequency modules run at widths dim*2, dim*4, dim*8 with heads[2] heads and
+        # squeeze channels by 16 (ChannelGate) and 8 (rate_conv), as in AdaIR.
+        if self.dim * 2 % self.heads[2] or self.dim * 2 < 16:
+            raise ValueError(f"model.dim={self.dim}: the frequency modules need dim*2 >= 16 and divisible by heads[2]={self.heads[2]}")
+        if self.beta_init_concentration <= self.beta_min_concentration:
+            raise ValueError("model.beta_init_concentration must exceed model.beta_min_concentration")
+        return self
 
 
 class DataConfig(_Section):

@@ -1,0 +1,160 @@
+"""The restoration policy: AdaIR backbone + IRPO's Beta rate and fuse heads on each frequency module.
+
+Actions, 12 per image, in module order fre1, fre2, fre3: [r_h, r_l, g_f, g_o] each.
+r_h, r_l set the low-pass mask of the frequency split (trainer/model/adair.py); g_f, g_o blend
+the decoder feature with the module output. The fuse heads see decoder features that depend on
+earlier actions, so every quantity is computed along one trajectory in a single forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Beta
+
+from trainer.config import ModelConfig
+from trainer.model.adair import AdaIR
+from trainer.model.heads import BetaHead
+from trainer.model.weights_io import load_policy_weights
+
+log = logging.getLogger(__name__)
+
+NUM_MODULES = 3
+ACTIONS_PER_MODULE = 4
+# Samples are kept this far inside (0, 1): Beta densities with concentration 1 are finite at
+# the ends but float32 samples can round onto them, where log(0) would poison the log-prob.
+ACTION_EPS = 1e-6
+
+
+@dataclass
+class PolicySample:
+    images: Tensor  # (B*G, 3, H, W), raw network output (not clamped)
+    actions: Tensor  # (B*G, 12) in (0, 1)
+    log_prob: Tensor  # (B*G,) joint log-density of the actions
+
+
+@dataclass
+class PolicyEval:
+    images: Tensor  # (N, 3, H, W), differentiable
+    log_prob: Tensor  # (N,)
+    entropy: Tensor  # (N,) sum of the 12 Beta entropies
+    alpha: Tensor  # (N, 12)
+    beta: Tensor  # (N, 12)
+
+
+@dataclass
+class _Trajectory:
+    images: Tensor
+    actions: Tensor
+    alpha: Tensor
+    beta: Tensor
+
+    def distribution(self) -> Beta:
+        return Beta(self.alpha, self.beta)
+
+
+class RestorationPolicy(nn.Module):
+    action_dim = NUM_MODULES * ACTIONS_PER_MODULE
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.backbone = AdaIR(
+            dim=cfg.dim,
+            num_blocks=tuple(cfg.num_blocks),
+            num_refinement_blocks=cfg.num_refinement_blocks,
+            heads=tuple(cfg.heads),
+            ffn_expansion_factor=cfg.ffn_expansion_factor,
+            bias=cfg.bias,
+        )
+        widths = [m.conv1.out_channels for m in self.backbone.frequency_modules()]
+
+        def head(width: int) -> BetaHead:
+            return BetaHead(width, cfg.head_hidden, cfg.beta_min_concentration, cfg.beta_init_concentration)
+
+        self.rate_heads = nn.ModuleList(head(w) for w in widths)
+        self.fuse_heads = nn.ModuleList(head(w) for w in widths)
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.rate_heads.parameters()
+        yield from self.fuse_heads.parameters()
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.backbone.parameters()
+
+    def _trajectory(self, x: Tensor, mode: Literal["sample", "given", "mean"], actions: Tensor | None = None) -> _Trajectory:
+        n = x.shape[0]
+        acts = [None] * self.action_dim
+        alphas = [None] * self.action_dim
+        betas = [None] * self.action_dim
+
+        def decide(module: int, kind: Literal["rate", "fuse"], pooled: Tensor) -> Tensor:
+            heads = self.rate_heads if kind == "rate" else self.fuse_heads
+            alpha, beta = heads[module](pooled)
+            col = module * ACTIONS_PER_MODULE + (0 if kind == "rate" else 2)
+            if mode == "sample":
+                a = Beta(alpha, beta).sample().clamp(ACTION_EPS, 1.0 - ACTION_EPS)
+            elif mode == "given":
+                a = actions[:, col : col + 2]
+            else:
+                a = alpha / (alpha + beta)
+            for j in range(2):
+                acts[col + j], alphas[col + j], betas[col + j] = a[:, j], alpha[:, j], beta[:, j]
+            return a
+
+        if mode == "given":
+            if actions is None or actions.shape != (n, self.action_dim):
+                got = None if actions is None else tuple(actions.shape)
+                raise ValueError(f"actions must have shape ({n}, {self.action_dim}), got {got}")
+            if not bool(((actions > 0) & (actions < 1)).all()):
+                raise ValueError("actions must lie strictly inside (0, 1)")
+        images = self.backbone(x, decide)
+        return _Trajectory(images, torch.stack(acts, 1), torch.stack(alphas, 1), torch.stack(betas, 1))
+
+    @torch.no_grad()
+    def sample(self, x: Tensor, group_size: int, generator: torch.Generator | None = None) -> PolicySample:
+        """G stochastic candidates per image in one batched forward (rows b*G..b*G+G-1 are image b).
+
+        Runs without gradients: these are rollouts; evaluate_actions gives differentiable values.
+        A generator makes the draw reproducible without touching the global RNG.
+        """
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        xg = x.repeat_interleave(group_size, dim=0)
+        rng = contextlib.nullcontext()
+        if generator is not None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            devices = [x.device] if x.device.type == "cuda" else []
+            rng = torch.random.fork_rng(devices=devices)
+        with rng:
+            if generator is not None:
+                torch.manual_seed(seed)
+            traj = self._trajectory(xg, "sample")
+        return PolicySample(traj.images, traj.actions, traj.distribution().log_prob(traj.actions).sum(1))
+
+    def evaluate_actions(self, x: Tensor, actions: Tensor) -> PolicyEval:
+        """Images, log-prob and entropy of given actions under the current parameters."""
+        traj = self._trajectory(x, "given", actions)
+        dist = traj.distribution()
+        return PolicyEval(traj.images, dist.log_prob(traj.actions).sum(1), dist.entropy().sum(1), traj.alpha, traj.beta)
+
+    def deterministic(self, x: Tensor) -> Tensor:
+        """Output with every action at its Beta mean (no randomness; differentiable)."""
+        return self._trajectory(x, "mean").images
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.deterministic(x)
+
+
+def build_policy(cfg: ModelConfig) -> RestorationPolicy:
+    """The policy with cfg.checkpoint loaded (strictly) when set; otherwise random weights, logged as such."""
+    policy = RestorationPolicy(cfg)
+    if cfg.checkpoint is None:
+        log.warning("policy built with RANDOM weights (model.checkpoint is not set)")
+    else:
+        load_policy_weights(policy, cfg.checkpoint)
+    return policy
