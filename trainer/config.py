@@ -90,6 +90,13 @@ class GRPOConfig(_Section):
     sup_coef: tuple[float, float] = Field((0.35, 0.1), description="lambda_sup: L1(best candidate, GT), annealed linearly from the first to the second value.")
     cons_coef: tuple[float, float] = Field((0.2, 0.05), description="lambda_cons: L1(best candidate, deterministic output), annealed linearly.")
     adaptive_weighting: bool = Field(False, description="Difficulty-adaptive per-sample RL/SFT weighting w_i = ||y_i-g_i|| / max_j ||y_j-g_j||.")
+    train_on: Literal["subset", "all"] = Field("subset", description="'subset': only the ids in mining.subset (the hard 30%, or the random control with mining.selection=random); 'all': the whole training set.")
+
+    @model_validator(mode="after")
+    def _check_history(self) -> "GRPOConfig":
+        if self.history_min_count > self.history_buffer:
+            raise ValueError(f"grpo.history_min_count={self.history_min_count} exceeds grpo.history_buffer={self.history_buffer}: the history could never be used")
+        return self
 
 
 class OptimConfig(_Section):
@@ -109,15 +116,20 @@ class RolloutConfig(_Section):
     images_per_worker: int = Field(1, ge=1, description="Images per rollout actor per step (IRPO: batch 1 per GPU).")
     max_staleness: int = Field(1, ge=0, description="Max policy versions a rollout may lag the learner; 0 = fully on-policy (no overlap).")
     learner_gpus: float = Field(0.0, ge=0, description="GPUs of the learner actor; 0 = CPU.")
+    learner_cpus: float = Field(1.0, gt=0, description="CPUs of the learner actor.")
+    max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed rollout actor.")
+    step_retries: int = Field(2, ge=0, description="Retries of one step's rollout, with backoff, after its actor crashed or the reward service stayed unreachable through its client's retries; then the run stops.")
 
 
 class RewardConfig(_Section):
     url: str = Field("http://127.0.0.1:8100", description="Base URL of the reward service.")
     token_env: str | None = Field(None, description="Environment variable holding the reward service's bearer token.")
-    weights: dict[str, float] | None = Field(None, description="Per-request weight overrides sent to the service (None = the service's own).")
+    weights: dict[str, float] | None = Field(None, description="Reward weight overrides by name (reward_server.config.RewardWeights: the generic terms, 'gen', 'judge', 'task'); None = the paper's weights. The trainer combines the service's terms with the judge's using these.")
     timeout_s: float = Field(60.0, gt=0, description="Timeout of one batch request.")
     retries: int = Field(5, ge=0, description="Retries with exponential backoff before the run stops.")
-    start_local: bool = Field(False, description="Start a reward service on loopback for this run (the demo does).")
+    start_local: bool = Field(False, description="Start a reward service on loopback for this run (the demo does); url is then ignored.")
+    local_args: list[str] = Field(default_factory=list, description="Extra reward-server arguments for the local service, e.g. ['--random-weights', '--config', 'configs/reward-cpu.yaml'].")
+    local_start_timeout_s: float = Field(600.0, gt=0, description="How long to wait for the local reward service to become ready.")
 
 
 class JudgeConfig(_Section):
@@ -138,6 +150,15 @@ class CheckpointConfig(_Section):
 class LoggingConfig(_Section):
     dir: Path = Field(Path("runs/grpo"), description="Run folder: TensorBoard events, metrics.jsonl, report.")
     progress: bool = Field(True, description="Show a progress bar with ETA on the console.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files next to metrics.jsonl.")
+
+
+class RayConfig(_Section):
+    address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://host:port'); None = RAY_ADDRESS when set (as under `ray job submit`), else start a local Ray.")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of a locally started Ray (None = all).")
+    object_store_mb: int = Field(512, ge=80, description="Object store size of a locally started Ray, in MiB.")
+    include_dashboard: bool = Field(False, description="Start the dashboard with a local Ray (costs ~1 GiB of RAM).")
+    temp_dir: Path | None = Field(None, description="Temp/session folder of a locally started Ray (None = Ray's default).")
 
 
 class TrainConfig(_Section):
@@ -158,6 +179,7 @@ class TrainConfig(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
     def _check_heads_divide_width(self) -> "TrainConfig":
