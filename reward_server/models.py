@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -177,7 +178,9 @@ def _build_aesthetic(in_dim: int, found: tuple[str, str] | None, clip_model: str
 def _build_lpips(net: str, found: tuple[str, str] | None) -> tuple[nn.Module, Provenance]:
     # pnet_rand skips torchvision's download; the backbone is filled from our file below. The linear
     # calibration layers ship inside the lpips package and are always the real ones.
-    model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=` argument
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
     if found is None:
         return model, Provenance(f"lpips-{net}", "random", None, "RANDOM backbone (development flag); real lpips linear layers")
     source, path = found
