@@ -1,12 +1,19 @@
-"""The order in which the trainer visits its images: a fresh seeded permutation every epoch.
+"""The images the trainer post-trains on (the mined subset, or all) and the order it visits them.
 
-Step s takes stream positions [s*k, (s+1)*k) of the concatenated epochs, so the images of any step
-follow from (seed, step) alone: a resumed or retried step gets the same images.
+A fresh seeded permutation every epoch; step s takes stream positions [s*k, (s+1)*k) of the
+concatenated epochs, so the images of any step follow from (seed, step) alone: a resumed or
+retried step gets the same images.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+
+from trainer.config import TrainConfig
+from trainer.data import build_train_dataset
 
 
 class DataCursor:
@@ -27,13 +34,47 @@ class DataCursor:
     def position(step: int, per_step: int) -> int:
         return step * per_step
 
-    def indices(self, step: int, per_step: int) -> list[int]:
+    def indices(self, step: int, per_step: int) -> list[tuple[int, int]]:
+        """(epoch, dataset index) of each image of the step; the epoch also seeds the image's crop."""
         start = self.position(step, per_step)
         out = []
         for p in range(start, start + per_step):
             epoch, offset = divmod(p, self.num_items)
-            out.append(int(self._permutation(epoch)[offset]))
+            out.append((epoch, int(self._permutation(epoch)[offset])))
         return out
 
     def epoch(self, step: int, per_step: int) -> float:
         return self.position(step, per_step) / self.num_items
+
+
+class TrainDataError(ValueError):
+    """The training data cannot be used; the message says which file or setting to fix."""
+
+
+def read_subset(path: Path) -> list[str]:
+    if not path.is_file():
+        raise TrainDataError(f"grpo.train_on is 'subset' but {path} does not exist: run mining first (python -m trainer.mining --config ...) or set grpo.train_on=all")
+    try:
+        ids = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TrainDataError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(ids, dict):
+        ids = ids.get("ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise TrainDataError(f"{path}: expected a non-empty JSON list of sample ids")
+    return ids
+
+
+def load_training_data(cfg: TrainConfig):
+    """The post-training dataset (mined subset or all), checked by reading its first item."""
+    ids = read_subset(cfg.mining.subset) if cfg.grpo.train_on == "subset" else None
+    dataset = build_train_dataset(cfg.data, ids=ids)
+    if len(dataset) == 0:
+        raise TrainDataError(f"the training set is empty (data.source={cfg.data.source}, data.root={cfg.data.root})")
+    item = dataset[0]
+    missing = {"id", "task", "degraded", "target"} - set(item)
+    if missing:
+        raise TrainDataError(f"dataset items lack {sorted(missing)}")
+    if item["degraded"].shape != item["target"].shape or item["degraded"].dim() != 3:
+        raise TrainDataError(f"dataset item {item['id']}: degraded {tuple(item['degraded'].shape)} and target {tuple(item['target'].shape)} must both be (3, H, W)")
+    return dataset

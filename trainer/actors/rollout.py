@@ -1,0 +1,78 @@
+"""A rollout actor: holds a policy copy, samples G candidates per image in one batched forward, scores them."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+
+from trainer.actors.device import resolve_device
+from trainer.actors.messages import ImageBatch, Rollout
+from trainer.actors.scoring import Scorer
+from trainer.config import TrainConfig
+from trainer.model import RestorationPolicy
+
+
+def sampling_seed(seed: int, step: int, rank: int) -> int:
+    """Candidate draws depend only on (run seed, step, actor rank): a retried or resumed step draws the same."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class RolloutWorker:
+    """Runs as a threaded Ray actor (max_concurrency 2): while one call waits for the reward and judge
+    services, the next call can already sample. The lock keeps the policy to one call at a time."""
+
+    def __init__(self, cfg: TrainConfig, rank: int):
+        self.cfg = cfg
+        self.rank = rank
+        self.device = resolve_device(cfg.device)
+        # no checkpoint load here: the learner's weights come with every rollout call
+        self.policy = RestorationPolicy(cfg.model).to(self.device).eval()
+        self.version = -1
+        self._policy_lock = threading.Lock()
+        self.scorer = Scorer(cfg.reward, cfg.judge)
+
+    def ping(self) -> str:
+        return str(self.device)
+
+    def _load(self, version: int, weights: dict[str, torch.Tensor]) -> float:
+        if version == self.version:
+            return 0.0
+        t0 = time.perf_counter()
+        self.policy.load_state_dict(weights)
+        self.version = version
+        return time.perf_counter() - t0
+
+    def rollout(self, batch: ImageBatch, version: int, weights: dict[str, torch.Tensor]) -> Rollout:
+        """Sample with policy `version` (its weights come with the call, so a restarted actor needs no resync)."""
+        g = self.cfg.grpo.group_size
+        with self._policy_lock:
+            sync = self._load(version, weights)
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(sampling_seed(self.cfg.seed, batch.step, self.rank))
+            sample = self.policy.sample(batch.degraded.to(self.device), g, generator=gen)
+            t1 = time.perf_counter()
+        scored = self.scorer.score(
+            restored=sample.images.clamp(0.0, 1.0).cpu(),
+            reference=batch.target.repeat_interleave(g, dim=0),
+            degraded=batch.degraded.repeat_interleave(g, dim=0),
+            tasks=[t for t in batch.tasks for _ in range(g)],
+        )
+        b = len(batch.ids)
+        return Rollout(
+            step=batch.step,
+            version=version,
+            ids=batch.ids,
+            tasks=batch.tasks,
+            degraded=batch.degraded,
+            target=batch.target,
+            actions=sample.actions.cpu(),
+            old_log_prob=sample.log_prob.cpu(),
+            rewards=scored.rewards.view(b, g),
+            terms={k: v.view(b, g) for k, v in scored.terms.items()},
+            judge_dropped=scored.judge_dropped,
+            judge_unscored=scored.judge_unscored,
+            times={"sample": t1 - t0, "weight_sync": sync, **scored.times},
+        )

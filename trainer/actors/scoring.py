@@ -1,0 +1,131 @@
+"""Scoring a rollout's candidates: the reward service and the judge service, called concurrently.
+
+The reward service returns the per-term rewards (R_gen's terms and R_task); the judge adds R_judge;
+reward_server.combine.combine_rewards makes R from them with one set of weights. A judge that stays
+unreachable follows judge.on_outage: 'stop' raises JudgeOutage, 'drop' scores without the judge term
+(weights renormalised) and counts the candidates. A judge answer without a score (unparsed) drops
+the term for that candidate only, also counted. Never a made-up score.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import torch
+
+from judge_server.client import JudgeClient, JudgeUnavailable
+from reward_server.client import RewardClient, RewardServiceUnavailable
+from reward_server.combine import combine_rewards
+from reward_server.config import RewardWeights
+from trainer.config import ConfigError, JudgeConfig, RewardConfig
+
+
+class ServiceUnavailable(RuntimeError):
+    """The reward service stayed unreachable through its client's retries (the step may be retried)."""
+
+
+class JudgeOutage(RuntimeError):
+    """The judge stayed unreachable and judge.on_outage is 'stop'."""
+
+
+@dataclass
+class Scored:
+    rewards: torch.Tensor  # (N,) combined R
+    terms: dict[str, torch.Tensor]  # term -> (N,), NaN where not computed
+    judge_dropped: int  # candidates scored without the judge term because the judge was down ('drop' policy)
+    judge_unscored: int  # candidates whose judge answer held no score (term dropped for them only)
+    times: dict[str, float]  # reward, judge, score (wall of both together)
+
+
+def _token(env_name: str | None) -> str | None:
+    if env_name is None:
+        return None
+    value = os.environ.get(env_name)
+    if not value:
+        raise ConfigError(f"token_env {env_name!r} is set in the config but that environment variable is empty or missing")
+    return value
+
+
+def reward_weights(cfg: RewardConfig) -> RewardWeights:
+    """The weights of R (paper defaults with the config's overrides)."""
+    try:
+        return RewardWeights().override(cfg.weights)
+    except ValueError as exc:
+        raise ConfigError(f"reward.weights: {exc}") from None
+
+
+def check_services(reward: RewardConfig, judge: JudgeConfig) -> None:
+    """Stop before any work when a configured service is not ready or a setting is wrong."""
+    reward_weights(reward)
+    _token(reward.token_env)
+    _token(judge.token_env)
+    targets = [("reward", reward.url)] + ([("judge", judge.url)] if judge.url else [])
+    for name, url in targets:
+        try:
+            status = httpx.get(f"{url.rstrip('/')}/readyz", timeout=10.0).status_code
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"the {name} service at {url} is not reachable ({exc}); start it or fix {name}.url") from None
+        if status != 200:
+            raise ServiceUnavailable(f"the {name} service at {url} is not ready (/readyz answered {status})")
+
+
+def _timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+class Scorer:
+    def __init__(self, reward: RewardConfig, judge: JudgeConfig):
+        self.weights = reward_weights(reward)
+        self.overrides = reward.weights
+        self.reward = RewardClient(reward.url, token=_token(reward.token_env), timeout_s=reward.timeout_s, retries=reward.retries)
+        self.judge_cfg = judge
+        self.judge = JudgeClient(judge.url, token=_token(judge.token_env), timeout_s=judge.timeout_s, retries=judge.retries) if judge.url else None
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoring")
+
+    def score(self, restored: torch.Tensor, reference: torch.Tensor, degraded: torch.Tensor, tasks: list[str]) -> Scored:
+        """Score N candidates (N, 3, H, W) in [0, 1]; reward and judge requests run at the same time."""
+        t0 = time.perf_counter()
+        reward_job = self._pool.submit(_timed, self.reward.score_batch, restored, reference=reference, degraded=degraded, tasks=tasks, weights=self.overrides)
+        judge_job = None
+        if self.judge is not None:
+            judge_job = self._pool.submit(_timed, self.judge.judge_batch, degraded, restored, reference, tasks=tasks, mode=self.judge_cfg.mode)
+        try:
+            results, reward_s = reward_job.result()
+        except RewardServiceUnavailable as exc:
+            raise ServiceUnavailable(f"reward service: {exc}") from None
+        n = restored.shape[0]
+        judge_rewards: list[float | None] = [None] * n
+        judge_s = 0.0
+        dropped = unscored = 0
+        if judge_job is not None:
+            try:
+                answers, judge_s = judge_job.result()
+                judge_rewards = [a.reward for a in answers]
+                unscored = sum(r is None for r in judge_rewards)
+            except JudgeUnavailable as exc:
+                if self.judge_cfg.on_outage == "stop":
+                    raise JudgeOutage(f"judge service unavailable and judge.on_outage is 'stop': {exc}") from None
+                dropped = n
+        rewards = []
+        term_rows: list[dict[str, float]] = []
+        for item, judge_reward in zip(results, judge_rewards):
+            terms = {k: v for k, v in item.terms.items()}
+            terms["judge"] = judge_reward
+            reward, _ = combine_rewards(terms, self.weights)
+            rewards.append(reward)
+            term_rows.append({k: v for k, v in terms.items() if v is not None})
+        names = sorted(set().union(*term_rows))
+        term_tensors = {k: torch.tensor([row.get(k, float("nan")) for row in term_rows]) for k in names}
+        return Scored(
+            rewards=torch.tensor(rewards),
+            terms=term_tensors,
+            judge_dropped=dropped,
+            judge_unscored=unscored,
+            times={"reward": reward_s, "judge": judge_s, "score": time.perf_counter() - t0},
+        )

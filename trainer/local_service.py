@@ -1,0 +1,96 @@
+"""A reward service on loopback for a single-machine run (the demo), started and stopped by the run."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from trainer.config import RewardConfig
+
+
+def _die_with_parent() -> None:
+    """Linux: the service gets SIGTERM when the run that started it dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+class LocalServiceError(RuntimeError):
+    """The local service did not start; the message carries the end of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalRewardService:
+    """`python -m reward_server.cli` on 127.0.0.1 in its own process group; ready when /readyz answers 200."""
+
+    def __init__(self, args: list[str], port: int | None = None, log_path: Path | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = args
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="reward-server-", suffix=".log")[1])
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float) -> "LocalRewardService":
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        cmd = [sys.executable, "-m", "reward_server.cli", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        with self.log_path.open("ab") as logf:
+            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LocalServiceError(f"reward service exited with code {self.proc.returncode} while starting:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
+                    return self
+            time.sleep(0.25)
+        self.stop()
+        raise LocalServiceError(f"reward service not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def random_weight_terms(self) -> list[str]:
+        return httpx.get(f"{self.url}/v1/info", timeout=10.0).json().get("random_weights") or []
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    @classmethod
+    @contextlib.contextmanager
+    def maybe(cls, cfg: RewardConfig, log_path: Path | None = None) -> Iterator[str | None]:
+        """Yield the URL of a started local service when cfg.start_local, else None (use cfg.url)."""
+        if not cfg.start_local:
+            yield None
+            return
+        service = cls(cfg.local_args, log_path=log_path)
+        print(f"[grpo] starting a local reward service on {service.url} (log {service.log_path})", flush=True)
+        service.start(cfg.local_start_timeout_s)
+        try:
+            terms = service.random_weight_terms()
+            if terms:
+                print(f"[grpo] the reward service runs on RANDOM weights for: {', '.join(terms)} (development flag; rewards from these terms carry no meaning)", flush=True)
+            yield service.url
+        finally:
+            service.stop()

@@ -1,0 +1,298 @@
+"""GRPO post-training on Ray: `python trainer/run.py --config configs/cpu-demo.yaml` or under `ray job submit`.
+
+One driver loop: rollout actors sample and score step k+S while the learner updates on step k
+(S = rollout.max_staleness; 0 = fully on-policy). Rollout j always samples with policy version
+max(0, j - S), so a retried or resumed step is computed exactly as it would have been.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import torch
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from tqdm import tqdm
+
+from reward_server.client import RewardRequestError
+from trainer.actors.learner import Learner
+from trainer.actors.messages import ImageBatch, Rollout
+from trainer.actors.rollout import RolloutWorker
+from trainer.actors.scoring import JudgeOutage, ServiceUnavailable, check_services
+from trainer.checkpointing import CheckpointError, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from trainer.config import ConfigError, TrainConfig, load_config
+from trainer.data import DataLayoutError
+from trainer.local_service import LocalRewardService, LocalServiceError
+from trainer.metrics_log import MetricsLog
+from trainer.train_data import DataCursor, TrainDataError, load_training_data
+
+log = logging.getLogger("trainer.run")
+_ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class RunError(RuntimeError):
+    """The run cannot start or cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class RunResult:
+    steps: int  # learner steps completed in total
+    start_step: int
+    checkpoint: Path
+    run_dir: Path
+
+
+def total_steps(cfg: TrainConfig, num_images: int) -> int:
+    per_step = cfg.rollout.num_workers * cfg.rollout.images_per_worker
+    steps = cfg.optim.epochs * math.ceil(num_images / per_step)
+    return min(steps, cfg.optim.max_steps) if cfg.optim.max_steps else steps
+
+
+def init_ray(cfg: TrainConfig) -> bool:
+    """Join the configured/ambient cluster or start a local one; True when this call started Ray."""
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return True
+    # A local Ray otherwise binds the machine's network address; a single-machine run stays on loopback.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(
+        num_cpus=cfg.ray.num_cpus,
+        object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
+        include_dashboard=cfg.ray.include_dashboard,
+        _temp_dir=str(cfg.ray.temp_dir.resolve()) if cfg.ray.temp_dir else None,
+    )
+    return True
+
+
+class Trainer:
+    """The driver: owns the actors, the data order, the schedule, checkpoints and logs."""
+
+    def __init__(self, cfg: TrainConfig, resume: str = "never"):
+        self.cfg = cfg
+        self.resume_from = resolve_resume(cfg.checkpoint.dir, resume)
+        self.data = load_training_data(cfg)  # stops here on bad data, before any actor starts
+        self.total = total_steps(cfg, len(self.data))
+        self.cursor = DataCursor(len(self.data), cfg.seed)
+        self.per_worker = cfg.rollout.images_per_worker
+        self.faults: Counter[str] = Counter()
+
+    # -- batches and rollouts ------------------------------------------------------------
+    def _batches(self, step: int) -> list[ImageBatch]:
+        n = self.cfg.rollout.num_workers
+        items = []
+        for epoch, i in self.cursor.indices(step, n * self.per_worker):
+            self.data.set_epoch(epoch)  # crops and flips are drawn per (image, epoch)
+            items.append(self.data[i])
+        out = []
+        for r in range(n):
+            part = items[r * self.per_worker : (r + 1) * self.per_worker]
+            out.append(ImageBatch(
+                step=step,
+                ids=[it["id"] for it in part],
+                tasks=[it["task"] for it in part],
+                degraded=torch.stack([it["degraded"] for it in part]),
+                target=torch.stack([it["target"] for it in part]),
+            ))
+        return out
+
+    def _version_for(self, step: int) -> int:
+        return max(0, step - self.cfg.rollout.max_staleness)
+
+    def _launch(self, step: int) -> None:
+        version = self._version_for(step)
+        batches = self._batches(step)
+        futures = [w.rollout.remote(b, version, self.weights[version]) for w, b in zip(self.workers, batches)]
+        self.inflight[step] = (futures, batches, version)
+
+    def _gather(self, step: int) -> Rollout:
+        """Wait for a step's rollout; a crashed actor (restarted by Ray) or an unreachable service is retried."""
+        futures, batches, version = self.inflight.pop(step)
+        parts = []
+        for rank, (fut, batch) in enumerate(zip(futures, batches)):
+            for attempt in range(self.cfg.rollout.step_retries + 1):
+                try:
+                    parts.append(ray.get(fut))
+                    break
+                except (*_ACTOR_LOST, ServiceUnavailable) as exc:
+                    kind = "rollout_actor_lost" if isinstance(exc, _ACTOR_LOST) else "service_unavailable"
+                    if attempt == self.cfg.rollout.step_retries:
+                        raise RunError(f"step {step}: rollout failed {attempt + 1} times ({kind}): {exc}") from None
+                    self.faults[kind] += 1
+                    log.warning("step %d: rollout on actor %d failed (%s), retrying: %s", step, rank, kind, str(exc).splitlines()[0])
+                    time.sleep(min(2.0**attempt, 30.0))
+                    fut = self.workers[rank].rollout.remote(batch, version, self.weights[version])
+        return Rollout.concat(parts)
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _save(self, completed: int) -> Path:
+        learner_state = ray.get(self.learner.state.remote())
+        pending = {self._version_for(j) for j in range(completed, min(completed + self.cfg.rollout.max_staleness, self.total))}
+        pending.discard(learner_state["version"])
+        rollout_weights = {v: ray.get(self.weights[v]) for v in sorted(pending)}
+        extra = {"data_position": self.cursor.position(completed, self.images_per_step), "num_images": len(self.data), "faults": dict(self.faults), "config": self.cfg.model_dump_json()}
+        return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
+
+    def _restore(self, path: Path) -> int:
+        ckpt = load_checkpoint(path)
+        if ckpt.extra["num_images"] != len(self.data):
+            raise CheckpointError(f"{path} was written for {ckpt.extra['num_images']} training images, the data now has {len(self.data)}: same subset needed to resume")
+        ray.get(self.learner.load_state.remote(ckpt.learner))
+        self.faults.update(ckpt.extra["faults"])
+        for v, w in ckpt.rollout_weights.items():
+            self.weights[v] = ray.put(w)
+        return ckpt.step
+
+    @property
+    def images_per_step(self) -> int:
+        return self.cfg.rollout.num_workers * self.per_worker
+
+    # -- the loop -------------------------------------------------------------------------
+    def _start_actors(self) -> None:
+        r = self.cfg.rollout
+        self.learner = ray.remote(Learner).options(num_cpus=r.learner_cpus, num_gpus=r.learner_gpus).remote(self.cfg, self.total)
+        worker_cls = ray.remote(RolloutWorker).options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker, max_restarts=r.max_restarts, max_concurrency=2)
+        self.workers = [worker_cls.remote(self.cfg, rank) for rank in range(r.num_workers)]
+        info = ray.get(self.learner.describe.remote())
+        devices = ray.get([w.ping.remote() for w in self.workers])
+        print(f"[grpo] learner on {info['device']}, {info['parameters'] / 1e6:.2f} M parameters; weights: {info['weights']}", flush=True)
+        print(f"[grpo] {len(self.workers)} rollout actor(s) on {', '.join(devices)}; G={self.cfg.grpo.group_size}, {self.images_per_step} image(s)/step, staleness bound {r.max_staleness}", flush=True)
+
+    def run(self, on_step=None) -> RunResult:
+        cfg = self.cfg
+        self._start_actors()
+        self.weights: dict[int, ray.ObjectRef] = {}
+        self.inflight: dict[int, tuple] = {}
+        start = self._restore(self.resume_from) if self.resume_from else 0
+        if self.resume_from:
+            print(f"[grpo] resumed from {self.resume_from} at step {start}", flush=True)
+        version_ref, weights_ref = self.learner.weights.options(num_returns=2).remote()
+        self.weights[ray.get(version_ref)] = weights_ref
+        if start >= self.total:
+            raise RunError(f"nothing to do: the checkpoint is at step {start} and the run has {self.total} steps")
+        metrics_log = MetricsLog(cfg.logging.dir, start, cfg.logging.tensorboard)
+        bar = tqdm(total=self.total, initial=start, desc="GRPO", unit="step", disable=not cfg.logging.progress, dynamic_ncols=True)
+        last_ckpt = None
+        try:
+            tick = time.perf_counter()
+            for step in range(start, self.total):
+                # overlap: steps up to step+S sample with versions the learner has already published,
+                # while the learner works on this step
+                for j in range(step, min(step + cfg.rollout.max_staleness, self.total - 1) + 1):
+                    if j not in self.inflight:
+                        self._launch(j)
+                wait0 = time.perf_counter()
+                rollout = self._gather(step)
+                rollout_wait = time.perf_counter() - wait0
+                stats_ref, new_weights = self.learner.update.options(num_returns=2).remote(rollout)
+                stats = ray.get(stats_ref)
+                self.weights[step + 1] = new_weights
+                for v in [v for v in self.weights if v < self._version_for(step + 1)]:
+                    del self.weights[v]
+                metrics = self._step_metrics(rollout, stats, time.perf_counter() - tick, rollout_wait)
+                completed = step + 1
+                if completed % cfg.checkpoint.every_steps == 0 or completed == self.total:
+                    t0 = time.perf_counter()
+                    last_ckpt = self._save(completed)
+                    metrics["time/checkpoint"] = time.perf_counter() - t0
+                tick = time.perf_counter()  # a checkpoint's time is logged apart, not charged to the next step
+                metrics_log.log(step, metrics)
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['kl']:.4f}", idle=f"{metrics['learner_idle_fraction']:.0%}")
+                if on_step is not None:
+                    on_step(self, step, metrics)
+        finally:
+            bar.close()
+            metrics_log.close()
+        return RunResult(self.total, start, last_ckpt, cfg.logging.dir)
+
+    def _step_metrics(self, rollout: Rollout, stats: dict[str, float], step_time: float, rollout_wait: float) -> dict[str, float]:
+        r = rollout.rewards
+        m = dict(stats)
+        m["reward/mean"] = r.mean().item()
+        m["reward/std"] = r.std().item() if r.numel() > 1 else 0.0
+        m["reward/group_std"] = r.std(dim=1).mean().item()
+        for name, values in rollout.terms.items():
+            v = values[~torch.isnan(values)]
+            if v.numel():
+                m[f"reward_terms/{name}/mean"] = v.mean().item()
+                m[f"reward_terms/{name}/std"] = v.std().item() if v.numel() > 1 else 0.0
+        for stage, seconds in rollout.times.items():
+            m[f"time/{stage}"] = seconds
+        m["time/weight_sync"] = stats["time/weight_export"] + rollout.times.get("weight_sync", 0.0)
+        m["time/step"] = step_time
+        m["time/rollout_wait"] = rollout_wait
+        busy = stats["time/update"] + stats["time/weight_export"]
+        m["learner_idle_fraction"] = max(0.0, 1.0 - busy / step_time) if step_time > 0 else 0.0
+        m["throughput/images_per_s"] = r.shape[0] / step_time
+        m["throughput/candidates_per_s"] = r.numel() / step_time
+        m["epoch"] = self.cursor.epoch(rollout.step + 1, self.images_per_step)
+        m["staleness"] = rollout.step - rollout.version
+        m["policy_version"] = rollout.version
+        m["faults/judge_dropped"] = rollout.judge_dropped
+        m["faults/judge_unscored"] = rollout.judge_unscored
+        for kind in ("rollout_actor_lost", "service_unavailable"):
+            m[f"faults/{kind}"] = self.faults[kind]
+        return m
+
+
+def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
+    """Preflight (data, checkpoint, services), then the GRPO loop on Ray (joined, or started and shut down here).
+
+    on_step(trainer, step, metrics), if given, runs after every step (tests and benchmarks hook in here).
+    Raises RunError, CheckpointError, TrainDataError, DataLayoutError or ServiceUnavailable with a message.
+    """
+    trainer = Trainer(cfg, resume)
+    with LocalRewardService.maybe(cfg.reward) as reward_url:
+        if reward_url is not None:
+            cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"url": reward_url})})
+            trainer.cfg = cfg
+        check_services(cfg.reward, cfg.judge)
+        started = init_ray(cfg)
+        try:
+            return trainer.run(on_step)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+# Failures that stop a run with a message instead of a traceback (a bug still gets its traceback).
+_STOPS = (ConfigError, CheckpointError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, LocalServiceError, JudgeOutage, RewardRequestError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="GRPO post-training of the restoration policy on Ray (IRPO).")
+    parser.add_argument("--config", required=True, help="YAML config (see configs/).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=VALUE", help="Override a config field (repeatable).")
+    parser.add_argument("--resume", default="never", help="'never' (default; stops if checkpoints exist), 'auto' (latest checkpoint in checkpoint.dir, else fresh) or a checkpoint folder.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = train(cfg, args.resume)
+    except _STOPS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if list_checkpoints(cfg.checkpoint.dir):
+            print(f"the run can continue from its latest checkpoint: add --resume auto (checkpoint.dir {cfg.checkpoint.dir})", file=sys.stderr)
+        return 2
+    print(f"[grpo] done: {result.steps} steps; checkpoint {result.checkpoint}; metrics {result.run_dir / 'metrics.jsonl'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
