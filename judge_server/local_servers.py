@@ -58,12 +58,16 @@ class LocalVLLM:
             "VLLM_HOST_IP": "127.0.0.1",  # vLLM's internal queues would bind the machine's address
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
+            # with "--distributed-executor-backend uni" below: the model worker runs inside the
+            # engine process instead of a third interpreter (each start costs tens of seconds here)
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         }
         cmd = [
             str(VLLM_VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(self.model_dir), "--served-model-name", self.served_name,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager",
+            "--distributed-executor-backend", "uni",
             "--limit-mm-per-prompt", json.dumps({"image": 3, "video": 0}),
             "--uvicorn-log-level", "warning",
         ]

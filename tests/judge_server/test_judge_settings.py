@@ -1,0 +1,41 @@
+"""Settings: defaults < YAML file < JUDGE_SERVER_* env vars, with typos refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from judge_server.settings import SettingsError, load_settings
+
+
+def test_defaults_are_loopback_port_8200_and_qwen():
+    s = load_settings(None, environ={})
+    assert (s.host, s.port, s.model) == ("127.0.0.1", 8200, "Qwen/Qwen2.5-VL-7B-Instruct")
+    assert s.token is None
+
+
+def test_env_overrides_yaml(tmp_path):
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text("model: from-yaml\nmax_concurrency: 3\nmin_digit_mass: 0.7\n")
+    env = {"JUDGE_SERVER_MODEL": "from-env", "JUDGE_SERVER_TOKEN": "s3cret", "JUDGE_SERVER_BACKEND_API_KEY": "k", "OTHER": "x"}
+    s = load_settings(cfg, environ=env)
+    assert s.model == "from-env"
+    assert s.max_concurrency == 3 and s.min_digit_mass == 0.7
+    assert s.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s)
+
+
+def test_unknown_env_var_is_refused():
+    with pytest.raises(SettingsError, match="unknown environment variable JUDGE_SERVER_MODLE"):
+        load_settings(None, environ={"JUDGE_SERVER_MODLE": "x"})
+
+
+def test_unknown_yaml_key_and_bad_values_are_refused(tmp_path):
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text("max_concurency: 3\n")
+    with pytest.raises(SettingsError, match="max_concurency"):
+        load_settings(cfg, environ={})
+    with pytest.raises(SettingsError, match="min_digit_mass"):
+        load_settings(None, environ={"JUDGE_SERVER_MIN_DIGIT_MASS": "1.5"})
+    cfg.write_text("- a list\n")
+    with pytest.raises(SettingsError, match="mapping"):
+        load_settings(cfg, environ={})
