@@ -59,6 +59,8 @@ class PretrainConfig(_Section):
     batch_size: int = Field(8, gt=0, description="Pre-training batch size.")
     lr: float = Field(2e-4, gt=0, description="Pre-training AdamW learning rate (cosine decay).")
     output: Path = Field(Path("runs/pretrain/model.safetensors"), description="Where the pre-trained weights are written.")
+    crop_size: int | None = Field(None, ge=16, description="Training crop for pre-training (multiple of 8); None = data.crop_size. Smaller crops make CPU pre-training cheaper.")
+    log_every: int = Field(50, gt=0, description="Print the running L1 and PSNR every N steps.")
 
 
 class MiningConfig(_Section):
@@ -67,6 +69,8 @@ class MiningConfig(_Section):
     selection: Literal["hardest", "random"] = Field("hardest", description="'hardest' (IRPO) or 'random' (the control of the ablation).")
     manifest: Path = Field(Path("runs/mining/manifest.jsonl"), description="Per-sample scores (id, task, psnr, ssim) written by mining.")
     subset: Path = Field(Path("runs/mining/subset.json"), description="Selected sample ids used for post-training.")
+    crop: int | None = Field(None, ge=16, description="Score each training image on its centre crop of this size (px, multiple of 16); None = the whole image (IRPO). Crops keep CPU mining fast.")
+    batch_size: int = Field(8, gt=0, description="Images per scoring forward (only same-size images share a batch).")
 
 
 class EvalConfig(_Section):
@@ -74,6 +78,7 @@ class EvalConfig(_Section):
     crop_border: int = Field(0, ge=0, description="Border crop in pixels for the basicsr convention.")
     tile: int | None = Field(None, gt=0, description="Tile size for full-image inference on large images (None = whole image).")
     tile_overlap: int = Field(32, ge=0, description="Overlap between tiles in pixels.")
+    crop: int | None = Field(None, ge=16, description="Centre-crop each test image to this size (px, multiple of 16); None = whole images (the paper). For fast CPU demos.")
     ood: bool = Field(True, description="Also evaluate the out-of-distribution degradation set.")
 
 

@@ -1,0 +1,123 @@
+"""Which (degraded, target) pairs exist: the demo corpus, AdaIR's folder layout, or paired folders.
+
+A SampleSpec names one pair by a stable id ("task/variant/name" when synthesised, "task/name"
+when read from files); mining writes these ids and the trainer reads them back, so they depend
+only on file names and settings, never on listing order or run.
+
+Layouts (under DataConfig.root):
+- demo:   train/*.png, test/*.png clean photos (scripts/fetch_demo_photos.sh); every task is
+          synthesised from them.
+- adair:  AdaIR's layout. Train/Denoise/* (clean; noise synthesised at each sigma),
+          Train/Derain/{rainy,gt} (rain-N / norain-N), Train/Dehaze/{synthetic/**,original}
+          (hazy NAME_a_b.ext -> NAME.ext), Train/Deblur/{blur,sharp}, Train/Enhance/{low,gt};
+          test/denoise/bsd68/*, test/derain/Rain100L/{input,target},
+          test/dehaze/{input,target} (NAME_x -> NAME), test/deblur/gopro/{input,target},
+          test/enhance/lol/{input,target}. AdaIR's list files (rainTrain.txt, ...) are not
+          needed: the folders are scanned.
+- paired: {train,test}/<task>/{input,target}, pairs matched by file name.
+OOD sets are always synthesised from the clean test targets with the OOD variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.config import DataConfig
+from trainer.data.degradations import OOD_VARIANTS, training_variants
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # what the shared codec (reward_server.imaging) decodes
+
+
+class DataLayoutError(ValueError):
+    """A dataset folder is missing or malformed; the message names the path."""
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    id: str
+    task: str
+    target: Path
+    degraded: Path | None = None  # a file, or None when synthesised
+    variant: str | None = None  # the degradation variant when synthesised
+    ood: bool = False
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DataLayoutError(f"folder not found: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _synthetic(task: str, clean: list[Path], variants: dict[str, dict], ood: bool = False) -> list[SampleSpec]:
+    return [SampleSpec(f"{task}/{v}/{p.stem}", task, p, variant=v, ood=ood) for v in variants[task] for p in clean]
+
+
+def _pairs(task: str, inputs: Path, targets: Path, target_name=lambda stem: stem) -> list[SampleSpec]:
+    by_stem = {p.stem: p for p in list_images(targets)}
+    specs = []
+    for p in list_images(inputs):
+        stem = target_name(p.stem)
+        if stem not in by_stem:
+            raise DataLayoutError(f"{p}: no target named {stem}.* in {targets}")
+        specs.append(SampleSpec(f"{task}/{p.stem}", task, by_stem[stem], degraded=p))
+    return specs
+
+
+def _before_underscore(stem: str) -> str:
+    return stem.split("_")[0]
+
+
+def _adair_train(root: Path, task: str, cfg: DataConfig) -> list[SampleSpec]:
+    t = root / "Train"
+    if task == "denoise":
+        return _synthetic(task, list_images(t / "Denoise"), training_variants(cfg.noise_sigmas))
+    if task == "derain":
+        return _pairs(task, t / "Derain" / "rainy", t / "Derain" / "gt", lambda s: "norain-" + s.split("rain-")[-1])
+    if task == "dehaze":
+        return _pairs(task, t / "Dehaze" / "synthetic", t / "Dehaze" / "original", _before_underscore)
+    if task == "deblur":
+        return _pairs(task, t / "Deblur" / "blur", t / "Deblur" / "sharp")
+    return _pairs(task, t / "Enhance" / "low", t / "Enhance" / "gt")
+
+
+_ADAIR_TEST = {"derain": "derain/Rain100L", "dehaze": "dehaze", "deblur": "deblur/gopro", "lowlight": "enhance/lol"}
+
+
+def _adair_test(root: Path, task: str, cfg: DataConfig) -> list[SampleSpec]:
+    if task == "denoise":
+        return _synthetic(task, list_images(root / "test" / "denoise" / "bsd68"), training_variants(cfg.noise_sigmas))
+    base = root / "test" / _ADAIR_TEST[task]
+    return _pairs(task, base / "input", base / "target", _before_underscore if task == "dehaze" else (lambda s: s))
+
+
+def _demo_photos(folder: Path) -> list[Path]:
+    photos = list_images(folder) if folder.is_dir() else []
+    if not photos:
+        raise DataLayoutError(f"no photos in {folder}: run scripts/fetch_demo_photos.sh (or set data.root)")
+    return photos
+
+
+def train_specs(cfg: DataConfig) -> list[SampleSpec]:
+    root = Path(cfg.root)
+    if cfg.source == "demo":
+        clean = _demo_photos(root / "train")
+        variants = training_variants(cfg.noise_sigmas)
+        return [s for task in cfg.tasks for s in _synthetic(task, clean, variants)]
+    if cfg.source == "adair":
+        return [s for task in cfg.tasks for s in _adair_train(root, task, cfg)]
+    return [s for task in cfg.tasks for s in _pairs(task, root / "train" / task / "input", root / "train" / task / "target")]
+
+
+def test_specs(cfg: DataConfig, ood: bool = False) -> list[SampleSpec]:
+    root = Path(cfg.root)
+    if ood:
+        clean = sorted({s.target for s in test_specs(cfg)})
+        return [s for task in cfg.tasks for s in _synthetic(task, clean, OOD_VARIANTS, ood=True)]
+    if cfg.source == "demo":
+        clean = _demo_photos(root / "test")
+        variants = training_variants(cfg.noise_sigmas)
+        return [s for task in cfg.tasks for s in _synthetic(task, clean, variants)]
+    if cfg.source == "adair":
+        return [s for task in cfg.tasks for s in _adair_test(root, task, cfg)]
+    return [s for task in cfg.tasks for s in _pairs(task, root / "test" / task / "input", root / "test" / task / "target")]

@@ -1,0 +1,124 @@
+"""Paper-style evaluation (IRPO Table 2 form): per-column PSNR/SSIM and their average.
+
+Columns are the tasks (denoising split per sigma) of the in-distribution test set, or of the
+OOD set. The policy runs deterministically (Beta means); images are cut to multiples of 16 by
+the loader (or centre-cropped to eval.crop) and restored whole or in tiles (eval.tile). Metrics follow eval.convention
+(trainer/metrics.py).
+
+    python -m trainer.evaluate --config F [--weights W] [--ood] [--output runs/eval/name]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from trainer import cli_common
+from trainer.config import TrainConfig
+from trainer.data import build_eval_sets
+from trainer.inference import restore
+from trainer.metrics import psnr_ssim
+from trainer.model import RestorationPolicy
+
+
+def evaluate(cfg: TrainConfig, policy: RestorationPolicy, ood: bool = False) -> dict:
+    """{"convention", "ood", "columns": {col: {"psnr", "ssim", "n"}}, "average": {"psnr", "ssim"},
+    "per_image": [{"id", "column", "psnr", "ssim", "input_psnr", "input_ssim"}], "seconds"}.
+
+    The average is the mean of the column means (each column weighs the same, as in the paper).
+    """
+    t0 = time.perf_counter()
+    e = cfg.eval
+    device = next(policy.parameters()).device
+    was_training = policy.training
+    policy.eval()
+    columns, per_image = {}, []
+    for column, dataset in build_eval_sets(cfg.data, ood=ood, crop=e.crop).items():
+        scores = []
+        for i in range(len(dataset)):
+            item = dataset[i]
+            out = restore(policy, item["degraded"][None].to(device), e.tile, e.tile_overlap)[0]
+            psnr, ssim = psnr_ssim(out, item["target"], e.convention, e.crop_border)
+            in_psnr, in_ssim = psnr_ssim(item["degraded"], item["target"], e.convention, e.crop_border)
+            scores.append((psnr, ssim))
+            per_image.append({"id": item["id"], "column": column, "psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim})
+        columns[column] = {
+            "psnr": sum(s[0] for s in scores) / len(scores),
+            "ssim": sum(s[1] for s in scores) / len(scores),
+            "n": len(scores),
+        }
+    policy.train(was_training)
+    if not columns:
+        raise ValueError(f"no evaluation images for tasks {cfg.data.tasks} under {cfg.data.root}")
+    average = {m: sum(c[m] for c in columns.values()) / len(columns) for m in ("psnr", "ssim")}
+    return {
+        "convention": e.convention,
+        "ood": ood,
+        "columns": columns,
+        "average": average,
+        "per_image": per_image,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def input_baseline(results: dict) -> dict:
+    """The same table for the degraded inputs themselves (the 'no restoration' row)."""
+    columns = {}
+    for col in results["columns"]:
+        rows = [r for r in results["per_image"] if r["column"] == col]
+        columns[col] = {m: sum(r[f"input_{m}"] for r in rows) / len(rows) for m in ("psnr", "ssim")} | {"n": len(rows)}
+    average = {m: sum(c[m] for c in columns.values()) / len(columns) for m in ("psnr", "ssim")}
+    return {"convention": results["convention"], "ood": results["ood"], "columns": columns, "average": average}
+
+
+def format_table(results: dict) -> str:
+    """Markdown table: one evaluate() result, or {row name: result} for several rows (e.g. pre vs post)."""
+    rows = {"model": results} if "columns" in results else results
+    first = next(iter(rows.values()))
+    cols = list(first["columns"])
+    for name, r in rows.items():
+        if list(r["columns"]) != cols:
+            raise ValueError(f"row {name!r} has columns {list(r['columns'])}, expected {cols}")
+    title = "OOD set" if first["ood"] else "in-distribution test set"
+    lines = [
+        f"PSNR (dB) / SSIM on the {title}, {first['convention']} convention",
+        "",
+        "| Method | " + " | ".join(cols) + " | Average |",
+        "|---" * (len(cols) + 2) + "|",
+    ]
+    for name, r in rows.items():
+        cells = [f"{r['columns'][c]['psnr']:.2f} / {r['columns'][c]['ssim']:.4f}" for c in cols]
+        cells.append(f"{r['average']['psnr']:.2f} / {r['average']['ssim']:.4f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, stem: Path) -> tuple[Path, Path]:
+    """Write stem.json (all numbers) and stem.md (the table with the input baseline row)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    json_path.write_text(json.dumps(results, indent=1))
+    md_path.write_text(format_table({"input (degraded)": input_baseline(results), "model": results}))
+    return json_path, md_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = cli_common.parser("Evaluate a policy: per-task PSNR/SSIM table (markdown + JSON).")
+    p.add_argument("--ood", action="store_true", help="Evaluate the out-of-distribution set instead.")
+    p.add_argument("--output", type=Path, default=Path("runs/eval/results"), help="Output path stem (.json and .md are written).")
+    args = p.parse_args(argv)
+    cfg = cli_common.load(args)
+    torch.manual_seed(cfg.seed)
+    policy = cli_common.policy_for(cfg, args.weights)
+    results = evaluate(cfg, policy, ood=args.ood)
+    stem = args.output.with_name(args.output.name + ("_ood" if args.ood else ""))
+    json_path, md_path = write_results(results, stem)
+    print(md_path.read_text())
+    print(f"[evaluate] {sum(c['n'] for c in results['columns'].values())} images in {results['seconds']:.1f} s; wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
