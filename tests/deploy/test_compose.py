@@ -30,6 +30,7 @@ from deploy_files import (
     judge_get_routes,
     judge_settings_from_env,
     load_compose,
+    pyproject,
     reward_env_names,
     reward_get_routes,
     reward_settings_from_env,
@@ -69,6 +70,8 @@ def our_services(compose: dict) -> dict[str, str]:
 
 def test_compose_starts_vllm_judge_and_reward(compose):
     assert sorted(our_services(compose).values()) == ["judge", "reward"]
+    for name, kind in our_services(compose).items():
+        assert compose["services"][name]["image"] == f"irpo-{kind}:{pyproject()['project']['version']}"
     assert compose["services"]["vllm"]["image"].startswith("vllm/vllm-openai:${")  # tag pinned by a variable
     for name, service in compose["services"].items():
         assert "healthcheck" in service, f"{name}: no health check"
