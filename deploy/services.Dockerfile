@@ -18,7 +18,7 @@ COPY reward_server reward_server
 COPY judge_server judge_server
 COPY configs configs
 RUN pip install . && useradd --create-home --uid 1000 irpo
-USER irpo
+USER 1000
 
 # Weights are never downloaded at run time: mount a folder prepared by `reward-server-weights`.
 FROM base AS reward
