@@ -30,3 +30,15 @@ def test_console_scripts_shown_are_real():
 
     shown = set(re.findall(r"\.venv/bin/([\w-]+)", README)) - {"python"}
     assert shown and shown <= set(console_scripts()), f"not console scripts: {shown - set(console_scripts())}"
+
+
+def test_config_overrides_shown_in_the_docs_are_valid():
+    from trainer.config import load_config
+
+    for doc in (REPO / "README.md", REPO / "deploy" / "README.md"):
+        code = "\n".join(re.findall(r"```\w*\n(.*?)```", doc.read_text(), flags=re.S))
+        overrides = re.findall(r"--set ([\w.]+=\S+)", code)
+        assert overrides, f"{doc.name} shows no --set"
+        load_config(REPO / "configs" / "paper-5task.yaml", overrides)  # unknown keys or bad values raise
+        for module in re.findall(r"python -m (trainer\.\w+)", code):
+            assert (REPO / (module.replace(".", "/") + ".py")).is_file(), f"{doc.name}: no module {module}"
