@@ -32,6 +32,11 @@ class _HTTPProblem(Exception):
         self.status, self.detail = status, detail
 
 
+def _invalid(exc: ValidationError) -> _HTTPProblem:
+    # without the offending input: it may be megabytes of base64
+    return _HTTPProblem(422, exc.errors(include_url=False, include_context=False, include_input=False))
+
+
 def create_app(settings: JudgeSettings) -> FastAPI:
     metrics = JudgeMetrics()
 
@@ -86,7 +91,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
         try:
             return model.model_validate(payload)
         except ValidationError as exc:
-            raise _HTTPProblem(422, exc.errors(include_url=False, include_context=False)) from None
+            raise _invalid(exc) from None
 
     async def multipart_item(request: Request):
         form = await request.form()
@@ -102,7 +107,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
         try:
             options = JudgeOptions.model_validate({k: form[k] for k in ("task", "mode") if form.get(k)})
         except ValidationError as exc:
-            raise _HTTPProblem(422, exc.errors(include_url=False, include_context=False)) from None
+            raise _invalid(exc) from None
         return images, options.mode, options.task
 
     @app.get("/healthz")
