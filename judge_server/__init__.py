@@ -1,0 +1,7 @@
+"""The judge service: a vision-language model rates restorations (IRPO's expert-preference reward).
+
+app (FastAPI routes), judge (one judgement), prompts + prompts/*.txt (what the model is asked),
+parsing (answers to scores), backend (the OpenAI-compatible client), settings (config and env
+vars), client (JudgeClient for the trainer), cli (`judge-server`), local_servers (vLLM and the
+service on loopback for tests and benchmarks).
+"""

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
+import httpx
 import pytest
+
+from judge_server.local_servers import free_port
 
 from judge_server.settings import SettingsError, load_settings
 
@@ -39,3 +47,32 @@ def test_unknown_yaml_key_and_bad_values_are_refused(tmp_path):
     cfg.write_text("- a list\n")
     with pytest.raises(SettingsError, match="mapping"):
         load_settings(cfg, environ={})
+
+
+def test_cli_stops_with_a_clear_message_on_a_bad_config(tmp_path):
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text("port: not-a-port\n")
+    done = subprocess.run([sys.executable, "-m", "judge_server.cli", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "judge-server: invalid judge settings" in done.stderr and "port" in done.stderr
+
+
+def test_cli_serves_on_loopback(tmp_path):
+    port = free_port()
+    env = {**os.environ, "JUDGE_SERVER_MODEL": "some-model"}
+    proc = subprocess.Popen([sys.executable, "-m", "judge_server.cli", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        info = None
+        for _ in range(200):
+            try:
+                info = httpx.get(f"http://127.0.0.1:{port}/v1/info", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert info is not None and info["model"] == "some-model"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert f"listening on 127.0.0.1:{port}" in out
