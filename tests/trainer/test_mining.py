@@ -14,6 +14,15 @@ from trainer.model import build_policy, model_preset
 from trainer.train_data import read_subset
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The 2 shared cores are busy with other work; one thread avoids OpenMP spin-waits.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _records():
     rows = []
     for task, n in (("denoise", 10), ("dehaze", 4)):
@@ -44,7 +53,6 @@ def test_random_control_is_seeded_and_not_the_hardest():
 
 
 def test_mine_writes_manifest_and_a_subset_the_trainer_reads(tmp_path):
-    torch.set_num_threads(1)
     root = write_standin_corpus(tmp_path / "demo", n_train=4, n_test=1, size=(40, 48))
     cfg = TrainConfig(
         model=model_preset("micro"),

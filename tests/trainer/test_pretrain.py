@@ -14,8 +14,16 @@ from trainer.pretrain import main as pretrain_main
 from trainer.pretrain import pretrain
 
 
-def test_pretrain_reduces_l1_and_writes_weights(tmp_path):
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The 2 shared cores are busy with other work; one thread avoids OpenMP spin-waits.
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_pretrain_reduces_l1_and_writes_weights(tmp_path):
     root = write_standin_corpus(tmp_path / "demo", n_train=3, n_test=1, size=(40, 48))
     cfg = TrainConfig(
         model=model_preset("micro"),

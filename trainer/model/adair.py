@@ -273,21 +273,30 @@ class AdaIR(nn.Module):
         """The three frequency modules in the order the forward pass visits them."""
         return self.fre1, self.fre2, self.fre3
 
-    def forward(self, image: Tensor, decide: Callable[[int, Literal["rate", "fuse"], Tensor], Tensor]) -> Tensor:
-        """Restore `image` (N, 3, H, W); decide(module_index, kind, pooled) supplies the actions."""
+    def encode(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Encoder features (level 1, 2, 3, latent); they do not depend on any action."""
         if image.shape[-1] % 8 or image.shape[-2] % 8:
             raise ValueError(f"AdaIR needs sides that are multiples of 8, got {tuple(image.shape[-2:])}")
+        enc1 = self.encoder_level1(self.patch_embed(image))
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        return enc1, enc2, enc3, self.latent(self.down3_4(enc3))
+
+    def decode(self, image: Tensor, features: tuple[Tensor, Tensor, Tensor, Tensor], decide: Callable[[int, Literal["rate", "fuse"], Tensor], Tensor]) -> Tensor:
+        """The decoder; decide(module_index, kind, pooled) supplies each frequency module's actions."""
 
         def at(i: int) -> Decide:
             return lambda kind, pooled: decide(i, kind, pooled)
 
-        enc1 = self.encoder_level1(self.patch_embed(image))
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.fre1(image, self.latent(self.down3_4(enc3)), at(0))
+        enc1, enc2, enc3, latent = features
+        latent = self.fre1(image, latent, at(0))
         dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)))
         dec3 = self.fre2(image, dec3, at(1))
         dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)))
         dec2 = self.fre3(image, dec2, at(2))
         dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1)))
         return self.output(dec1) + image
+
+    def forward(self, image: Tensor, decide: Callable[[int, Literal["rate", "fuse"], Tensor], Tensor]) -> Tensor:
+        """Restore `image` (N, 3, H, W)."""
+        return self.decode(image, self.encode(image), decide)

@@ -86,8 +86,13 @@ class RestorationPolicy(nn.Module):
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.backbone.parameters()
 
-    def _trajectory(self, x: Tensor, mode: Literal["sample", "given", "mean"], actions: Tensor | None = None) -> _Trajectory:
-        n = x.shape[0]
+    def _trajectory(self, x: Tensor, mode: Literal["sample", "given", "mean"], actions: Tensor | None = None, group: int = 1) -> _Trajectory:
+        """One pass along the trajectory of each of the len(x) * group rows (image-major).
+
+        Every action sits in the decoder, so the encoder runs once per image and its features
+        are shared by the image's group of candidates.
+        """
+        n = x.shape[0] * group
         acts = [None] * self.action_dim
         alphas = [None] * self.action_dim
         betas = [None] * self.action_dim
@@ -112,7 +117,11 @@ class RestorationPolicy(nn.Module):
                 raise ValueError(f"actions must have shape ({n}, {self.action_dim}), got {got}")
             if not bool(((actions > 0) & (actions < 1)).all()):
                 raise ValueError("actions must lie strictly inside (0, 1)")
-        images = self.backbone(x, decide)
+        features = self.backbone.encode(x)
+        if group > 1:
+            x = x.repeat_interleave(group, dim=0)
+            features = tuple(f.repeat_interleave(group, dim=0) for f in features)
+        images = self.backbone.decode(x, features, decide)
         return _Trajectory(images, torch.stack(acts, 1), torch.stack(alphas, 1), torch.stack(betas, 1))
 
     @torch.no_grad()
@@ -124,7 +133,6 @@ class RestorationPolicy(nn.Module):
         """
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
-        xg = x.repeat_interleave(group_size, dim=0)
         rng = contextlib.nullcontext()
         if generator is not None:
             seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -133,7 +141,7 @@ class RestorationPolicy(nn.Module):
         with rng:
             if generator is not None:
                 torch.manual_seed(seed)
-            traj = self._trajectory(xg, "sample")
+            traj = self._trajectory(x, "sample", group=group_size)
         return PolicySample(traj.images, traj.actions, traj.distribution().log_prob(traj.actions).sum(1))
 
     def evaluate_actions(self, x: Tensor, actions: Tensor) -> PolicyEval:
