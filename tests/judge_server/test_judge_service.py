@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
 from judge_server.local_servers import ThreadedServer, free_port
 
-from conftest import b64, image_bytes
+from judge_images import b64, image_bytes
 
 
 class ScriptedBackend:

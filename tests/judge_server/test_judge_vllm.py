@@ -19,7 +19,7 @@ from judge_server.parsing import expected_digit_score
 from judge_server.prompts import chat_body
 from judge_server.settings import JudgeSettings
 
-from conftest import image_bytes, sample_image
+from judge_images import image_bytes, sample_image
 
 pytestmark = pytest.mark.vllm
 
