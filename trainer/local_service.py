@@ -20,7 +20,7 @@ from trainer.config import RewardConfig
 
 
 def _die_with_parent() -> None:
-    """Linux: the service gets SIGTERM when the run that started it dies, even by SIGKILL."""
+    """Linux: the service gets SIGTERM when the thread that started it ends, even by SIGKILL of the run."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
@@ -46,10 +46,17 @@ class LocalRewardService:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float) -> "LocalRewardService":
+        return self.launch().wait_ready(timeout_s)
+
+    def launch(self) -> "LocalRewardService":
+        """Start the process without waiting (from a long-lived thread: it dies with the thread that started it)."""
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         cmd = [sys.executable, "-m", "reward_server.cli", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         with self.log_path.open("ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> "LocalRewardService":
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -60,9 +67,6 @@ class LocalRewardService:
             time.sleep(0.25)
         self.stop()
         raise LocalServiceError(f"reward service not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
-
-    def random_weight_terms(self) -> list[str]:
-        return httpx.get(f"{self.url}/v1/info", timeout=10.0).json().get("random_weights") or []
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -88,9 +92,6 @@ class LocalRewardService:
         print(f"[grpo] starting a local reward service on {service.url} (log {service.log_path})", flush=True)
         service.start(cfg.local_start_timeout_s)
         try:
-            terms = service.random_weight_terms()
-            if terms:
-                print(f"[grpo] the reward service runs on RANDOM weights for: {', '.join(terms)} (development flag; rewards from these terms carry no meaning)", flush=True)
             yield service.url
         finally:
             service.stop()

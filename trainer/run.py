@@ -8,6 +8,7 @@ max(0, j - S), so a retried or resumed step is computed exactly as it would have
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -48,6 +49,7 @@ class RunResult:
     start_step: int
     checkpoint: Path
     run_dir: Path
+    random_reward_terms: list[str]  # reward terms the service computed with RANDOM model weights
 
 
 def total_steps(cfg: TrainConfig, num_images: int) -> int:
@@ -130,9 +132,26 @@ class Trainer:
                         raise RunError(f"step {step}: rollout failed {attempt + 1} times ({kind}): {exc}") from None
                     self.faults[kind] += 1
                     log.warning("step %d: rollout on actor %d failed (%s), retrying: %s", step, rank, kind, str(exc).splitlines()[0])
-                    time.sleep(min(2.0**attempt, 30.0))
+                    if kind == "rollout_actor_lost":
+                        self._await_restart(rank)
+                    else:
+                        time.sleep(min(2.0**attempt, 30.0))
                     fut = self.workers[rank].rollout.remote(batch, version, self.weights[version])
         return Rollout.concat(parts)
+
+    def _await_restart(self, rank: int, timeout_s: float = 600.0) -> None:
+        """Wait while Ray restarts a crashed actor (a fresh process imports torch and builds the policy)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                ray.get(self.workers[rank].ping.remote(), timeout=30)
+                return
+            except ActorDiedError as exc:  # restarts exhausted: the actor is gone for good
+                raise RunError(f"rollout actor {rank} died and cannot be restarted (rollout.max_restarts={self.cfg.rollout.max_restarts}): {exc}") from None
+            except (ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                if time.monotonic() > deadline:
+                    raise RunError(f"rollout actor {rank} did not come back within {timeout_s:.0f} s") from None
+                time.sleep(0.5)
 
     # -- checkpoints --------------------------------------------------------------------
     def _save(self, completed: int) -> Path:
@@ -214,7 +233,7 @@ class Trainer:
         finally:
             bar.close()
             metrics_log.close()
-        return RunResult(self.total, start, last_ckpt, cfg.logging.dir)
+        return RunResult(self.total, start, last_ckpt, cfg.logging.dir, [])
 
     def _step_metrics(self, rollout: Rollout, stats: dict[str, float], step_time: float, rollout_wait: float) -> dict[str, float]:
         r = rollout.rewards
@@ -257,17 +276,21 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
         if reward_url is not None:
             cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"url": reward_url})})
             trainer.cfg = cfg
-        check_services(cfg.reward, cfg.judge)
+        random_terms = check_services(cfg.reward, cfg.judge)
+        if random_terms:
+            print(f"[grpo] the reward service runs on RANDOM weights for: {', '.join(random_terms)} (its development flag; these terms carry no meaning)", flush=True)
+        if not cfg.judge.url:
+            print("[grpo] no judge configured: R_judge is absent and its weight renormalised away", flush=True)
         started = init_ray(cfg)
         try:
-            return trainer.run(on_step)
+            return dataclasses.replace(trainer.run(on_step), random_reward_terms=random_terms)
         finally:
             if started:
                 ray.shutdown()
 
 
 # Failures that stop a run with a message instead of a traceback (a bug still gets its traceback).
-_STOPS = (ConfigError, CheckpointError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, LocalServiceError, JudgeOutage, RewardRequestError)
+STOP_ERRORS = (ConfigError, CheckpointError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, LocalServiceError, JudgeOutage, RewardRequestError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = train(cfg, args.resume)
-    except _STOPS as exc:
+    except STOP_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         if list_checkpoints(cfg.checkpoint.dir):
             print(f"the run can continue from its latest checkpoint: add --resume auto (checkpoint.dir {cfg.checkpoint.dir})", file=sys.stderr)

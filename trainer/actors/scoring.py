@@ -18,7 +18,7 @@ import httpx
 import torch
 
 from judge_server.client import JudgeClient, JudgeUnavailable
-from reward_server.client import RewardClient, RewardServiceUnavailable
+from reward_server.client import RewardClient, RewardRequestError, RewardServiceUnavailable
 from reward_server.combine import combine_rewards
 from reward_server.config import RewardWeights
 from trainer.config import ConfigError, JudgeConfig, RewardConfig
@@ -58,10 +58,13 @@ def reward_weights(cfg: RewardConfig) -> RewardWeights:
         raise ConfigError(f"reward.weights: {exc}") from None
 
 
-def check_services(reward: RewardConfig, judge: JudgeConfig) -> None:
-    """Stop before any work when a configured service is not ready or a setting is wrong."""
+def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
+    """Stop before any work when a configured service is not ready or a setting is wrong.
+
+    Returns the reward terms the service computes with RANDOM model weights (its development flag).
+    """
     reward_weights(reward)
-    _token(reward.token_env)
+    token = _token(reward.token_env)
     _token(judge.token_env)
     targets = [("reward", reward.url)] + ([("judge", judge.url)] if judge.url else [])
     for name, url in targets:
@@ -71,6 +74,11 @@ def check_services(reward: RewardConfig, judge: JudgeConfig) -> None:
             raise ServiceUnavailable(f"the {name} service at {url} is not reachable ({exc}); start it or fix {name}.url") from None
         if status != 200:
             raise ServiceUnavailable(f"the {name} service at {url} is not ready (/readyz answered {status})")
+    with RewardClient(reward.url, token=token, timeout_s=reward.timeout_s, retries=0) as client:
+        try:
+            return list(client.info().get("random_weights") or [])
+        except (RewardRequestError, RewardServiceUnavailable) as exc:
+            raise ServiceUnavailable(f"the reward service at {reward.url} refused /v1/info: {exc}") from None
 
 
 def _timed(fn, *args, **kwargs):

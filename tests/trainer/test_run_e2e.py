@@ -1,0 +1,268 @@
+"""GRPO runs end to end on local Ray against the real reward service on loopback (random weights,
+tiny CLIP), a tiny policy and 32 px crops.
+
+One uninterrupted run is the reference; a run whose rollout actor is killed, a run killed and
+resumed, and a run whose reward service is restarted must all end with bit-identical weights,
+because every step's images, candidate draws and policy version follow from (seed, step).
+The fault test comes last: it replaces the module's reward service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import numpy as np
+import pytest
+import ray
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from judge_server.app import create_app as create_judge_app
+from judge_server.local_servers import ThreadedServer, free_port
+from judge_server.settings import JudgeSettings
+from reward_server.combine import combine_rewards
+from tests.trainer.run_fixtures import REPO, REWARD_ARGS, tiny_config, write_photos
+from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable
+from trainer.config import JudgeConfig, RewardConfig
+from trainer.local_service import LocalRewardService
+from trainer.metrics_log import read_metrics
+from trainer.run import train
+
+pytestmark = pytest.mark.timeout(900)
+
+STEPS = 6
+
+
+class RewardHolder:
+    """The module's reward service; the restart test swaps it for a new process on the same port."""
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+        self.services = [LocalRewardService(REWARD_ARGS, log_path=log_dir / "reward-0.log").start(300)]
+        self.url = self.services[0].url
+
+    def restart(self) -> LocalRewardService:
+        """Stop the service and launch a new one on the same port without waiting for it."""
+        old = self.services[-1]
+        old.stop()
+        new = LocalRewardService(REWARD_ARGS, port=old.port, log_path=self.log_dir / f"reward-{len(self.services)}.log")
+        self.services.append(new)
+        return new.launch()
+
+
+@pytest.fixture(scope="module")
+def reward(tmp_path_factory):
+    holder = RewardHolder(tmp_path_factory.mktemp("reward-logs"))
+    yield holder
+    for s in holder.services:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return write_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
+    temp = tempfile.mkdtemp(prefix="ray-e2e-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, _temp_dir=temp)
+    yield
+    ray.shutdown()
+
+
+def final_policy(run_dir):
+    return load_file(str(run_dir / "checkpoints" / f"step-{STEPS:08d}" / "policy.safetensors"))
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, photos, reward, local_ray):
+    run_dir = tmp_path_factory.mktemp("reference")
+    subset = run_dir / "subset.json"
+    subset.write_text(json.dumps(["denoise/sigma25/astronaut", "denoise/sigma25/chelsea"]))
+    cfg = tiny_config(run_dir, photos, reward.url, grpo={"train_on": "subset"}, mining={"subset": str(subset)})
+    result = train(cfg)
+    return cfg, result
+
+
+def test_end_to_end_run_logs_checkpoints_and_learns(reference_run):
+    cfg, result = reference_run
+    run_dir = cfg.logging.dir
+    assert result.steps == STEPS and result.start_step == 0
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(STEPS))
+    for key in ("reward/mean", "reward/std", "reward_terms/psnr/mean", "reward_terms/task/mean", "loss/ppo", "loss/sup_l1",
+                "loss/cons_l1", "kl", "entropy", "advantage/mean", "advantage/std", "clip_fraction", "grad_norm",
+                "time/sample", "time/reward", "time/update", "time/weight_sync", "time/step", "throughput/images_per_s",
+                "learner_idle_fraction", "faults/judge_dropped"):
+        assert all(r[key] is not None and np.isfinite(r[key]) for r in rows), key
+    # overlap: step k > 0 was sampled by version k-1, and the PPO ratio sees that (not the authors' ratio == 1)
+    assert rows[0]["staleness"] == 0 and all(r["staleness"] == 1 for r in rows[1:])
+    assert all(abs(r["ratio/max"] - 1) > 1e-6 or abs(r["ratio/min"] - 1) > 1e-6 for r in rows[1:])
+    assert rows[0]["ratio/max"] == pytest.approx(1.0, abs=1e-4)
+    assert rows[0]["coef/sup"] == pytest.approx(0.35) and rows[-1]["coef/sup"] == pytest.approx(0.1)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] > 0
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert ckpts == ["step-00000002", "step-00000004", "step-00000006"]
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    final = final_policy(run_dir)
+    reference = load_file(str(run_dir / "checkpoints" / "step-00000006" / "reference.safetensors"))
+    assert any(not torch.equal(final[k], reference[k]) for k in final)  # the policy moved; the reference did not
+    first = load_file(str(run_dir / "checkpoints" / "step-00000002" / "reference.safetensors"))
+    assert_same_weights(first, reference)
+
+
+def test_resume_after_kill_continues_with_the_same_step_and_state(tmp_path, photos, reward, reference_run):
+    ref_cfg, _ = reference_run
+    cfg = ref_cfg.model_copy(update={"logging": ref_cfg.logging.model_copy(update={"dir": tmp_path}),
+                                     "checkpoint": ref_cfg.checkpoint.model_copy(update={"dir": tmp_path / "checkpoints"}),
+                                     "ray": ref_cfg.ray.model_copy(update={"temp_dir": tempfile.mkdtemp(prefix="ray-kill-", dir="/tmp")})})
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    log = (tmp_path / "killed.log").open("wb")
+    proc = subprocess.Popen([sys.executable, str(REPO / "trainer" / "run.py"), "--config", str(cfg_file)],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    first_ckpt = tmp_path / "checkpoints" / "step-00000002"
+    try:
+        deadline = time.monotonic() + 300
+        while not first_ckpt.is_dir():
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()
+            assert time.monotonic() < deadline, "no checkpoint from the run to kill"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run, its local Ray and actors: one process group
+        proc.wait()
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("step-"))
+    assert saved and saved[-1] != f"step-{STEPS:08d}", "the run finished before the kill"
+    killed_at = int(saved[-1].split("-")[1])
+
+    result = train(cfg, resume="auto")
+    assert result.start_step == killed_at
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(STEPS))  # steps after the checkpoint are not duplicated
+    assert_same_weights(final_policy(tmp_path), final_policy(ref_cfg.logging.dir))
+    ref_rows = read_metrics(ref_cfg.logging.dir / "metrics.jsonl")
+    assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in ref_rows]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """`ray start --head --block` with its own temp dir on loopback, dashboard (job server) on; stopped
+    through its own process group, never with `ray stop` (which would hit every Ray of the user)."""
+    temp = tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
+    dash = free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    cmd = [str(REPO / ".venv" / "bin" / "ray") if (REPO / ".venv" / "bin" / "ray").is_file() else "ray",
+           "start", "--head", "--block", f"--temp-dir={temp}", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
+           "--disable-usage-stats"]
+    log = (tmp_path / "head.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, (tmp_path / "head.log").read_text()
+            assert time.monotonic() < deadline, "ray head did not start:\n" + (tmp_path / "head.log").read_text()
+            try:
+                if httpx.get(f"{address}/api/version", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield address, env
+    finally:
+        proc.terminate()  # `ray start --block` stops its node's processes on SIGTERM
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_ray_job_submit_runs_a_short_job_on_a_started_head(tmp_path, photos, reward, ray_head):
+    address, env = ray_head
+    cfg = tiny_config(tmp_path, photos, reward.url, optim={"max_steps": 2})
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    ray_cli = REPO / ".venv" / "bin" / "ray"
+    done = subprocess.run(
+        [str(ray_cli) if ray_cli.is_file() else "ray", "job", "submit", "--address", address, "--",
+         sys.executable, str(REPO / "trainer" / "run.py"), "--config", str(cfg_file)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[grpo] done: 2 steps" in done.stdout
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1]
+    assert (tmp_path / "checkpoints" / "step-00000002" / "policy.safetensors").is_file()
+
+
+def _scorer_inputs(n=4, side=32):
+    g = torch.Generator().manual_seed(1)
+    ref = torch.rand(n, 3, side, side, generator=g)
+    degraded = (ref + 0.2 * torch.randn(n, 3, side, side, generator=g)).clamp(0, 1)
+    restored = (ref + 0.05 * torch.randn(n, 3, side, side, generator=g)).clamp(0, 1)
+    return dict(restored=restored, reference=ref, degraded=degraded, tasks=["denoise"] * n)
+
+
+def test_scorer_combines_terms_and_applies_the_judge_outage_policy(reward):
+    # a real judge service whose vision-language backend is down: it answers 503
+    settings = JudgeSettings(backend_url=f"http://127.0.0.1:{free_port()}/v1", retries=0, connect_timeout_s=1.0)
+    with ThreadedServer(create_judge_app(settings)) as judge:
+        no_judge = Scorer(RewardConfig(url=reward.url), JudgeConfig()).score(**_scorer_inputs())
+        assert no_judge.judge_dropped == 0 and "judge" not in no_judge.terms
+        for i in range(4):
+            terms = {k: float(v[i]) for k, v in no_judge.terms.items()}
+            assert no_judge.rewards[i].item() == pytest.approx(combine_rewards(terms)[0])
+
+        drop = Scorer(RewardConfig(url=reward.url), JudgeConfig(url=judge.url, retries=0, on_outage="drop")).score(**_scorer_inputs())
+        assert drop.judge_dropped == 4
+        torch.testing.assert_close(drop.rewards, no_judge.rewards)  # judge weight renormalised away, never a made-up score
+
+        stop = Scorer(RewardConfig(url=reward.url), JudgeConfig(url=judge.url, retries=0, on_outage="stop"))
+        with pytest.raises(JudgeOutage, match="on_outage is 'stop'"):
+            stop.score(**_scorer_inputs())
+
+    dead = Scorer(RewardConfig(url=f"http://127.0.0.1:{free_port()}", retries=0), JudgeConfig())
+    with pytest.raises(ServiceUnavailable, match="reward service"):
+        dead.score(**_scorer_inputs())
+
+
+def test_crashed_actor_and_restarted_reward_service_do_not_lose_the_run(tmp_path, photos, reward, reference_run):
+    """A rollout actor killed (Ray restarts it, the step is retried), then the reward service stopped
+    and started again on its port while a rollout is in flight: the run ends as the reference did."""
+    ref_cfg, _ = reference_run
+    cfg = ref_cfg.model_copy(update={"logging": ref_cfg.logging.model_copy(update={"dir": tmp_path}),
+                                     "checkpoint": ref_cfg.checkpoint.model_copy(update={"dir": tmp_path / "checkpoints"})})
+
+    def faults(trainer, step, metrics):
+        if step == 1:  # step 2's rollout is in flight on this actor now
+            ray.kill(trainer.workers[0], no_restart=False)
+        if step == 3:  # step 5's rollout is launched next and meets a service still starting; the client retries
+            reward.restart()
+
+    train(cfg, on_step=faults)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert rows[0]["faults/rollout_actor_lost"] == 0 and rows[-1]["faults/rollout_actor_lost"] >= 1
+    old, new = reward.services
+    assert old.proc.poll() is not None
+    assert "POST /v1/score/batch" in new.log_path.read_text()  # the last steps were scored by the restarted service
+    assert_same_weights(final_policy(tmp_path), final_policy(ref_cfg.logging.dir))
