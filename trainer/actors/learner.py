@@ -127,7 +127,7 @@ class Learner:
         return {
             "policy": cpu_state(self.policy),
             "reference": cpu_state(self.reference),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # a snapshot, not the live moment tensors
             "tracker": self.tracker.state_dict() if self.tracker is not None else None,
             "version": self.version,
             "torch_rng": torch.get_rng_state(),
