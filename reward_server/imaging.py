@@ -30,6 +30,8 @@ def decode_image(data: bytes, *, field: str, max_pixels: int = DEFAULT_MAX_PIXEL
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError(f"{field}: not a decodable PNG or JPEG image") from None
+    except Image.DecompressionBombError as exc:  # PIL's own guard, far above ours, fires while reading the header
+        raise ImageError(f"{field}: exceeds the limit of {max_pixels} pixels ({exc})") from None
     if img.format not in _ALLOWED_FORMATS:
         raise ImageError(f"{field}: format {img.format} is not accepted; send PNG or JPEG")
     w, h = img.size

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -56,6 +58,22 @@ def _assert_refused(resp, status: int, *fragments: str):
 )
 def test_bad_json_image_is_400(http, payload, fragments):
     _assert_refused(http.post("/v1/score", json=payload), 400, *fragments)
+
+
+def _png_header_only(width: int, height: int) -> str:
+    """A PNG whose header claims a huge RGB image (a decompression bomb) with no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
+
+@pytest.mark.parametrize("side", [1000, 50_000])  # over our limit; also over PIL's own bomb guard
+def test_decompression_bomb_is_400(http, side):
+    resp = http.post("/v1/score", json={"restored": _png_header_only(side, side)})
+    _assert_refused(resp, 400, "restored", "exceeds the limit of 40000")
 
 
 def test_unknown_task_is_422(http):
