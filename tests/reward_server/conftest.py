@@ -7,31 +7,13 @@ and error handling, not the quality judgements of the real models.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-
-HERE = Path(__file__).parent
-TOKEN = "test-token-123"
-LIMITS = {"max_pixels": 200 * 200, "max_body_bytes": 1_500_000, "max_batch_items": 32}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tiny_clip_env() -> dict[str, str]:
-    return {
-        "REWARD_SERVER_CLIP_MODEL": "tiny-clip",
-        "REWARD_SERVER_CLIP_MODEL_CONFIG": str(HERE / "tiny-clip.json"),
-    }
+from reward_support import LIMITS, TOKEN, free_port, tiny_clip_env
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import reward_images as im
 from reward_server.client import RewardClient, RewardServiceUnavailable
 from reward_server.imaging import encode_base64_png, encode_png
 
-from conftest import TOKEN, free_port
+from reward_support import TOKEN, free_port
 
 GT = im.photo(11)
 RESTORED = im.noisy(GT, 0.05)

@@ -17,7 +17,7 @@ from reward_server.client import RewardClient, RewardRequestError
 from reward_server.imaging import encode_base64_png
 from reward_server.wire import MEDIA_TYPE, encode_batch
 
-from conftest import LIMITS, TOKEN
+from reward_support import LIMITS, TOKEN
 
 GT = im.photo(0)
 GOOD = encode_base64_png(im.hwc(GT))

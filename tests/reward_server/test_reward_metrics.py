@@ -16,7 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from reward_server.client import RewardClient
 from reward_server.imaging import decode_image, encode_base64_png, encode_png
 
-from conftest import TOKEN
+from reward_support import TOKEN
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from reward_server import cli, weights
 from reward_server.config import load_settings
 from reward_server.models import AestheticHead, WeightsMissingError, load_models, lpips_backbone_filename
 
-from conftest import tiny_clip_env
+from reward_support import tiny_clip_env
 
 
 @pytest.fixture
