@@ -8,7 +8,6 @@ With a token configured, the /v1 routes need `Authorization: Bearer <token>`; th
 
 from __future__ import annotations
 
-import secrets
 import time
 from contextlib import asynccontextmanager
 
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from reward_server.http_guards import BodyLimit, bearer_guard
 from reward_server.imaging import ImageError
 
 from .backend import BackendError, BackendUnavailable, ChatBackend
@@ -50,6 +50,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
             await backend.aclose()
 
     app = FastAPI(title="IRPO judge service", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     def problem(status: int, detail) -> JSONResponse:
         return JSONResponse(status_code=status, content={"detail": detail})
@@ -76,12 +77,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
         metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
 
-    def require_token(request: Request) -> None:
-        if settings.token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given, settings.token.get_secret_value()):
-            raise _HTTPProblem(401, "missing or wrong bearer token")
+    require_token = bearer_guard(settings.token)
 
     async def json_body(request: Request, model):
         try:

@@ -26,6 +26,7 @@ Environment variables:
   JUDGE_SERVER_CACHE_SIZE         results kept in the LRU cache (default 1024; 0 = off)
   JUDGE_SERVER_MAX_BATCH          most items in one batch request (default 64)
   JUDGE_SERVER_MAX_IMAGE_PIXELS   largest accepted image, width x height (default 4096*4096)
+  JUDGE_SERVER_MAX_BODY_BYTES     largest accepted request body; larger ones get 413 (default 64 MiB)
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class JudgeSettings(BaseModel):
     cache_size: int = Field(1024, ge=0)
     max_batch: int = Field(64, ge=1)
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1)
 
 
 class SettingsError(ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from contextlib import asynccontextmanager
 
@@ -17,6 +16,7 @@ from starlette.datastructures import UploadFile
 from reward_server import __version__
 from reward_server.batching import MicroBatcher
 from reward_server.config import GEN_TERMS, TASKS, RewardSettings
+from reward_server.http_guards import BodyLimit, bearer_guard
 from reward_server.imaging import ImageError, decode_base64_image, decode_image
 from reward_server.models import RewardModels, load_models, resolve_device
 from reward_server.schemas import BatchRequest, BatchResponse, ItemOptions, ItemResult, ScoreRequest
@@ -24,33 +24,6 @@ from reward_server.scorer import InvalidItemError, ScoreItem, Scorer, make_item
 from reward_server.wire import MEDIA_TYPE, WireError, decode_batch
 
 IMAGE_FIELDS = ("restored", "reference", "degraded")
-
-
-class _BodyLimit:
-    """Refuses bodies over the limit with 413, by Content-Length and while streaming (chunked uploads)."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        limit = self.max_bytes
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            resp = JSONResponse({"detail": f"body of {int(length)} bytes exceeds the limit of {limit}"}, status_code=413)
-            return await resp(scope, receive, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:  # raised inside the route's body read, rendered by FastAPI's exception handler
-                raise HTTPException(413, f"body exceeds the limit of {limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
 
 
 class _Metrics:
@@ -91,7 +64,7 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
         await batcher.stop()
 
     app = FastAPI(title="IRPO reward service", version=__version__, lifespan=lifespan)
-    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -110,14 +83,7 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
     async def _invalid(_: Request, exc: ValidationError):
         return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
 
-    token = settings.token.get_secret_value() if settings.token else None
-
-    def require_token(request: Request) -> None:
-        if token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    require_token = bearer_guard(settings.token)
 
     def batcher() -> MicroBatcher:
         if state["batcher"] is None:

@@ -186,6 +186,14 @@ def test_oversized_image_is_refused(serve_judge):
     assert answer.status_code == 400 and "exceeds the limit of 4096" in answer.json()["detail"]
 
 
+def test_body_over_the_limit_is_413_before_the_backend_is_asked(serve_judge, triple):
+    with ScriptedBackend(logprobs=FAST) as backend, \
+            serve_judge(backend_url=backend.url, model="judge-model", max_body_bytes=1000) as url:
+        answer = httpx.post(f"{url}/v1/judge", json=triple, timeout=30)
+        assert answer.status_code == 413 and "exceeds the limit of 1000" in answer.json()["detail"]
+        assert backend.bodies == []
+
+
 def test_bearer_token_guards_the_v1_routes(serve_judge, triple):
     with ScriptedBackend(logprobs=FAST) as backend, \
             serve_judge(backend_url=backend.url, model="judge-model", token="s3cret") as url:
