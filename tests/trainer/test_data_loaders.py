@@ -136,3 +136,13 @@ def test_paired_layout(tmp_path):
     (r / "train/derain/target/p.png").unlink()
     with pytest.raises(DataLayoutError, match="no target"):
         build_train_dataset(cfg)
+
+
+def test_duplicate_names_are_refused_with_the_files(tmp_path):
+    r = tmp_path / "pairs"
+    for task in ("derain", "deblur"):
+        _png(r / "test" / task / "input/same.png", 1), _png(r / "test" / task / "target/same.png", 2)
+    cfg = DataConfig(source="paired", root=r, tasks=["derain", "deblur"])
+    assert list(build_eval_sets(cfg)) == ["derain", "deblur"]  # same name in two tasks is fine
+    with pytest.raises(DataLayoutError, match="duplicate sample ids.*derain/target/same.png"):
+        build_eval_sets(cfg, ood=True)  # but the OOD set draws every task from all targets

@@ -61,7 +61,8 @@ class PairDataset(Dataset):
     def __init__(self, specs: list[SampleSpec], cfg: DataConfig, crop: int | None = None):
         dup = [i for i, n in Counter(s.id for s in specs).items() if n > 1]
         if dup:
-            raise DataLayoutError(f"duplicate sample ids (file names must be unique per task): {dup[:5]}")
+            files = sorted(str(s.degraded or s.target) for s in specs if s.id == dup[0])
+            raise DataLayoutError(f"{len(dup)} duplicate sample ids: ids come from file names, which must be unique per task (and, for the OOD set, across all test targets); e.g. {dup[0]} from {files}")
         self.specs = specs
         self.seed = cfg.seed
         self.crop = crop
