@@ -135,6 +135,7 @@ class RewardConfig(_Section):
     start_local: bool = Field(False, description="Start a reward service on loopback for this run (the demo does); url is then ignored.")
     local_args: list[str] = Field(default_factory=list, description="Extra reward-server arguments for the local service, e.g. ['--random-weights', '--config', 'configs/reward-cpu.yaml'].")
     local_start_timeout_s: float = Field(600.0, gt=0, description="How long to wait for the local reward service to become ready.")
+    local_threads: int = Field(1, gt=0, description="CPU threads of the local reward service (OMP_NUM_THREADS): it shares the machine with the Ray actors, and oversubscribed OpenMP threads spin.")
 
 
 class JudgeConfig(_Section):

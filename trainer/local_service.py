@@ -38,12 +38,13 @@ def free_port() -> int:
 class LocalRewardService:
     """`python -m reward_server.cli` on 127.0.0.1 in its own process group; ready when /readyz answers 200."""
 
-    def __init__(self, args: list[str], port: int | None = None, log_path: Path | None = None):
+    def __init__(self, args: list[str], port: int | None = None, log_path: Path | None = None, threads: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="reward-server-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
+        self.threads = threads
 
     def start(self, timeout_s: float) -> "LocalRewardService":
         return self.launch().wait_ready(timeout_s)
@@ -51,6 +52,8 @@ class LocalRewardService:
     def launch(self) -> "LocalRewardService":
         """Start the process without waiting (from a long-lived thread: it dies with the thread that started it)."""
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
         cmd = [sys.executable, "-m", "reward_server.cli", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         with self.log_path.open("ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent)
@@ -88,7 +91,7 @@ class LocalRewardService:
         if not cfg.start_local:
             yield None
             return
-        service = cls(cfg.local_args, log_path=log_path)
+        service = cls(cfg.local_args, log_path=log_path, threads=cfg.local_threads)
         print(f"[grpo] starting a local reward service on {service.url} (log {service.log_path})", flush=True)
         service.start(cfg.local_start_timeout_s)
         try:

@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from trainer.config import TrainConfig
-from trainer.model.presets import TINY
+from trainer.model.presets import MICRO
 
 REPO = Path(__file__).resolve().parents[2]
 REWARD_ARGS = ["--random-weights", "--config", str(REPO / "configs" / "reward-cpu.yaml")]
@@ -28,7 +28,7 @@ def write_photos(root: Path, side: int = 40) -> Path:
 def tiny_config(run_dir: Path, photos: Path, reward_url: str, **sections) -> TrainConfig:
     raw = {
         "seed": 0,
-        "model": TINY,
+        "model": MICRO,
         "data": {"source": "demo", "root": str(photos), "tasks": ["denoise"], "crop_size": 32, "noise_sigmas": [25.0]},
         "grpo": {"group_size": 4, "train_on": "all"},
         "optim": {"lr": 3e-4, "max_steps": 6},

@@ -7,11 +7,11 @@ import torch
 from trainer.actors.learner import Learner
 from trainer.actors.messages import Rollout
 from trainer.config import TrainConfig
-from trainer.model.presets import TINY
+from trainer.model.presets import MICRO
 
 
 def _cfg(**grpo) -> TrainConfig:
-    return TrainConfig.model_validate({"model": TINY, "grpo": {"group_size": 4, **grpo}, "optim": {"lr": 1e-3}})
+    return TrainConfig.model_validate({"model": MICRO, "grpo": {"group_size": 4, **grpo}, "optim": {"lr": 1e-3}})
 
 
 def _rollout(learner: Learner, step: int = 0, b: int = 2, g: int = 4) -> Rollout:

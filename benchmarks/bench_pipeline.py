@@ -1,0 +1,92 @@
+"""Pipeline efficiency of the GRPO trainer: per-stage times, images/s, step time vs the sum of the
+stage times, and the learner's idle fraction, with overlap on (rollout.max_staleness >= 1) and off (0).
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--config configs/cpu-demo.yaml] [--steps 30]
+        [--staleness 0 1] [--set a.b=v ...] [--output runs/bench/pipeline.json]
+
+One local reward service and one local Ray serve every variant (their start-up is not measured).
+The policy starts from pretrain.output when it exists, else from random weights (timings do not
+depend on the weights); it trains on the whole training set (no mining needed). The first
+--warmup steps of each variant are left out of the statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import ray
+
+from trainer.config import load_config
+from trainer.local_service import LocalRewardService
+from trainer.metrics_log import read_metrics
+from trainer.run import init_ray, train
+
+STAGES = ("time/sample", "time/reward", "time/judge", "time/update", "time/weight_sync")
+
+
+def summarise(rows: list[dict], images_per_step: int) -> dict:
+    med = {k: statistics.median(r[k] for r in rows) for k in (*STAGES, "time/score", "time/step", "time/rollout_wait")}
+    stage_sum = med["time/sample"] + med["time/score"] + med["time/update"] + med["time/weight_sync"]
+    return {
+        "steps": len(rows),
+        **{k.removeprefix("time/") + "_s": v for k, v in med.items()},
+        "sum_of_stages_s": stage_sum,
+        "step_over_sum": med["time/step"] / stage_sum,
+        "images_per_s": images_per_step / med["time/step"],
+        "learner_idle_fraction": statistics.mean(r["learner_idle_fraction"] for r in rows),
+        "slowest_stage": max(("rollout+reward", med["time/sample"] + med["time/score"]), ("update", med["time/update"]), key=lambda kv: kv[1])[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="configs/cpu-demo.yaml")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--staleness", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--output", type=Path, default=Path("runs/bench/pipeline.json"))
+    args = p.parse_args(argv)
+    base = load_config(args.config, args.overrides)
+    start = base.pretrain.output if base.pretrain.output.is_file() else None
+    with LocalRewardService.maybe(base.reward) as local_url:
+        reward = base.reward.model_copy(update={"url": local_url or base.reward.url, "start_local": False})
+        init_ray(base)
+        results = {}
+        for s in args.staleness:
+            run_dir = Path("runs/bench/pipeline") / f"staleness-{s}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            cfg = base.model_copy(update={
+                "model": base.model.model_copy(update={"checkpoint": start}),
+                "grpo": base.grpo.model_copy(update={"train_on": "all"}),
+                "optim": base.optim.model_copy(update={"max_steps": args.steps, "epochs": 1000}),
+                "rollout": base.rollout.model_copy(update={"max_staleness": s}),
+                "reward": reward,
+                "checkpoint": base.checkpoint.model_copy(update={"dir": run_dir / "checkpoints", "every_steps": 10**6}),
+                "logging": base.logging.model_copy(update={"dir": run_dir, "progress": False}),
+            })
+            print(f"[bench] staleness {s}: {args.steps} steps", flush=True)
+            train(cfg)
+            rows = read_metrics(run_dir / "metrics.jsonl")[args.warmup:]
+            results[f"staleness={s}"] = summarise(rows, cfg.rollout.num_workers * cfg.rollout.images_per_worker)
+        ray.shutdown()
+    info = {"config": args.config, "overrides": args.overrides, "steps": args.steps, "warmup": args.warmup,
+            "weights": str(start) if start else "random", "results": results}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(info, indent=1))
+    keys = ["sample_s", "reward_s", "judge_s", "update_s", "weight_sync_s", "sum_of_stages_s", "step_s", "step_over_sum", "images_per_s", "learner_idle_fraction", "slowest_stage"]
+    print("| variant | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for name, r in results.items():
+        print(f"| {name} | " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+    print(f"[bench] wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

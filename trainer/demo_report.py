@@ -1,0 +1,97 @@
+"""The demo's report folder: tables (markdown + JSON), reward/loss curves and an image grid (PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.data import build_eval_sets  # noqa: E402
+from trainer.evaluate import format_table, input_baseline  # noqa: E402
+from trainer.inference import restore  # noqa: E402
+from trainer.metrics import psnr_ssim  # noqa: E402
+from trainer.metrics_log import read_metrics  # noqa: E402
+from trainer.model import RestorationPolicy  # noqa: E402
+
+
+def verdict(pre: dict, post: dict, label: str) -> str:
+    """One honest sentence on the average PSNR/SSIM change; 'did not improve' when it did not."""
+    dp = post["average"]["psnr"] - pre["average"]["psnr"]
+    ds = post["average"]["ssim"] - pre["average"]["ssim"]
+    word = "improved" if dp > 0 else "did not improve"
+    return f"{label}: GRPO post-training {word} the average PSNR ({dp:+.3f} dB, SSIM {ds:+.4f})."
+
+
+def write_tables(results: dict[str, dict[str, dict]], out: Path) -> tuple[str, list[str]]:
+    """results[split][row] with split 'in_distribution'/'ood', rows 'pre-trained'/'post-trained'."""
+    parts, verdicts = [], []
+    for split, rows in results.items():
+        table = {"input (degraded)": input_baseline(rows["pre-trained"]), **rows}
+        parts.append(format_table(table))
+        verdicts.append(verdict(rows["pre-trained"], rows["post-trained"], "in-distribution" if split == "in_distribution" else "OOD"))
+    text = "\n".join(parts)
+    (out / "results.md").write_text(text + "\n" + "\n".join(f"- {v}" for v in verdicts) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    return text, verdicts
+
+
+def plot_curves(metrics_file: Path, path: Path) -> Path:
+    rows = read_metrics(metrics_file)
+    if not rows:
+        raise ValueError(f"{metrics_file} holds no steps to plot")
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    mean = torch.tensor([r["reward/mean"] for r in rows])
+    std = torch.tensor([r["reward/std"] for r in rows])
+    axes[0].plot(steps, mean, label="mean")
+    axes[0].fill_between(steps, mean - std, mean + std, alpha=0.25, label="± std")
+    axes[0].set_title("reward R")
+    axes[0].legend()
+    for ax, (key, title) in zip(axes[1:], (("loss/total", "total loss"), ("loss/sup_l1", "L1(best candidate, GT)"), ("kl", "KL to reference"))):
+        ax.plot(steps, [r[key] for r in rows])
+        ax.set_title(title)
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _show(img: torch.Tensor):
+    return img.clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def image_grid(cfg: TrainConfig, pre: RestorationPolicy, post: RestorationPolicy, path: Path) -> Path:
+    """One test image per column of the in-distribution set: degraded / pre-trained / post-trained / ground truth,
+    each restoration titled with its PSNR."""
+    sets = build_eval_sets(cfg.data, ood=False, crop=cfg.eval.crop)
+    rows = []
+    for r, (column, dataset) in enumerate(sets.items()):
+        item = dataset[r % len(dataset)]  # a different photo per row where the set has several
+        x = item["degraded"][None]
+        outs = [restore(p, x.to(next(p.parameters()).device), cfg.eval.tile, cfg.eval.tile_overlap)[0].cpu() for p in (pre, post)]
+        rows.append((column, item, outs))
+    fig, axes = plt.subplots(len(rows), 4, figsize=(10, 2.6 * len(rows)), squeeze=False)
+    for r, (column, item, (out_pre, out_post)) in enumerate(rows):
+        panels = [("degraded", item["degraded"]), ("pre-trained", out_pre), ("post-trained", out_post), ("ground truth", item["target"])]
+        for c, (name, img) in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(_show(img))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            title = name if c == 3 else f"{name}\n{psnr_ssim(img, item['target'], cfg.eval.convention, cfg.eval.crop_border)[0]:.2f} dB"
+            ax.set_title(title, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(column, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
