@@ -41,21 +41,28 @@ def write_tables(results: dict[str, dict[str, dict]], out: Path) -> tuple[str, l
     return text, verdicts
 
 
-def plot_curves(metrics_file: Path, path: Path) -> Path:
+def _running_mean(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_curves(metrics_file: Path, path: Path, window: int = 10) -> Path:
     rows = read_metrics(metrics_file)
     if not rows:
         raise ValueError(f"{metrics_file} holds no steps to plot")
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    mean = torch.tensor([r["reward/mean"] for r in rows])
-    std = torch.tensor([r["reward/std"] for r in rows])
-    axes[0].plot(steps, mean, label="mean")
-    axes[0].fill_between(steps, mean - std, mean + std, alpha=0.25, label="± std")
-    axes[0].set_title("reward R")
-    axes[0].legend()
-    for ax, (key, title) in zip(axes[1:], (("loss/total", "total loss"), ("loss/sup_l1", "L1(best candidate, GT)"), ("kl", "KL to reference"))):
-        ax.plot(steps, [r[key] for r in rows])
+    # each step sees different images, so a step's reward mostly says how hard its images are:
+    # the running mean shows the trend
+    for ax, (key, title) in zip(axes, (("reward/mean", "reward R (batch mean)"), ("loss/total", "total loss"), ("loss/sup_l1", "L1(best candidate, GT)"), ("kl", "KL to reference"))):
+        values = [r[key] for r in rows]
+        ax.plot(steps, values, alpha=0.35, label="per step")
+        ax.plot(steps, _running_mean(values, window), label=f"running mean ({window} steps)")
         ax.set_title(title)
+    axes[0].legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()
