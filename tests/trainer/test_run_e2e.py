@@ -204,11 +204,15 @@ def test_ray_job_submit_runs_a_short_job_on_a_started_head(tmp_path, photos, rew
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
     ray_cli = REPO / ".venv" / "bin" / "ray"
-    done = subprocess.run(
-        [str(ray_cli) if ray_cli.is_file() else "ray", "job", "submit", "--address", address, "--",
-         sys.executable, str(REPO / "trainer" / "run.py"), "--config", str(cfg_file)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
+    submit = [str(ray_cli) if ray_cli.is_file() else "ray", "job", "submit", "--address", address, "--",
+              sys.executable, str(REPO / "trainer" / "run.py"), "--config", str(cfg_file)]
+    # The job server answers before the head's job agent registers; until then it refuses with this text.
+    deadline = time.monotonic() + 120
+    while True:
+        done = subprocess.run(submit, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in done.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[grpo] done: 2 steps" in done.stdout
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1]

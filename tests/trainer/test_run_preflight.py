@@ -38,7 +38,7 @@ def test_missing_subset_and_data_stop_before_ray(tmp_path, capsys):
     assert "not in the training set" in capsys.readouterr().err
     cfg = tiny_config(tmp_path / "run", tmp_path / "empty", "http://127.0.0.1:9")
     assert main(["--config", _write(tmp_path, cfg)]) == 2
-    assert "folder not found" in capsys.readouterr().err
+    assert "no photos in" in capsys.readouterr().err
     assert not ray.is_initialized()
 
 
