@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
 
 import httpx
 
@@ -69,16 +68,11 @@ class RewardClient:
     def info(self) -> dict:
         return self._request("GET", "/v1/info").json()
 
-    def score_batch(
-        self,
-        restored,
-        reference=None,
-        degraded=None,
-        tasks: Sequence[str | None] | None = None,
-        weights: Mapping[str, float] | Sequence[Mapping[str, float] | None] | None = None,
-        judge: Sequence[float | None] | None = None,
-    ) -> list[ItemResult]:
-        """Score float32 arrays or tensors (N, 3, H, W) in [0, 1], sent losslessly as safetensors."""
-        body = encode_batch(restored, reference, degraded, tasks=tasks, weights=weights, judge=judge)
+    def score_batch(self, restored, reference=None, degraded=None, **options) -> list[ItemResult]:
+        """Score float32 arrays or tensors (N, 3, H, W) in [0, 1], sent losslessly as safetensors.
+
+        `options` are encode_batch's per-item `tasks`, `weights` and `judge` (see reward_server.wire).
+        """
+        body = encode_batch(restored, reference, degraded, **options)
         resp = self._request("POST", "/v1/score/batch", content=body, headers={"Content-Type": MEDIA_TYPE})
         return BatchResponse.model_validate_json(resp.content).results
