@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from reward_server.http_guards import BodyLimit, bearer_guard
+from reward_server.http_guards import BodyLimit, bearer_guard, count_requests
 from reward_server.imaging import ImageError
 
 from .backend import BackendError, BackendUnavailable, ChatBackend
@@ -70,12 +70,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
     app.add_exception_handler(BackendUnavailable, outage)
     app.add_exception_handler(BackendError, bad_backend)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
+    count_requests(app, metrics.requests)
 
     require_token = bearer_guard(settings.token)
 

@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from reward_server import __version__
 from reward_server.batching import MicroBatcher
 from reward_server.config import GEN_TERMS, TASKS, RewardSettings
-from reward_server.http_guards import BodyLimit, bearer_guard
+from reward_server.http_guards import BodyLimit, bearer_guard, count_requests
 from reward_server.imaging import ImageError, decode_base64_image, decode_image
 from reward_server.models import RewardModels, load_models, resolve_device
 from reward_server.schemas import BatchRequest, BatchResponse, ItemOptions, ItemResult, ScoreRequest
@@ -66,12 +66,7 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
     app = FastAPI(title="IRPO reward service", version=__version__, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        prom.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
+    count_requests(app, prom.requests)
 
     @app.exception_handler(ImageError)
     @app.exception_handler(InvalidItemError)

@@ -1,4 +1,5 @@
-"""HTTP guards shared by the services: a request-body size limit and optional bearer-token auth.
+"""HTTP pieces shared by the services: a request-body size limit, optional bearer-token auth and
+request counting for Prometheus.
 
 Kept free of model code so the judge service can import it without loading torch models.
 """
@@ -7,8 +8,9 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from pydantic import SecretStr
 
 
@@ -52,3 +54,15 @@ def bearer_guard(token: SecretStr | None):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     return require_token
+
+
+def count_requests(app: FastAPI, counter: Counter) -> None:
+    """Count every response in `counter`, labelled (route template, status code). The template, not the
+    raw path, keeps the label values few; requests that match no route count as 'unmatched'."""
+
+    @app.middleware("http")
+    async def counted(request: Request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        counter.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response

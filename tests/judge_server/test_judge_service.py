@@ -223,6 +223,9 @@ def test_multipart_upload_and_the_cache(serve_judge):
     assert bad.status_code == 400 and "restored:" in bad.json()["detail"]
     assert "judge_cache_hits_total 1.0" in metrics
     assert 'judge_items_total{mode="fast",status="ok"} 2.0' in metrics
+    # the shared request counter labels by route template and status code
+    assert 'judge_http_requests_total{code="200",route="/v1/judge"} 3.0' in metrics
+    assert 'judge_http_requests_total{code="400",route="/v1/judge"} 1.0' in metrics
 
 
 def test_client_checks_shapes_before_sending():
