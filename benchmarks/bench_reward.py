@@ -29,7 +29,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # no
 from reward_server import metrics  # noqa: E402
 from reward_server.client import RewardClient  # noqa: E402
 from reward_server.config import TASKS, load_settings  # noqa: E402
-from reward_server.models import load_models, resolve_device  # noqa: E402
+from reward_server.device import resolve_device  # noqa: E402
+from reward_server.models import load_models  # noqa: E402
 from reward_server.scorer import Scorer, make_item  # noqa: E402
 
 

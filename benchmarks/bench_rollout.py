@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from trainer.actors.device import resolve_device
+from reward_server.device import resolve_device
 from trainer.model import build_policy, model_preset
 
 

@@ -16,9 +16,10 @@ from starlette.datastructures import UploadFile
 from reward_server import __version__
 from reward_server.batching import MicroBatcher
 from reward_server.config import GEN_TERMS, TASKS, RewardSettings
+from reward_server.device import resolve_device
 from reward_server.http_guards import BodyLimit, bearer_guard, count_requests
 from reward_server.imaging import ImageError, decode_base64_image, decode_image
-from reward_server.models import RewardModels, load_models, resolve_device
+from reward_server.models import RewardModels, load_models
 from reward_server.schemas import BatchRequest, BatchResponse, ItemOptions, ItemResult, ScoreRequest
 from reward_server.scorer import InvalidItemError, ScoreItem, Scorer, make_item
 from reward_server.wire import MEDIA_TYPE, WireError, decode_batch

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from reward_server.app import create_app
 from reward_server.config import load_settings
-from reward_server.models import WeightsMissingError, load_models, resolve_device
+from reward_server.device import resolve_device
+from reward_server.models import WeightsMissingError, load_models
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

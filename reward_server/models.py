@@ -72,15 +72,6 @@ def lpips_backbone_url(net: str) -> str:
     return _LPIPS_BACKBONES[net].url
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 class AestheticHead(nn.Module):
     """LAION improved-aesthetic-predictor MLP; module indices match its released state dict."""
 

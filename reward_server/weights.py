@@ -21,13 +21,13 @@ import torch
 from open_clip.pretrained import download_pretrained
 
 from reward_server.config import RewardSettings, load_settings
+from reward_server.device import resolve_device
 from reward_server.models import (
     WeightsMissingError,
     clip_file_stem,
     load_models,
     lpips_backbone_filename,
     lpips_backbone_url,
-    resolve_device,
 )
 
 AESTHETIC_URL = (

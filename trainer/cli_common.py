@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from trainer.actors.device import resolve_device
+from reward_server.device import resolve_device
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.model import RestorationPolicy, WeightsError, build_policy
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.actors.device import resolve_device
+from reward_server.device import resolve_device
 from trainer.actors.scoring import reward_weights
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data.demo_corpus import fetch

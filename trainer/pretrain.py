@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from reward_server.device import resolve_device
 from trainer import cli_common
-from trainer.actors.device import resolve_device
 from trainer.config import TrainConfig
 from trainer.data import build_train_dataset
 from trainer.model import build_policy, save_policy

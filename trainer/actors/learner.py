@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from trainer.actors.device import resolve_device
+from reward_server.device import resolve_device
 from trainer.actors.messages import Rollout
 from trainer.config import TrainConfig
 from trainer.grpo import (

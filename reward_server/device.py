@@ -1,4 +1,7 @@
-"""Run-time device choice: the code never hard-codes cuda or cpu."""
+"""Run-time device choice shared by the reward service and the trainer: nothing hard-codes cuda or cpu.
+
+Only torch is imported, so the trainer's actors can use it without loading the reward models.
+"""
 
 from __future__ import annotations
 
