@@ -2,17 +2,22 @@
 stage times, and the learner's idle fraction, with overlap on (rollout.max_staleness >= 1) and off (0).
 
     .venv/bin/python benchmarks/bench_pipeline.py [--config configs/cpu-demo.yaml] [--steps 30]
-        [--staleness 0 1] [--set a.b=v ...] [--output runs/bench/pipeline.json]
+        [--staleness 0 1] [--reward-latency-ms 0] [--set a.b=v ...] [--output runs/bench/pipeline.json]
 
 One local reward service and one local Ray serve every variant (their start-up is not measured).
 The policy starts from pretrain.output when it exists, else from random weights (timings do not
 depend on the weights); it trains on the whole training set (no mining needed). The first
 --warmup steps of each variant are left out of the statistics.
+
+--reward-latency-ms puts benchmarks/latency_proxy.py in front of the reward service: every request
+waits that long, as for a service on its own GPUs across the network, whose compute does not take
+the trainer's cores (on one small machine the service otherwise competes with the learner).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -20,7 +25,9 @@ import sys
 from pathlib import Path
 
 import ray
+from latency_proxy import latency_proxy
 
+from judge_server.local_servers import ThreadedServer
 from trainer.config import load_config
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics
@@ -49,13 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--staleness", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--reward-latency-ms", type=float, default=0.0, help="Added latency per reward request (emulates a remote service).")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--output", type=Path, default=Path("runs/bench/pipeline.json"))
     args = p.parse_args(argv)
     base = load_config(args.config, args.overrides)
     start = base.pretrain.output if base.pretrain.output.is_file() else None
-    with LocalRewardService.maybe(base.reward) as local_url:
-        reward = base.reward.model_copy(update={"url": local_url or base.reward.url, "start_local": False})
+    with LocalRewardService.maybe(base.reward) as local_url, contextlib.ExitStack() as stack:
+        url = local_url or base.reward.url
+        if args.reward_latency_ms > 0:
+            url = stack.enter_context(ThreadedServer(latency_proxy(url, args.reward_latency_ms / 1000))).url
+        reward = base.reward.model_copy(update={"url": url, "start_local": False})
         init_ray(base)
         results = {}
         for s in args.staleness:
@@ -75,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = read_metrics(run_dir / "metrics.jsonl")[args.warmup:]
             results[f"staleness={s}"] = summarise(rows, cfg.rollout.num_workers * cfg.rollout.images_per_worker)
         ray.shutdown()
-    info = {"config": args.config, "overrides": args.overrides, "steps": args.steps, "warmup": args.warmup,
+    info = {"config": args.config, "overrides": args.overrides, "steps": args.steps, "warmup": args.warmup, "reward_latency_ms": args.reward_latency_ms,
             "weights": str(start) if start else "random", "results": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(info, indent=1))

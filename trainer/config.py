@@ -119,7 +119,7 @@ class RolloutConfig(_Section):
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per rollout actor (fractional allowed); 0 = CPU.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per rollout actor.")
     images_per_worker: int = Field(1, ge=1, description="Images per rollout actor per step (IRPO: batch 1 per GPU).")
-    max_staleness: int = Field(1, ge=0, description="Max policy versions a rollout may lag the learner; 0 = fully on-policy (no overlap).")
+    max_staleness: int = Field(1, ge=0, description="Max policy versions a rollout may lag the learner; 0 = fully on-policy (no overlap). S batches are produced while the learner updates: raise it when sampling + scoring latency exceeds S update times (the learner_idle_fraction log shows it).")
     learner_gpus: float = Field(0.0, ge=0, description="GPUs of the learner actor; 0 = CPU.")
     learner_cpus: float = Field(1.0, gt=0, description="CPUs of the learner actor.")
     max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed rollout actor.")
