@@ -24,15 +24,15 @@ class RewardWeights(BaseModel):
     """Two-level weights: `gen` terms make R_gen; groups gen/judge/task make R."""
 
     model_config = ConfigDict(extra="forbid")
-    clip_similarity: float = Field(0.25, ge=0)
-    lpips: float = Field(0.25, ge=0)
-    aesthetic: float = Field(0.15, ge=0)
-    psnr: float = Field(0.20, ge=0)
-    ssim: float = Field(0.15, ge=0)
-    clip_iqa: float = Field(0.0, ge=0)
-    gen: float = Field(0.6, ge=0)
-    judge: float = Field(0.1, ge=0)
-    task: float = Field(0.3, ge=0)
+    clip_similarity: float = Field(0.25, ge=0, description="R_gen: CLIP cosine similarity of restored and reference.")
+    lpips: float = Field(0.25, ge=0, description="R_gen: 1 - LPIPS distance to the reference.")
+    aesthetic: float = Field(0.15, ge=0, description="R_gen: LAION aesthetic rating mapped by aesthetic_range.")
+    psnr: float = Field(0.20, ge=0, description="R_gen: PSNR to the reference mapped by psnr_range_db.")
+    ssim: float = Field(0.15, ge=0, description="R_gen: SSIM to the reference.")
+    clip_iqa: float = Field(0.0, ge=0, description="R_gen: CLIP-IQA (no reference); 0 keeps the paper's reward.")
+    gen: float = Field(0.6, ge=0, description="R: weight of the generic term R_gen.")
+    judge: float = Field(0.1, ge=0, description="R: weight of the caller-supplied judge score.")
+    task: float = Field(0.3, ge=0, description="R: weight of the task-aware term R_task.")
 
     def override(self, partial: dict[str, float] | None) -> "RewardWeights":
         """A copy with some weights replaced; unknown names or negative values raise ValueError."""
@@ -48,7 +48,7 @@ class RewardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REWARD_SERVER_", extra="forbid", validate_default=True)
 
     host: str = Field("127.0.0.1", description="Bind address; loopback unless deliberately exposed.")
-    port: int = Field(8100, ge=0, le=65535)
+    port: int = Field(8100, ge=0, le=65535, description="TCP port the service listens on.")
     device: str = Field("auto", description="'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:N'.")
     token: SecretStr | None = Field(None, description="Bearer token required on /v1/* (env REWARD_SERVER_TOKEN).")
     weights_dir: Path | None = Field(None, description="Folder prepared by reward-server-weights.")
@@ -59,13 +59,15 @@ class RewardSettings(BaseSettings):
     clip_model_config: Path | None = Field(None, description="Extra open_clip architecture JSON to register (small CPU models).")
     aesthetic_file: str = Field("sac+logos+ava1-l14-linearMSE.pth", description="LAION aesthetic MLP state dict.")
     aesthetic_range: tuple[float, float] = Field((1.0, 10.0), description="Aesthetic rating mapped linearly onto [0, 1].")
-    lpips_net: Literal["alex", "vgg", "squeeze"] = Field("alex")
+    lpips_net: Literal["alex", "vgg", "squeeze"] = Field("alex", description="LPIPS backbone network.")
     iqa_prompts: tuple[str, str] = Field(("Good photo.", "Bad photo."), description="CLIP-IQA antonym prompts.")
     psnr_range_db: tuple[float, float] = Field((20.0, 40.0), description="PSNR thresholds tau_min, tau_max mapped onto [0, 1].")
     weights: RewardWeights = Field(default_factory=RewardWeights)
     max_pixels: int = Field(2048 * 2048, gt=0, description="Per-image pixel limit (decompression bombs).")
     min_side: int = Field(7, ge=7, description="Smallest accepted side (the SSIM window is 7x7).")
-    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest accepted request body in bytes (default 64 MiB); larger ones get 413."
+    )
     max_batch_items: int = Field(256, gt=0, description="Items in one /v1/score/batch request.")
     micro_batch_size: int = Field(32, gt=0, description="Items scored together on the device.")
     micro_batch_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits to fill a micro-batch.")
