@@ -7,29 +7,23 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from tests.trainer.policy_fixtures import seeded_policy
 from trainer.config import TrainConfig
 from trainer.data import build_eval_sets
 from trainer.data.demo_corpus import write_standin_corpus
 from trainer.evaluate import evaluate, format_table, input_baseline, write_results
 from trainer.inference import restore
 from trainer.metrics import psnr_ssim
-from trainer.model import build_policy, model_preset
+from trainer.model import model_preset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def setup(tmp_path):
     root = write_standin_corpus(tmp_path / "demo", n_train=1, n_test=2, size=(40, 56))
     cfg = TrainConfig(model=model_preset("micro"), data={"root": root, "tasks": ["denoise", "deblur"], "noise_sigmas": [25]})
-    torch.manual_seed(0)
-    return cfg, build_policy(cfg.model).eval()
+    return cfg, seeded_policy(0, cfg.model)
 
 
 def _hwc(t):

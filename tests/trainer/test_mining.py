@@ -4,23 +4,16 @@ import json
 import math
 
 import pytest
-import torch
 
+from tests.trainer.policy_fixtures import seeded_policy
 from trainer.config import TrainConfig
 from trainer.data import build_train_dataset
 from trainer.data.demo_corpus import write_standin_corpus
 from trainer.mining import mine, select
-from trainer.model import build_policy, model_preset
+from trainer.model import model_preset
 from trainer.train_data import read_subset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The 2 shared cores are busy with other work; one thread avoids OpenMP spin-waits.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _records():
@@ -59,8 +52,7 @@ def test_mine_writes_manifest_and_a_subset_the_trainer_reads(tmp_path):
         data={"root": root, "tasks": ["deblur", "lowlight"]},
         mining={"fraction": 0.5, "crop": 32, "batch_size": 3, "manifest": tmp_path / "m/manifest.jsonl", "subset": tmp_path / "m/subset.json"},
     )
-    torch.manual_seed(0)
-    ids = mine(cfg, build_policy(cfg.model))
+    ids = mine(cfg, seeded_policy(0, cfg.model))
     lines = [json.loads(x) for x in (tmp_path / "m/manifest.jsonl").read_text().splitlines()]
     assert len(lines) == 8 and {r["task"] for r in lines} == {"deblur", "lowlight"}
     assert all({"id", "task", "psnr", "ssim"} <= set(r) for r in lines)

@@ -3,22 +3,10 @@
 import pytest
 import torch
 
-from trainer.model import build_policy, model_preset
+from tests.trainer.policy_fixtures import seeded_policy
 from trainer.model.adair import soft_lowpass_mask
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The 2 shared cores are busy with other work; one thread avoids OpenMP spin-waits.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _policy(seed=0):
-    torch.manual_seed(seed)
-    return build_policy(model_preset("micro")).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_like(policy):
@@ -41,7 +29,7 @@ def _beta_log_density(x, a, b):
 
 
 def test_sample_shapes_order_and_log_prob_match_evaluate_actions():
-    policy, x = _policy(), _images(b=2)
+    policy, x = seeded_policy(), _images(b=2)
     s = policy.sample(x, group_size=3, generator=torch.Generator().manual_seed(0))
     assert policy.action_dim == 12
     assert s.images.shape == (6, 3, 32, 32) and s.actions.shape == (6, 12) and s.log_prob.shape == (6,)
@@ -53,7 +41,7 @@ def test_sample_shapes_order_and_log_prob_match_evaluate_actions():
 
 
 def test_log_prob_and_entropy_agree_with_beta():
-    policy, x = _policy(), _images(b=3)
+    policy, x = seeded_policy(), _images(b=3)
     actions = torch.rand(3, 12, generator=torch.Generator().manual_seed(5)) * 0.98 + 0.01
     ev = policy.evaluate_actions(x, actions)
     assert ev.alpha.shape == ev.beta.shape == (3, 12)
@@ -68,7 +56,7 @@ def test_log_prob_and_entropy_agree_with_beta():
 
 
 def test_deterministic_is_reproducible_and_uses_beta_means():
-    policy, x = _policy(), _images()
+    policy, x = seeded_policy(), _images()
     torch.manual_seed(123)
     a = policy.deterministic(x)
     torch.manual_seed(456)
@@ -84,7 +72,7 @@ def test_deterministic_is_reproducible_and_uses_beta_means():
 
 
 def test_gradients_reach_heads_and_backbone():
-    policy, x = _policy(), _images()
+    policy, x = seeded_policy(), _images()
     actions = torch.full((2, 12), 0.4)
     ev = policy.evaluate_actions(x, actions)
     (ev.log_prob.sum() + ev.entropy.sum() + ev.images.abs().mean()).backward()
@@ -98,7 +86,7 @@ def test_gradients_reach_heads_and_backbone():
 
 
 def test_sampling_gives_distinct_candidates_and_generator_reproduces():
-    policy, x = _trained_like(_policy()), _images(b=1)
+    policy, x = _trained_like(seeded_policy()), _images(b=1)
     s1 = policy.sample(x, 4, generator=torch.Generator().manual_seed(7))
     s2 = policy.sample(x, 4, generator=torch.Generator().manual_seed(7))
     s3 = policy.sample(x, 4, generator=torch.Generator().manual_seed(8))
@@ -111,7 +99,7 @@ def test_sampling_gives_distinct_candidates_and_generator_reproduces():
 
 
 def test_rate_actions_change_the_output_at_128px():
-    policy = _trained_like(_policy())
+    policy = _trained_like(seeded_policy())
     x = _images(b=1, size=128)
     base = torch.full((1, 12), 0.5)
     out = policy.evaluate_actions(x, base).images
@@ -143,7 +131,7 @@ def test_soft_mask_is_continuous_in_the_rate_on_small_maps():
 
 
 def test_given_actions_are_validated():
-    policy, x = _policy(), _images()
+    policy, x = seeded_policy(), _images()
     for bad in (torch.full((2, 11), 0.5), torch.full((2, 12), 1.0)):
         try:
             policy.evaluate_actions(x, bad)

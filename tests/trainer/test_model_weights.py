@@ -3,7 +3,10 @@
 import pytest
 import torch
 
+from tests.trainer.policy_fixtures import seeded_policy
 from trainer.model import WeightsError, build_policy, load_policy_weights, model_preset, save_policy
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Names and shapes from AdaIR's public net/model.py for the paper config (dim 48, heads[2] = 4).
 ADAIR_PAPER_KEYS = {
@@ -36,19 +39,6 @@ ADAIR_PAPER_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _micro(seed):
-    torch.manual_seed(seed)
-    return build_policy(model_preset("micro")).eval()
-
-
 def _lightning_ckpt(path, state):
     torch.save({"epoch": 3, "global_step": 99, "pytorch-lightning_version": "2.1.0", "state_dict": state, "optimizer_states": [], "lr_schedulers": []}, path)
 
@@ -64,7 +54,7 @@ def test_paper_config_has_adair_names_and_size():
 
 
 def test_adair_lightning_ckpt_loads_strictly_and_reports_fresh_heads(tmp_path):
-    source, target = _micro(1), _micro(2)
+    source, target = seeded_policy(1), seeded_policy(2)
     path = tmp_path / "adair5d.ckpt"
     _lightning_ckpt(path, {f"net.{k}": v for k, v in source.backbone.state_dict().items()})
     heads_before = {k: v.clone() for k, v in target.rate_heads.state_dict().items()}
@@ -80,7 +70,7 @@ def test_adair_lightning_ckpt_loads_strictly_and_reports_fresh_heads(tmp_path):
 
 @pytest.mark.parametrize("damage", ["missing", "unexpected", "shape", "outside-prefix"])
 def test_mismatching_ckpt_is_refused_with_the_keys_named(tmp_path, damage):
-    policy = _micro(1)
+    policy = seeded_policy(1)
     state = {f"net.{k}": v for k, v in policy.backbone.state_dict().items()}
     if damage == "missing":
         del state["net.fre2.para1"]
@@ -97,17 +87,17 @@ def test_mismatching_ckpt_is_refused_with_the_keys_named(tmp_path, damage):
     path = tmp_path / "bad.ckpt"
     _lightning_ckpt(path, state)
     with pytest.raises(WeightsError, match=needle.replace(".", r"\.")):
-        load_policy_weights(_micro(2), path)
+        load_policy_weights(seeded_policy(2), path)
 
 
 def test_wrong_size_config_is_refused(tmp_path):
-    path = save_policy(_micro(1), tmp_path / "micro.safetensors")
+    path = save_policy(seeded_policy(1), tmp_path / "micro.safetensors")
     with pytest.raises(WeightsError, match="does not fit"):
         load_policy_weights(build_policy(model_preset("tiny")), path)
 
 
 def test_safetensors_round_trip_reproduces_outputs(tmp_path):
-    source, target = _micro(1), _micro(2)
+    source, target = seeded_policy(1), seeded_policy(2)
     x = torch.rand(1, 3, 32, 32)
     path = save_policy(source, tmp_path / "sub" / "policy.safetensors")
     report = load_policy_weights(target, path)
@@ -117,14 +107,14 @@ def test_safetensors_round_trip_reproduces_outputs(tmp_path):
 
 
 def test_build_policy_loads_the_configured_checkpoint(tmp_path):
-    path = save_policy(_micro(1), tmp_path / "p.safetensors")
+    path = save_policy(seeded_policy(1), tmp_path / "p.safetensors")
     cfg = model_preset("micro").model_copy(update={"checkpoint": path})
     loaded = build_policy(cfg)
-    assert torch.equal(loaded.backbone.output.weight, _micro(1).backbone.output.weight)
+    assert torch.equal(loaded.backbone.output.weight, seeded_policy(1).backbone.output.weight)
 
 
 def test_unreadable_files_give_clear_errors(tmp_path):
-    policy = _micro(1)
+    policy = seeded_policy(1)
     with pytest.raises(WeightsError, match="not found"):
         load_policy_weights(policy, tmp_path / "none.safetensors")
     junk = tmp_path / "junk.safetensors"

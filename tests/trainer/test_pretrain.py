@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.trainer.policy_fixtures import seeded_policy
 from trainer.config import TrainConfig
 from trainer.data import build_train_dataset
 from trainer.data.demo_corpus import write_standin_corpus
@@ -13,14 +14,7 @@ from trainer.mining import main as mining_main
 from trainer.pretrain import main as pretrain_main
 from trainer.pretrain import pretrain
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The 2 shared cores are busy with other work; one thread avoids OpenMP spin-waits.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pretrain_reduces_l1_and_writes_weights(tmp_path):
@@ -32,8 +26,7 @@ def test_pretrain_reduces_l1_and_writes_weights(tmp_path):
     )
     batch = [build_train_dataset(cfg.data)[i] for i in range(3)]
     x, y = torch.stack([b["degraded"] for b in batch]), torch.stack([b["target"] for b in batch])
-    torch.manual_seed(cfg.seed)
-    before = build_policy(cfg.model).eval()
+    before = seeded_policy(cfg.seed, cfg.model)
     path = pretrain(cfg)
     assert path == cfg.pretrain.output and path.is_file()
     after = build_policy(cfg.model)
