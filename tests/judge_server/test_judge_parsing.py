@@ -52,23 +52,19 @@ def test_score_out_of_range_or_not_an_integer(bad):
     assert "not an integer from 1 to 5" in parsed.error
 
 
-def test_two_scores_are_ambiguous():
-    parsed = parse_assessment("<Assessment><Score>2</Score><Analysis>better</Analysis><Score>5</Score></Assessment>")
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("<Assessment><Score>2</Score><Analysis>better</Analysis><Score>5</Score></Assessment>", "2 <Score> elements"),
+        ("<Assessment><Score>3</Score></Assessment>\n<Assessment><Score>4</Score></Assessment>", "2 <Assessment> blocks"),
+        ("<Assessment>\n<DegradationType>noise</DegradationType>\n<Analysis>The restored image", "not closed"),
+    ],
+    ids=["two-scores", "two-blocks", "truncated"],
+)
+def test_ambiguous_or_truncated_answers_give_no_score(text, reason):
+    parsed = parse_assessment(text)
     assert parsed.score is None
-    assert "2 <Score> elements" in parsed.error
-
-
-def test_two_assessment_blocks_are_ambiguous():
-    block = "<Assessment><Score>3</Score></Assessment>"
-    parsed = parse_assessment(block + "\n" + block.replace("3", "4"))
-    assert parsed.score is None
-    assert "2 <Assessment> blocks" in parsed.error
-
-
-def test_truncated_block():
-    parsed = parse_assessment("<Assessment>\n<DegradationType>noise</DegradationType>\n<Analysis>The restored image")
-    assert parsed.score is None
-    assert "not closed" in parsed.error
+    assert reason in parsed.error
 
 
 @pytest.mark.parametrize("text", ["", "44444444", "Score: 4", "<Score>4</Score>"])
