@@ -15,6 +15,8 @@ import httpx
 import pytest
 from reward_support import LIMITS, TOKEN, free_port, tiny_clip_env
 
+from reward_server.client import RewardClient
+
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> str:
@@ -56,4 +58,11 @@ def server(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def http(server) -> httpx.Client:
     with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client(server) -> RewardClient:
+    """The Python client, without retries so that a failure shows at once."""
+    with RewardClient(server, token=TOKEN, retries=0) as c:
         yield c

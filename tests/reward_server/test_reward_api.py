@@ -140,9 +140,3 @@ def test_client_gives_up_after_retries_on_connection_errors():
     with RewardClient(f"http://127.0.0.1:{free_port()}", retries=2, backoff_s=0.01, timeout_s=2) as c:
         with pytest.raises(RewardServiceUnavailable, match="3 attempts"):
             c.healthz()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with RewardClient(server, token=TOKEN, retries=0) as c:
-        yield c

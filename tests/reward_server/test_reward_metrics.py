@@ -13,16 +13,7 @@ import pytest
 import reward_images as im
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from reward_server.client import RewardClient
 from reward_server.imaging import decode_image, encode_base64_png, encode_png
-
-from reward_support import TOKEN
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with RewardClient(server, token=TOKEN, retries=0) as c:
-        yield c
 
 
 def _skimage(restored: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
