@@ -16,7 +16,6 @@ from trainer.inference import restore
 from trainer.metrics import psnr_ssim
 from trainer.model import model_preset
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

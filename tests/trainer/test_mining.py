@@ -13,7 +13,6 @@ from trainer.mining import mine, select
 from trainer.model import model_preset
 from trainer.train_data import read_subset
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _records():

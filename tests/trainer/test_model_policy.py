@@ -1,12 +1,10 @@
 """The restoration policy: Beta log-probs/entropies, determinism, gradients, sampling, the mask."""
 
-import pytest
 import torch
 
 from tests.trainer.policy_fixtures import seeded_policy
 from trainer.model.adair import soft_lowpass_mask
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_like(policy):

@@ -6,7 +6,6 @@ import torch
 from tests.trainer.policy_fixtures import seeded_policy
 from trainer.model import WeightsError, build_policy, load_policy_weights, model_preset, save_policy
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Names and shapes from AdaIR's public net/model.py for the paper config (dim 48, heads[2] = 4).
 ADAIR_PAPER_KEYS = {

@@ -14,7 +14,6 @@ from trainer.mining import main as mining_main
 from trainer.pretrain import main as pretrain_main
 from trainer.pretrain import pretrain
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pretrain_reduces_l1_and_writes_weights(tmp_path):
