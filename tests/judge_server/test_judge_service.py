@@ -6,58 +6,17 @@ answers, outages. The real-vLLM end-to-end tests are in test_judge_vllm.py.
 
 from __future__ import annotations
 
-import math
-
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
-from judge_server.local_servers import ThreadedServer, free_port
+from judge_server.local_servers import free_port
 
 from judge_images import b64, image_bytes
+from scripted_backend import FAST, ScriptedBackend
 
 
-class ScriptedBackend:
-    """An OpenAI-compatible backend that first answers the scripted error codes, then succeeds."""
-
-    def __init__(self, failures: list[int] | None = None, content: str = "4", logprobs: dict | None = None):
-        self.failures = list(failures or [])
-        self.bodies: list[dict] = []
-        app = FastAPI()
-
-        @app.get("/v1/models")
-        async def models():
-            return {"object": "list", "data": [{"id": "judge-model"}]}
-
-        @app.post("/v1/chat/completions")
-        async def chat(request: Request):
-            self.bodies.append(await request.json())
-            if self.failures:
-                return JSONResponse({"error": "scripted"}, status_code=self.failures.pop(0))
-            choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-            if logprobs is not None:
-                top = [{"token": t, "logprob": math.log(p)} for t, p in logprobs.items()]
-                choice["logprobs"] = {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}]}
-            return {"choices": [choice]}
-
-        self.server = ThreadedServer(app)
-
-    def __enter__(self):
-        self.server.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.__exit__(*exc)
-
-    @property
-    def url(self) -> str:
-        return self.server.url + "/v1"
-
-
-FAST = {"4": 0.6, "3": 0.3, "x": 0.1}
 
 
 def test_fast_mode_request_shape_and_expected_score(serve_judge, triple):

@@ -30,6 +30,7 @@ from judge_server.app import create_app as create_judge_app
 from judge_server.local_servers import ThreadedServer, free_port
 from judge_server.settings import JudgeSettings
 from reward_server.combine import combine_rewards
+from tests.judge_server.scripted_backend import FAST, ScriptedBackend
 from tests.trainer.run_fixtures import REPO, REWARD_ARGS, tiny_config, write_photos
 from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable
 from trainer.config import JudgeConfig, RewardConfig
@@ -159,6 +160,29 @@ def test_resume_after_kill_continues_with_the_same_step_and_state(tmp_path, phot
     assert_same_weights(final_policy(tmp_path), final_policy(ref_cfg.logging.dir))
     ref_rows = read_metrics(ref_cfg.logging.dir / "metrics.jsonl")
     assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in ref_rows]
+
+
+def test_a_run_with_the_judge_adds_r_judge_to_every_candidate(tmp_path, photos, reward, local_ray):
+    """The judge service (over a scripted vision-language backend) scores every candidate with the
+    three images; R_judge is logged and R is the weighted combination including it."""
+    with ScriptedBackend(logprobs=FAST) as backend, \
+            ThreadedServer(create_judge_app(JudgeSettings(backend_url=backend.url, model="judge-model"))) as judge:
+        cfg = tiny_config(tmp_path, photos, reward.url, optim={"max_steps": 2}, judge={"url": judge.url, "mode": "fast"})
+        train(cfg)
+        requests = len(backend.bodies)
+        images_per_request = {sum(p["type"] == "image_url" for p in b["messages"][0]["content"]) for b in backend.bodies}
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    candidates = 2 * cfg.rollout.images_per_worker * cfg.grpo.group_size
+    assert requests == candidates and images_per_request == {3}
+    expected = ((4 * 0.6 + 3 * 0.3) / 0.9 - 1) / 4  # FAST's expected score rescaled from 1..5 to [0, 1]
+    for r in rows:
+        assert r["reward_terms/judge/mean"] == pytest.approx(expected)
+        assert r["faults/judge_dropped"] == 0 and r["faults/judge_unscored"] == 0
+        terms = {k.split("/")[1]: r[k] for k in r if k.startswith("reward_terms/") and k.endswith("/mean")}
+        without_judge = {k: v for k, v in terms.items() if k != "judge"}
+        # R is linear in the terms, so the step's mean R is the combination of the mean terms
+        assert r["reward/mean"] == pytest.approx(combine_rewards(terms)[0], abs=1e-5)
+        assert r["reward/mean"] != pytest.approx(combine_rewards(without_judge)[0], abs=1e-5)
 
 
 @pytest.fixture
