@@ -28,8 +28,9 @@ import httpx
 import numpy as np
 from skimage import data
 
-from judge_server.local_servers import LocalVLLM, free_port, vllm_unavailable_reason
+from judge_server.local_servers import LocalVLLM, vllm_unavailable_reason
 from reward_server.imaging import encode_base64_png
+from reward_server.ports import free_port
 
 
 def payloads(n: int) -> list[dict]:

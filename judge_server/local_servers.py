@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -21,15 +20,12 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from reward_server.ports import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 VLLM_VENV = REPO / ".venv-vllm"
 TINY_MODEL = VLLM_VENV / "models" / "tiny-qwen2.5-vl"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def vllm_unavailable_reason() -> str | None:

@@ -6,7 +6,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from reward_server.ports import free_port
 from trainer.config import RewardConfig
 
 
@@ -28,11 +28,6 @@ def _die_with_parent() -> None:
 class LocalServiceError(RuntimeError):
     """The local service did not start; the message carries the end of its log."""
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalRewardService:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
-from judge_server.local_servers import free_port
+from reward_server.ports import free_port
 
 from judge_images import b64, image_bytes
 from scripted_backend import FAST, ScriptedBackend

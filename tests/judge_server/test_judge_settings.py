@@ -10,9 +10,8 @@ import time
 import httpx
 import pytest
 
-from judge_server.local_servers import free_port
-
 from judge_server.settings import SettingsError, load_settings
+from reward_server.ports import free_port
 
 
 def test_defaults_are_loopback_port_8200_and_qwen():

@@ -13,9 +13,10 @@ import time
 
 import httpx
 import pytest
-from reward_support import LIMITS, TOKEN, free_port, tiny_clip_env
+from reward_support import LIMITS, TOKEN, tiny_clip_env
 
 from reward_server.client import RewardClient
+from reward_server.ports import free_port
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 HERE = Path(__file__).parent
 TOKEN = "test-token-123"
 LIMITS = {"max_pixels": 200 * 200, "max_body_bytes": 1_500_000, "max_batch_items": 32}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_clip_env() -> dict[str, str]:

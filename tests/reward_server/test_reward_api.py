@@ -12,8 +12,9 @@ import reward_images as im
 
 from reward_server.client import RewardClient, RewardServiceUnavailable
 from reward_server.imaging import encode_base64_png, encode_png
+from reward_server.ports import free_port
 
-from reward_support import TOKEN, free_port
+from reward_support import TOKEN
 
 GT = im.photo(11)
 RESTORED = im.noisy(GT, 0.05)
