@@ -98,26 +98,24 @@ def _demo_photos(folder: Path) -> list[Path]:
     return photos
 
 
-def train_specs(cfg: DataConfig) -> list[SampleSpec]:
+def _split_specs(cfg: DataConfig, split: str) -> list[SampleSpec]:
     root = Path(cfg.root)
     if cfg.source == "demo":
-        clean = _demo_photos(root / "train")
+        clean = _demo_photos(root / split)
         variants = training_variants(cfg.noise_sigmas)
         return [s for task in cfg.tasks for s in _synthetic(task, clean, variants)]
     if cfg.source == "adair":
-        return [s for task in cfg.tasks for s in _adair_train(root, task, cfg)]
-    return [s for task in cfg.tasks for s in _pairs(task, root / "train" / task / "input", root / "train" / task / "target")]
+        adair = _adair_train if split == "train" else _adair_test
+        return [s for task in cfg.tasks for s in adair(root, task, cfg)]
+    return [s for task in cfg.tasks for s in _pairs(task, root / split / task / "input", root / split / task / "target")]
+
+
+def train_specs(cfg: DataConfig) -> list[SampleSpec]:
+    return _split_specs(cfg, "train")
 
 
 def test_specs(cfg: DataConfig, ood: bool = False) -> list[SampleSpec]:
-    root = Path(cfg.root)
     if ood:
         clean = sorted({s.target for s in test_specs(cfg)})
         return [s for task in cfg.tasks for s in _synthetic(task, clean, OOD_VARIANTS, ood=True)]
-    if cfg.source == "demo":
-        clean = _demo_photos(root / "test")
-        variants = training_variants(cfg.noise_sigmas)
-        return [s for task in cfg.tasks for s in _synthetic(task, clean, variants)]
-    if cfg.source == "adair":
-        return [s for task in cfg.tasks for s in _adair_test(root, task, cfg)]
-    return [s for task in cfg.tasks for s in _pairs(task, root / "test" / task / "input", root / "test" / task / "target")]
+    return _split_specs(cfg, "test")
