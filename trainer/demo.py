@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -37,6 +38,14 @@ from trainer.run import STOP_ERRORS, train
 def _policy(cfg: TrainConfig, weights: Path) -> RestorationPolicy:
     policy = build_policy(cfg.model.model_copy(update={"checkpoint": weights}))
     return policy.to(resolve_device(cfg.device)).eval()
+
+
+def per_epoch(rows: list[dict], key: str) -> list[float]:
+    """Mean of `key` over the steps of each pass over the training images (a step counts in the epoch of its last image)."""
+    groups: dict[int, list[float]] = {}
+    for r in rows:
+        groups.setdefault(math.floor(r["epoch"] - 1e-9), []).append(r[key])
+    return [sum(v) / len(v) for _, v in sorted(groups.items())]
 
 
 def _stage(name: str, t0: float) -> None:
@@ -85,8 +94,10 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
         "reward_weights": reward_weights(cfg.reward).model_dump(),
         "judge": cfg.judge.url or "not configured (R_judge absent, its weight renormalised away)",
         "grpo_steps": result.steps,
-        "final_reward_mean": rows[-1]["reward/mean"],
-        "first_reward_mean": rows[0]["reward/mean"],
+        # one step's reward mostly says how hard its two crops are; an epoch visits every image once,
+        # but with fresh crops, so compare epochs against a run with the RL term off, not each other
+        "reward_mean_per_epoch": per_epoch(rows, "reward/mean"),
+        "reward_group_std_per_epoch": per_epoch(rows, "reward/group_std"),
         "stage_seconds": times,
         "total_seconds": time.perf_counter() - t0,
     }
@@ -97,6 +108,8 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
     if random_terms:
         zero = [t for t in random_terms if notes["reward_weights"].get(t, 0.0) == 0.0]
         print(f"[demo] the reward terms {', '.join(random_terms)} ran on RANDOM weights (no model hub here); weight 0 in R: {', '.join(zero) or 'none'}")
+    print("[demo] GRPO reward R per epoch (mean over its steps): " + ", ".join(f"{v:.4f}" for v in notes["reward_mean_per_epoch"])
+          + "; within-group std of R: " + ", ".join(f"{v:.4f}" for v in notes["reward_group_std_per_epoch"]))
     print(f"[demo] judge: {notes['judge']}")
     print(f"[demo] report: {report}/results.md, results.json, curves.png, grid.png, notes.json")
     print(f"[demo] total {notes['total_seconds'] / 60:.1f} min: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
