@@ -4,9 +4,9 @@
 
 Writes the report folder: results.md / results.json (pre- vs post-trained, in-distribution and
 OOD, with the degraded input as a baseline row), curves.png (reward and losses per step),
-grid.png (degraded / pre-trained / post-trained / ground truth) and notes.md (what ran on
-random weights, the reward weights, the timings). The tables say plainly when post-training
-did not improve.
+grid.png (degraded / pre-trained / post-trained / ground truth) and notes.json (what ran on
+random weights, the reward weights, the timings). The tables say plainly whether post-training
+changed PSNR beyond the image-to-image spread.
 """
 
 from __future__ import annotations

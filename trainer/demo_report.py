@@ -21,11 +21,25 @@ from trainer.model import RestorationPolicy  # noqa: E402
 
 
 def verdict(pre: dict, post: dict, label: str) -> str:
-    """One honest sentence on the average PSNR/SSIM change; 'did not improve' when it did not."""
+    """One honest sentence on the average PSNR/SSIM change.
+
+    'improved' / 'worsened' only when the 95% interval of the per-image paired PSNR change excludes 0;
+    a smaller change is reported as within the image-to-image spread (seed-to-seed spread is not in it).
+    """
     dp = post["average"]["psnr"] - pre["average"]["psnr"]
     ds = post["average"]["ssim"] - pre["average"]["ssim"]
-    word = "improved" if dp > 0 else "did not improve"
-    return f"{label}: GRPO post-training {word} the average PSNR ({dp:+.3f} dB, SSIM {ds:+.4f})."
+    before = {(r["id"], r["column"]): r["psnr"] for r in pre["per_image"]}
+    diffs = torch.tensor([r["psnr"] - before[(r["id"], r["column"])] for r in post["per_image"]], dtype=torch.float64)
+    half = 1.96 * diffs.std().item() / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
+    mean = diffs.mean().item()
+    if mean - half > 0:
+        word = "improved"
+    elif mean + half < 0:
+        word = "worsened"
+    else:
+        word = "did not clearly change"
+    return (f"{label}: GRPO post-training {word} the average PSNR ({dp:+.3f} dB; per-image change {mean:+.3f} dB, "
+            f"95% interval +-{half:.3f} over {len(diffs)} images; SSIM {ds:+.4f}).")
 
 
 def write_tables(results: dict[str, dict[str, dict]], out: Path) -> tuple[str, list[str]]:
