@@ -180,7 +180,8 @@ class Trainer:
     def _start_actors(self) -> None:
         r = self.cfg.rollout
         self.learner = ray.remote(Learner).options(num_cpus=r.learner_cpus, num_gpus=r.learner_gpus).remote(self.cfg, self.total)
-        worker_cls = ray.remote(RolloutWorker).options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker, max_restarts=r.max_restarts, max_concurrency=2)
+        # up to max_staleness + 1 of an actor's rollouts are in flight at once; all but one wait on the services
+        worker_cls = ray.remote(RolloutWorker).options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker, max_restarts=r.max_restarts, max_concurrency=r.max_staleness + 1)
         self.workers = [worker_cls.remote(self.cfg, rank) for rank in range(r.num_workers)]
         info = ray.get(self.learner.describe.remote())
         devices = ray.get([w.ping.remote() for w in self.workers])

@@ -21,8 +21,8 @@ def sampling_seed(seed: int, step: int, rank: int) -> int:
 
 
 class RolloutWorker:
-    """Runs as a threaded Ray actor (max_concurrency 2): while one call waits for the reward and judge
-    services, the next call can already sample. The lock keeps the policy to one call at a time."""
+    """Runs as a threaded Ray actor (max_concurrency = staleness bound + 1): while calls wait for the
+    reward and judge services, the next call can already sample. The lock keeps the policy to one call at a time."""
 
     def __init__(self, cfg: TrainConfig, rank: int):
         self.cfg = cfg
@@ -32,7 +32,7 @@ class RolloutWorker:
         self.policy = RestorationPolicy(cfg.model).to(self.device).eval()
         self.version = -1
         self._policy_lock = threading.Lock()
-        self.scorer = Scorer(cfg.reward, cfg.judge)
+        self.scorer = Scorer(cfg.reward, cfg.judge, concurrency=cfg.rollout.max_staleness + 1)
 
     def ping(self) -> str:
         return str(self.device)

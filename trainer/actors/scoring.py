@@ -88,23 +88,24 @@ def _timed(fn, *args, **kwargs):
 
 
 class Scorer:
-    def __init__(self, reward: RewardConfig, judge: JudgeConfig):
+    """Thread-safe: a rollout actor scores up to `concurrency` rollouts at once."""
+
+    def __init__(self, reward: RewardConfig, judge: JudgeConfig, concurrency: int = 1):
         self.weights = reward_weights(reward)
         self.overrides = reward.weights
         self.reward = RewardClient(reward.url, token=_token(reward.token_env), timeout_s=reward.timeout_s, retries=reward.retries)
         self.judge_cfg = judge
         self.judge = JudgeClient(judge.url, token=_token(judge.token_env), timeout_s=judge.timeout_s, retries=judge.retries) if judge.url else None
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoring")
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")
 
     def score(self, restored: torch.Tensor, reference: torch.Tensor, degraded: torch.Tensor, tasks: list[str]) -> Scored:
         """Score N candidates (N, 3, H, W) in [0, 1]; reward and judge requests run at the same time."""
         t0 = time.perf_counter()
-        reward_job = self._pool.submit(_timed, self.reward.score_batch, restored, reference=reference, degraded=degraded, tasks=tasks, weights=self.overrides)
         judge_job = None
-        if self.judge is not None:
+        if self.judge is not None:  # the judge in a pool thread, the reward service in this one
             judge_job = self._pool.submit(_timed, self.judge.judge_batch, degraded, restored, reference, tasks=tasks, mode=self.judge_cfg.mode)
         try:
-            results, reward_s = reward_job.result()
+            results, reward_s = _timed(self.reward.score_batch, restored, reference=reference, degraded=degraded, tasks=tasks, weights=self.overrides)
         except RewardServiceUnavailable as exc:
             raise ServiceUnavailable(f"reward service: {exc}") from None
         n = restored.shape[0]
