@@ -6,6 +6,7 @@
 
 Runs on RANDOM weights (the real ones cannot be downloaded here); timings do not depend on weight values.
 Usage: .venv/bin/python benchmarks/bench_reward.py [--size 128] [--batch 16] [--clip-model ViT-B-32]
+       [--candidates-per-reference 1]
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from reward_server.models import load_models  # noqa: E402
 from reward_server.scorer import Scorer, make_item  # noqa: E402
 
 
-def images(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def images(n: int, size: int, per_reference: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n restorations; each group of `per_reference` shares its reference, as G candidates do in GRPO."""
     rng = np.random.default_rng(seed)
-    gt = rng.random((n, 3, size, size), dtype=np.float32)
+    gt = np.repeat(rng.random((-(-n // per_reference), 3, size, size), dtype=np.float32), per_reference, axis=0)[:n]
     restored = np.clip(gt + 0.05 * rng.standard_normal(gt.shape, dtype=np.float32), 0, 1)
     return restored, gt
 
@@ -101,6 +103,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--clip-model", default="ViT-B-32")
     p.add_argument("--device", default="auto")
+    p.add_argument("--candidates-per-reference", type=int, default=1, help="Restorations sharing one reference (GRPO: G = 4).")
     args = p.parse_args()
 
     env = {**os.environ, "REWARD_SERVER_CLIP_MODEL": args.clip_model, "REWARD_SERVER_DEVICE": args.device,
@@ -109,7 +112,7 @@ def main() -> None:
     settings = load_settings(None, random_weights=True)
     models = load_models(settings, resolve_device(settings.device))
     scorer = Scorer(models, settings)
-    restored, gt = images(args.batch, args.size)
+    restored, gt = images(args.batch, args.size, args.candidates_per_reference)
     tasks = [TASKS[i % len(TASKS)] for i in range(args.batch)]
     rt, gtt = torch.from_numpy(restored), torch.from_numpy(gt)
 
@@ -132,7 +135,7 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     report = {
-        "what": f"full reward at {args.size}x{args.size}, batch {args.batch}, CLIP {args.clip_model} (RANDOM weights), lpips-alex",
+        "what": f"full reward at {args.size}x{args.size}, batch {args.batch} ({args.candidates_per_reference} per reference), CLIP {args.clip_model} (RANDOM weights), lpips-alex",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}, device {resolve_device(args.device)}",
         "load_average_1min_at_end": round(load, 2),
         "images_per_s": {k: round(v, 2) for k, v in rates.items()},

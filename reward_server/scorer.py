@@ -117,8 +117,13 @@ class Scorer:
         ref_idx = [i for i, it in enumerate(items) if it.reference is not None]
         refs = torch.stack([items[i].reference for i in ref_idx]).to(dev) if ref_idx else None
 
-        emb = self._clip_embed(restored if refs is None else torch.cat([restored, refs]))
-        emb_r = emb[:n]
+        if refs is None:
+            emb_r = self._clip_embed(restored)
+        else:
+            # a GRPO batch repeats each reference for its G candidates: embed every distinct one once
+            distinct, inverse = torch.unique(refs.flatten(1), dim=0, return_inverse=True)
+            emb = self._clip_embed(torch.cat([restored, distinct.view(-1, *refs.shape[1:])]))
+            emb_r, emb_ref = emb[:n], emb[n:][inverse]
         raw: list[dict[str, float]] = [{} for _ in range(n)]
         cols: dict[str, torch.Tensor] = {
             "aesthetic": m.aesthetic(emb_r),
@@ -132,7 +137,7 @@ class Scorer:
         if refs is not None:
             r_sub = restored[ref_idx]
             ref_cols = {
-                "clip_similarity": (emb_r[ref_idx] * emb[n:]).sum(-1),
+                "clip_similarity": (emb_r[ref_idx] * emb_ref).sum(-1),
                 "psnr": metrics.psnr(r_sub, refs),
                 "ssim": metrics.ssim(r_sub, refs),
                 "lpips": m.lpips(r_sub, refs, normalize=True).flatten(),

@@ -109,3 +109,15 @@ def test_reward_is_the_weighted_sum_of_terms(client):
     assert r.weights == pytest.approx(expected_weights)
     assert r.reward == pytest.approx(sum(r.weights[k] * r.terms[k] for k in r.weights))
     assert r.terms["judge"] == 0.75
+
+
+def test_candidates_sharing_a_reference_score_as_if_sent_alone(client):
+    # a GRPO batch: G candidates per reference (the service embeds each distinct reference once)
+    gt = [im.photo(s) for s in range(2)]
+    restored = np.stack([im.noisy(gt[i // 3], 0.02 + 0.05 * (i % 3), seed=i) for i in range(6)])
+    reference = np.stack([gt[i // 3] for i in range(6)])
+    together = client.score_batch(restored, reference)
+    for i in range(6):
+        [alone] = client.score_batch(restored[i : i + 1], reference[i : i + 1])
+        for name in ("clip_similarity", "lpips", "psnr", "ssim"):
+            assert together[i].metrics[name] == pytest.approx(alone.metrics[name], abs=1e-4), name
