@@ -27,7 +27,6 @@ VLLM_VENV = REPO / ".venv-vllm"
 TINY_MODEL = VLLM_VENV / "models" / "tiny-qwen2.5-vl"
 
 
-
 def vllm_unavailable_reason() -> str | None:
     """Why LocalVLLM cannot run here, or None when the venv and the tiny model are built."""
     if not (VLLM_VENV / ".setup-stamp").is_file():

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from judge_server.local_servers import ThreadedServer
 
+
 class ScriptedBackend:
     """An OpenAI-compatible backend that first answers the scripted error codes, then succeeds."""
 
