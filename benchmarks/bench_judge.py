@@ -28,9 +28,9 @@ import httpx
 import numpy as np
 from skimage import data
 
-from judge_server.local_servers import LocalVLLM, vllm_unavailable_reason
-from reward_server.imaging import encode_base64_png
-from reward_server.ports import free_port
+from devtools.local_servers import LocalVLLM, vllm_unavailable_reason
+from irpo_common.imaging import encode_base64_png
+from irpo_common.process import free_port
 
 
 def payloads(n: int) -> list[dict]:

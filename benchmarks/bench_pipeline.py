@@ -9,7 +9,7 @@ The policy starts from pretrain.output when it exists, else from random weights 
 depend on the weights); it trains on the whole training set (no mining needed). The first
 --warmup steps of each variant are left out of the statistics.
 
---reward-latency-ms puts benchmarks/latency_proxy.py in front of the reward service: every request
+--reward-latency-ms puts devtools/latency_proxy.py in front of the reward service: every request
 waits that long, as for a service on its own GPUs across the network, whose compute does not take
 the trainer's cores (on one small machine the service otherwise competes with the learner).
 """
@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 
 import ray
-from latency_proxy import latency_proxy
+from devtools.latency_proxy import latency_proxy
 
-from judge_server.local_servers import ThreadedServer
+from devtools.local_servers import ThreadedServer
 from trainer.config import load_config
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics

@@ -15,24 +15,24 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
 
+from irpo_common.device import resolve_device  # noqa: E402
+from irpo_common.process import ManagedProcess, free_port  # noqa: E402
+from irpo_common.tasks import TASKS  # noqa: E402
 from reward_server import metrics  # noqa: E402
 from reward_server.client import RewardClient  # noqa: E402
-from reward_server.config import TASKS, load_settings  # noqa: E402
-from reward_server.device import resolve_device  # noqa: E402
+from reward_server.config import load_settings  # noqa: E402
 from reward_server.models import load_models  # noqa: E402
 from reward_server.scorer import Scorer, make_item  # noqa: E402
+from reward_server.terms import Batch  # noqa: E402
 
 
 def images(n: int, size: int, per_reference: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -56,13 +56,13 @@ def interleaved_rates(fns: dict, n: int, repeats: int) -> dict[str, float]:
     return {name: n / t for name, t in best.items()}
 
 
-def naive_loop(models, scorer: Scorer, restored: np.ndarray, gt: np.ndarray, tasks: list[str]) -> list[dict]:
+def naive_loop(models, restored: np.ndarray, gt: np.ndarray, tasks: list[str]) -> list[dict]:
     """What one would write without batching: every term for one image at a time."""
     out = []
     with torch.inference_mode():
         for y, g, task in zip(restored, gt, tasks):
             yt, gtt = torch.from_numpy(y)[None].to(models.device), torch.from_numpy(g)[None].to(models.device)
-            emb = scorer._clip_embed(torch.cat([yt, gtt]))
+            emb = Batch(models, torch.cat([yt, gtt]), None, None).clip_restored
             out.append({
                 "psnr": peak_signal_noise_ratio(g.transpose(1, 2, 0), y.transpose(1, 2, 0), data_range=1.0),
                 "ssim": structural_similarity(g.transpose(1, 2, 0), y.transpose(1, 2, 0), data_range=1.0, channel_axis=2),
@@ -75,25 +75,10 @@ def naive_loop(models, scorer: Scorer, restored: np.ndarray, gt: np.ndarray, tas
     return out
 
 
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "reward_server.cli", "--random-weights", "--port", str(port), "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"bench: reward-server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    sys.exit("bench: reward-server not ready after 300 s")
+def start_server(env: dict[str, str]) -> ManagedProcess:
+    port = free_port()
+    cmd = [sys.executable, "-m", "reward_server.cli", "--random-weights", "--port", str(port), "--log-level", "warning"]
+    return ManagedProcess("reward-server", cmd, f"http://127.0.0.1:{port}", env=env).start(300)
 
 
 def main() -> None:
@@ -121,17 +106,12 @@ def main() -> None:
                  for i in range(args.batch)]
         scorer.score(items)
 
-    proc, url = start_server(env)  # idle while the other two run
-    try:
-        with RewardClient(url, retries=0) as client:
-            rates = interleaved_rates({
-                "in_process_batched": in_process,
-                "http_batched": lambda: client.score_batch(restored, gt, tasks=tasks),
-                "naive_per_image_loop": lambda: naive_loop(models, scorer, restored, gt, tasks),
-            }, args.batch, args.repeats)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with start_server(env) as server, RewardClient(server.url, retries=0) as client:  # idle while the other two run
+        rates = interleaved_rates({
+            "in_process_batched": in_process,
+            "http_batched": lambda: client.score_batch(restored, gt, tasks=tasks),
+            "naive_per_image_loop": lambda: naive_loop(models, restored, gt, tasks),
+        }, args.batch, args.repeats)
 
     load = os.getloadavg()[0]
     report = {

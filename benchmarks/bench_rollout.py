@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from reward_server.device import resolve_device
+from irpo_common.device import resolve_device
 from trainer.model import build_policy, model_preset
 
 

@@ -2,6 +2,6 @@
 
 app (FastAPI routes), judge (one judgement), prompts + prompts/*.txt (what the model is asked),
 parsing (answers to scores), backend (the OpenAI-compatible client), settings (config and env
-vars), client (JudgeClient for the trainer), cli (`judge-server`), local_servers (vLLM and the
-service on loopback for tests and benchmarks).
+vars), client (JudgeClient for the trainer), cli (`judge-server`). The local vLLM and scripted
+backends for tests and benchmarks live in devtools/.
 """

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from reward_server.http_guards import BodyLimit, bearer_guard, count_requests
-from reward_server.imaging import ImageError
+from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests
+from irpo_common.imaging import ImageError
 
 from .backend import BackendError, BackendUnavailable, ChatBackend
 from .judge import IMAGE_FIELDS, Judge, RequestError, prepare

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import httpx
 import numpy as np
 
-from reward_server.imaging import encode_base64_png
+from irpo_common.imaging import encode_base64_png
 
 from .schemas import BatchResult, JudgeResult, Mode
 

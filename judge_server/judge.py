@@ -7,7 +7,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from reward_server.imaging import decode_base64_image, decode_image, encode_png
+from irpo_common.imaging import decode_base64_image, decode_image, encode_png
 
 from .backend import BackendError, ChatBackend
 from .metrics import JudgeMetrics

@@ -16,6 +16,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from irpo_common.tasks import check_covers_tasks
+
 DIGITS = ("1", "2", "3", "4", "5")
 
 # Degradation names the model may use, mapped to the trainer's task names.
@@ -26,6 +28,7 @@ _TASK_WORDS = {
     "deblur": ("blur",),
     "lowlight": ("low-light", "low light", "lowlight", "dark", "underexpos"),
 }
+check_covers_tasks(_TASK_WORDS, "judge_server.parsing._TASK_WORDS")
 
 _BLOCK = re.compile(r"<assessment>(.*?)</assessment>", re.IGNORECASE | re.DOTALL)
 

@@ -10,6 +10,8 @@ import base64
 from functools import cache
 from importlib import resources
 
+from irpo_common.tasks import check_covers_tasks
+
 from .settings import JudgeSettings
 
 TASK_NAMES = {
@@ -19,6 +21,7 @@ TASK_NAMES = {
     "deblur": "blur",
     "lowlight": "low-light",
 }
+check_covers_tasks(TASK_NAMES, "judge_server.prompts.TASK_NAMES")
 
 
 @cache

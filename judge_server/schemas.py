@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainer.config import Task
+from irpo_common.tasks import Task
 
 Mode = Literal["fast", "reasoned"]
 Status = Literal["ok", "unparsed", "low_digit_mass"]

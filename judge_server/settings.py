@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from reward_server.imaging import DEFAULT_MAX_PIXELS
+from irpo_common.imaging import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "JUDGE_SERVER_"
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from reward_server.app import create_app
 from reward_server.config import load_settings
-from reward_server.device import resolve_device
+from irpo_common.device import resolve_device
 from reward_server.models import WeightsMissingError, load_models
 
 

@@ -1,9 +1,6 @@
 """Settings of the reward service: defaults < YAML file (--config) < REWARD_SERVER_* env vars < CLI flags.
 
-Reward weights are the paper's (IRPO Appendix B, ../shared/notes/method.md):
-R = 0.6 R_gen + 0.1 R_judge + 0.3 R_task, R_gen = 0.25 CLIP + 0.25 LPIPS + 0.15 aesthetic
-+ 0.20 PSNR + 0.15 SSIM. `clip_iqa` is our extra no-reference term; weight 0 by default so the
-paper's reward is unchanged, but it is always computed and reported.
+The reward weights and their meaning are the shared reward specification (irpo_common.reward_spec).
 """
 
 from __future__ import annotations
@@ -11,37 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-TASKS = ("denoise", "derain", "dehaze", "deblur", "lowlight")
-GEN_TERMS = ("clip_similarity", "lpips", "aesthetic", "psnr", "ssim", "clip_iqa")
-GROUPS = ("gen", "judge", "task")
-WEIGHT_KEYS = GEN_TERMS + GROUPS
-
-
-class RewardWeights(BaseModel):
-    """Two-level weights: `gen` terms make R_gen; groups gen/judge/task make R."""
-
-    model_config = ConfigDict(extra="forbid")
-    clip_similarity: float = Field(0.25, ge=0, description="R_gen: CLIP cosine similarity of restored and reference.")
-    lpips: float = Field(0.25, ge=0, description="R_gen: 1 - LPIPS distance to the reference.")
-    aesthetic: float = Field(0.15, ge=0, description="R_gen: LAION aesthetic rating mapped by aesthetic_range.")
-    psnr: float = Field(0.20, ge=0, description="R_gen: PSNR to the reference mapped by psnr_range_db.")
-    ssim: float = Field(0.15, ge=0, description="R_gen: SSIM to the reference.")
-    clip_iqa: float = Field(0.0, ge=0, description="R_gen: CLIP-IQA (no reference); 0 keeps the paper's reward.")
-    gen: float = Field(0.6, ge=0, description="R: weight of the generic term R_gen.")
-    judge: float = Field(0.1, ge=0, description="R: weight of the caller-supplied judge score.")
-    task: float = Field(0.3, ge=0, description="R: weight of the task-aware term R_task.")
-
-    def override(self, partial: dict[str, float] | None) -> "RewardWeights":
-        """A copy with some weights replaced; unknown names or negative values raise ValueError."""
-        if not partial:
-            return self
-        unknown = sorted(set(partial) - set(WEIGHT_KEYS))
-        if unknown:
-            raise ValueError(f"weights: unknown name(s) {unknown}; allowed: {list(WEIGHT_KEYS)}")
-        return RewardWeights.model_validate({**self.model_dump(), **partial})
+from irpo_common.reward_spec import RewardWeights
 
 
 class RewardSettings(BaseSettings):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import spatial_gradient
 
+from irpo_common.tasks import check_covers_tasks
 _EPS = 1e-6
 _LUMA = (0.299, 0.587, 0.114)
 _SSIM_WIN = 7

@@ -25,18 +25,12 @@ from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from torch import nn
 
 from reward_server.config import RewardSettings
+from reward_server.terms import random_terms
 
 log = logging.getLogger(__name__)
 
 PAPER_CLIP = "ViT-L-14"
 CLIP_SUFFIXES = (".safetensors", ".bin", ".pt")
-# Which loaded component each model-based term depends on.
-TERM_COMPONENTS = {
-    "clip_similarity": ("clip",),
-    "clip_iqa": ("clip",),
-    "aesthetic": ("clip", "aesthetic"),
-    "lpips": ("lpips_backbone",),
-}
 _LPIPS_BACKBONES = {
     "alex": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
     "vgg": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
@@ -99,7 +93,7 @@ class RewardModels:
     device: torch.device
 
     def random_terms(self) -> list[str]:
-        return sorted(t for t, comps in TERM_COMPONENTS.items() if any(self.provenance[c].random for c in comps))
+        return random_terms(self.provenance)
 
     def info(self) -> dict[str, dict]:
         return {name: {**asdict(p), "random": p.random} for name, p in self.provenance.items()}

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from reward_server.config import TASKS
-
-Task = Literal[TASKS]  # type: ignore[valid-type]
+from irpo_common.tasks import TASKS, Task
 
 
 class ItemOptions(BaseModel):

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from reward_server.device import resolve_device
+from irpo_common.device import resolve_device
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.model import RestorationPolicy, WeightsError, build_policy
 

@@ -13,8 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-TASKS = ("denoise", "derain", "dehaze", "deblur", "lowlight")
-Task = Literal["denoise", "derain", "dehaze", "deblur", "lowlight"]
+from irpo_common.reward_spec import RewardWeights
+from irpo_common.tasks import TASKS, Task
 
 
 class _Section(BaseModel):
@@ -129,7 +129,7 @@ class RolloutConfig(_Section):
 class RewardConfig(_Section):
     url: str = Field("http://127.0.0.1:8100", description="Base URL of the reward service.")
     token_env: str | None = Field(None, description="Environment variable holding the reward service's bearer token.")
-    weights: dict[str, float] | None = Field(None, description="Reward weight overrides by name (reward_server.config.RewardWeights: the generic terms, 'gen', 'judge', 'task'); None = the paper's weights. The trainer combines the service's terms with the judge's using these.")
+    weights: RewardWeights = Field(default_factory=RewardWeights, description="Weights of R (irpo_common.reward_spec.RewardWeights: the generic terms, 'gen', 'judge', 'task'); unset ones keep the paper's values. The trainer combines the service's terms with the judge's using these, once.")
     timeout_s: float = Field(60.0, gt=0, description="Timeout of one batch request.")
     retries: int = Field(5, ge=0, description="Retries with exponential backoff before the run stops.")
     start_local: bool = Field(False, description="Start a reward service on loopback for this run (the demo does); url is then ignored.")

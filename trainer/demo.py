@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from reward_server.device import resolve_device
-from trainer.actors.scoring import reward_weights
+from irpo_common.device import resolve_device
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data.demo_corpus import fetch
 from trainer.demo_report import image_grid, plot_curves, write_tables
@@ -91,7 +90,7 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
     random_terms = result.random_reward_terms
     notes = {
         "random_weights": random_terms,
-        "reward_weights": reward_weights(cfg.reward).model_dump(),
+        "reward_weights": cfg.reward.weights.model_dump(),
         "judge": cfg.judge.url or "not configured (R_judge absent, its weight renormalised away)",
         "grpo_steps": result.steps,
         # one step's reward mostly says how hard its two crops are; an epoch visits every image once,

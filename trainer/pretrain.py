@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from reward_server.device import resolve_device
+from irpo_common.device import resolve_device
 from trainer import cli_common
 from trainer.config import TrainConfig
 from trainer.data import build_train_dataset

@@ -31,7 +31,8 @@ from trainer.actors.scoring import JudgeOutage, ServiceUnavailable, check_servic
 from trainer.checkpointing import CheckpointError, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
-from trainer.local_service import LocalRewardService, LocalServiceError
+from irpo_common.process import ProcessError
+from trainer.local_service import LocalRewardService
 from trainer.metrics_log import MetricsLog
 from trainer.train_data import DataCursor, TrainDataError, load_training_data
 
@@ -291,7 +292,7 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
 
 
 # Failures that stop a run with a message instead of a traceback (a bug still gets its traceback).
-STOP_ERRORS = (ConfigError, CheckpointError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, LocalServiceError, JudgeOutage, RewardRequestError)
+STOP_ERRORS = (ConfigError, CheckpointError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, ProcessError, JudgeOutage, RewardRequestError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
-from reward_server.ports import free_port
+from irpo_common.process import free_port
 
 from judge_images import b64, image_bytes
-from scripted_backend import FAST, ScriptedBackend
+from devtools.scripted_backend import FAST, ScriptedBackend
 
 
 

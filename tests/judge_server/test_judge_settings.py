@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from judge_server.settings import SettingsError, load_settings
-from reward_server.ports import free_port
+from irpo_common.process import free_port
 
 
 def test_defaults_are_loopback_port_8200_and_qwen():

@@ -11,8 +11,8 @@ import pytest
 import reward_images as im
 
 from reward_server.client import RewardClient, RewardServiceUnavailable
-from reward_server.imaging import encode_base64_png, encode_png
-from reward_server.ports import free_port
+from irpo_common.imaging import encode_base64_png, encode_png
+from irpo_common.process import free_port
 
 from reward_support import TOKEN
 

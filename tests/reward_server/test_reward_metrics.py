@@ -13,7 +13,7 @@ import pytest
 import reward_images as im
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from reward_server.imaging import decode_image, encode_base64_png, encode_png
+from irpo_common.imaging import decode_image, encode_base64_png, encode_png
 
 
 def _skimage(restored: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

@@ -27,11 +27,11 @@ import yaml
 from safetensors.torch import load_file
 
 from judge_server.app import create_app as create_judge_app
-from judge_server.local_servers import ThreadedServer
+from devtools.local_servers import ThreadedServer
 from judge_server.settings import JudgeSettings
-from reward_server.combine import combine_rewards
-from reward_server.ports import free_port
-from tests.judge_server.scripted_backend import FAST, ScriptedBackend
+from irpo_common.reward_spec import combine_rewards
+from irpo_common.process import free_port
+from devtools.scripted_backend import FAST, ScriptedBackend
 from tests.trainer.run_fixtures import REPO, REWARD_ARGS, tiny_config, write_photos
 from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable
 from trainer.config import JudgeConfig, RewardConfig

@@ -42,12 +42,21 @@ def test_missing_subset_and_data_stop_before_ray(tmp_path, capsys):
     assert not ray.is_initialized()
 
 
-def test_unreachable_reward_service_and_bad_weights_stop_before_ray(tmp_path, capsys):
+def test_unreachable_reward_service_stops_before_ray(tmp_path, capsys):
     photos = write_photos(tmp_path / "photos")
     cfg = tiny_config(tmp_path / "run", photos, "http://127.0.0.1:9")  # port 9: nothing listens
     assert main(["--config", _write(tmp_path, cfg)]) == 2
     assert "reward service at http://127.0.0.1:9 is not reachable" in capsys.readouterr().err
-    cfg = tiny_config(tmp_path / "run", photos, "http://127.0.0.1:9", reward={"weights": {"psnrr": 1.0}})
-    assert main(["--config", _write(tmp_path, cfg)]) == 2
-    assert "psnrr" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_a_reward_weight_typo_fails_at_config_load(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reward: {weights: {psnrr: 1.0}}\n")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "reward.weights.psnrr" in err and "Extra inputs are not permitted" in err
+    bad.write_text("reward: {weights: {psnr: -1}}\n")
+    assert main(["--config", str(bad)]) == 2
+    assert "reward.weights.psnr" in capsys.readouterr().err
     assert not ray.is_initialized()

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from reward_server.device import resolve_device
+from irpo_common.device import resolve_device
 from trainer.actors.messages import Rollout
 from trainer.config import TrainConfig
 from trainer.grpo import (

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from reward_server.device import resolve_device
+from irpo_common.device import resolve_device
 from trainer.actors.messages import ImageBatch, Rollout
 from trainer.actors.scoring import Scorer
 from trainer.config import TrainConfig

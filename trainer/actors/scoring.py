@@ -1,7 +1,8 @@
 """Scoring a rollout's candidates: the reward service and the judge service, called concurrently.
 
 The reward service returns the per-term rewards (R_gen's terms and R_task); the judge adds R_judge;
-reward_server.combine.combine_rewards makes R from them with one set of weights. A judge that stays
+R is combined once, here, with the shared irpo_common.reward_spec.combine_rewards and reward.weights
+(the service's own `reward` cannot hold the judge term and is not used). A judge that stays
 unreachable follows judge.on_outage: 'stop' raises JudgeOutage, 'drop' scores without the judge term
 (weights renormalised) and counts the candidates. A judge answer without a score (unparsed) drops
 the term for that candidate only, also counted. Never a made-up score.
@@ -17,10 +18,9 @@ from dataclasses import dataclass
 import httpx
 import torch
 
+from irpo_common.reward_spec import combine_rewards
 from judge_server.client import JudgeClient, JudgeUnavailable
 from reward_server.client import RewardClient, RewardRequestError, RewardServiceUnavailable
-from reward_server.combine import combine_rewards
-from reward_server.config import RewardWeights
 from trainer.config import ConfigError, JudgeConfig, RewardConfig
 
 
@@ -50,20 +50,11 @@ def _token(env_name: str | None) -> str | None:
     return value
 
 
-def reward_weights(cfg: RewardConfig) -> RewardWeights:
-    """The weights of R (paper defaults with the config's overrides)."""
-    try:
-        return RewardWeights().override(cfg.weights)
-    except ValueError as exc:
-        raise ConfigError(f"reward.weights: {exc}") from None
-
-
 def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
     """Stop before any work when a configured service is not ready or a setting is wrong.
 
     Returns the reward terms the service computes with RANDOM model weights (its development flag).
     """
-    reward_weights(reward)
     token = _token(reward.token_env)
     _token(judge.token_env)
     targets = [("reward", reward.url)] + ([("judge", judge.url)] if judge.url else [])
@@ -91,8 +82,7 @@ class Scorer:
     """Thread-safe: a rollout actor scores up to `concurrency` rollouts at once."""
 
     def __init__(self, reward: RewardConfig, judge: JudgeConfig, concurrency: int = 1):
-        self.weights = reward_weights(reward)
-        self.overrides = reward.weights
+        self.weights = reward.weights
         self.reward = RewardClient(reward.url, token=_token(reward.token_env), timeout_s=reward.timeout_s, retries=reward.retries)
         self.judge_cfg = judge
         self.judge = JudgeClient(judge.url, token=_token(judge.token_env), timeout_s=judge.timeout_s, retries=judge.retries) if judge.url else None
@@ -105,7 +95,7 @@ class Scorer:
         if self.judge is not None:  # the judge in a pool thread, the reward service in this one
             judge_job = self._pool.submit(_timed, self.judge.judge_batch, degraded, restored, reference, tasks=tasks, mode=self.judge_cfg.mode)
         try:
-            results, reward_s = _timed(self.reward.score_batch, restored, reference=reference, degraded=degraded, tasks=tasks, weights=self.overrides)
+            results, reward_s = _timed(self.reward.score_batch, restored, reference=reference, degraded=degraded, tasks=tasks)
         except RewardServiceUnavailable as exc:
             raise ServiceUnavailable(f"reward service: {exc}") from None
         n = restored.shape[0]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from reward_server.imaging import ImageError, decode_image
+from irpo_common.imaging import ImageError, decode_image
 from trainer.config import DataConfig
 from trainer.data.degradations import OOD_VARIANTS, stable_seed, synthesize, training_variants
 from trainer.data.sources import DataLayoutError, SampleSpec, test_specs, train_specs

@@ -26,7 +26,7 @@ from pathlib import Path
 from trainer.config import DataConfig
 from trainer.data.degradations import OOD_VARIANTS, training_variants
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # what the shared codec (reward_server.imaging) decodes
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # what the shared codec (irpo_common.imaging) decodes
 
 
 class DataLayoutError(ValueError):

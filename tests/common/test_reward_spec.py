@@ -1,11 +1,10 @@
-"""The pure reward combination the trainer imports."""
+"""The shared reward combination (irpo_common.reward_spec) that the service and the trainer use."""
 
 from __future__ import annotations
 
 import pytest
 
-from reward_server.combine import combine_rewards
-from reward_server.config import RewardWeights
+from irpo_common.reward_spec import RewardWeights, combine_rewards
 
 ALL = {"clip_similarity": 0.8, "lpips": 0.6, "aesthetic": 0.4, "psnr": 0.5, "ssim": 0.9, "clip_iqa": 0.3,
        "task": 0.7, "judge": 0.25}

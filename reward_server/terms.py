@@ -1,0 +1,150 @@
+"""The reward-term table: every measurement of the service is one entry here.
+
+An entry names its raw metric (computed batched on the device), its mapping to a term in [0, 1]
+(None for a diagnostic that is reported but never weighted), the images it needs besides the
+restored one, and the loaded model components it uses with where their weights come from. Adding
+a generic term is one entry below plus its RewardWeights field (irpo_common.reward_spec) and test.
+
+Which terms an item gets is decided once, by `present_terms`, from the images it carries: the
+scorer refuses an item before any compute with it and reports the skipped ones with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from irpo_common.reward_spec import GEN_TERMS
+from irpo_common.tasks import TASKS
+from reward_server import metrics
+
+if TYPE_CHECKING:
+    from reward_server.config import RewardSettings
+    from reward_server.models import RewardModels
+
+_IQA_LOGIT_SCALE = 100.0  # CLIP's trained logit scale, as in CLIP-IQA
+CLIP_WEIGHTS = "open_clip checkpoint: weights_dir/clip/ or the Hugging Face cache"
+
+
+class Batch:
+    """Same-size images of items that all carry the same inputs, on the device; CLIP embeddings
+    are computed once, on first use, for every term that needs them."""
+
+    def __init__(self, models: RewardModels, restored: torch.Tensor, reference: torch.Tensor | None, degraded: torch.Tensor | None):
+        self.models, self.restored, self.reference, self.degraded = models, restored, reference, degraded
+
+    def _clip_embed(self, images: torch.Tensor) -> torch.Tensor:
+        m = self.models
+        th, tw = m.clip_size
+        h, w = images.shape[-2:]
+        s = max(th / h, tw / w)  # resize the shorter side, then centre-crop (open_clip's 'shortest' mode)
+        x = F.interpolate(images, size=(max(th, round(h * s)), max(tw, round(w * s))), mode="bicubic", antialias=True, align_corners=False)
+        top, left = (x.shape[-2] - th) // 2, (x.shape[-1] - tw) // 2
+        x = x[..., top : top + th, left : left + tw].clamp(0, 1)
+        emb = m.clip.encode_image((x - m.clip_mean) / m.clip_std).float()
+        return emb / emb.norm(dim=-1, keepdim=True)
+
+    @cached_property
+    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.reference is None:
+            return self._clip_embed(self.restored), None
+        # a GRPO batch repeats each reference for its G candidates: embed every distinct one once
+        refs = self.reference
+        distinct, inverse = torch.unique(refs.flatten(1), dim=0, return_inverse=True)
+        emb = self._clip_embed(torch.cat([self.restored, distinct.view(-1, *refs.shape[1:])]))
+        n = self.restored.shape[0]
+        return emb[:n], emb[n:][inverse]
+
+    @property
+    def clip_restored(self) -> torch.Tensor:
+        return self._embeddings[0]
+
+    @property
+    def clip_reference(self) -> torch.Tensor:
+        return self._embeddings[1]
+
+
+def _clip01(x: float, _: RewardSettings) -> float:
+    return min(max(x, 0.0), 1.0)
+
+
+def _linear(lo: float, hi: float, x: float) -> float:
+    return min(max((x - lo) / (hi - lo), 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    raw: Callable[[Batch], torch.Tensor]  # (N,) raw values for a batch
+    to_unit: Callable[[float, RewardSettings], float] | None  # raw -> term in [0, 1]; None: diagnostic only
+    needs: tuple[str, ...] = ()  # images besides `restored`: "reference", "degraded"
+    components: tuple[str, ...] = ()  # loaded model components (RewardModels.provenance keys)
+    weights_from: str = "none: a formula"
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("clip_similarity", lambda b: (b.clip_restored * b.clip_reference).sum(-1), _clip01,
+           needs=("reference",), components=("clip",), weights_from=CLIP_WEIGHTS),
+    Metric("lpips", lambda b: b.models.lpips(b.restored, b.reference, normalize=True).flatten(),
+           lambda d, _: _clip01(1.0 - d, _), needs=("reference",), components=("lpips_backbone",),
+           weights_from="torchvision ImageNet backbone: weights_dir/torchvision/ or torch.hub's cache; linear layers from the lpips wheel"),
+    Metric("aesthetic", lambda b: b.models.aesthetic(b.clip_restored), lambda r, st: _linear(*st.aesthetic_range, r),
+           components=("clip", "aesthetic"), weights_from=f"{CLIP_WEIGHTS}; LAION MLP: weights_dir/aesthetic/"),
+    Metric("psnr", lambda b: metrics.psnr(b.restored, b.reference),
+           lambda p, st: 1.0 if math.isinf(p) else _linear(*st.psnr_range_db, p), needs=("reference",)),
+    Metric("ssim", lambda b: metrics.ssim(b.restored, b.reference), _clip01, needs=("reference",)),
+    Metric("clip_iqa", lambda b: torch.softmax(_IQA_LOGIT_SCALE * b.clip_restored @ b.models.iqa_text.T, dim=-1)[:, 0],
+           lambda r, _: r, components=("clip",), weights_from=CLIP_WEIGHTS),
+    Metric("psnr_degraded", lambda b: metrics.psnr(b.degraded, b.reference), None, needs=("reference", "degraded")),
+    Metric("ssim_degraded", lambda b: metrics.ssim(b.degraded, b.reference), None, needs=("reference", "degraded")),
+)
+TERMS = tuple(m for m in METRICS if m.to_unit is not None)
+if tuple(sorted(t.name for t in TERMS)) != tuple(sorted(GEN_TERMS)):
+    raise RuntimeError(f"reward_server.terms: terms {[t.name for t in TERMS]} differ from RewardWeights' {list(GEN_TERMS)}")
+
+# The task-aware terms (reward_server.metrics.task_terms): derain's needs only the restored image.
+TASK_NEEDS: dict[str, tuple[str, ...]] = {t: () if t == "derain" else ("reference",) for t in TASKS}
+
+
+def random_terms(provenance: dict) -> list[str]:
+    """Terms computed with a component that runs on RANDOM weights (the development flag)."""
+    return sorted(t.name for t in TERMS if any(provenance[c].random for c in t.components))
+
+
+def present_terms(given: frozenset[str], task: str | None, judge: bool) -> tuple[list[str], dict[str, str]]:
+    """(terms an item gets, skipped term -> reason) from the images it carries besides `restored`."""
+    present: list[str] = []
+    skipped: dict[str, str] = {}
+    for t in TERMS:
+        missing = [n for n in t.needs if n not in given]
+        if missing:
+            skipped[t.name] = f"no {missing[0]} given"
+        else:
+            present.append(t.name)
+    if task is None:
+        skipped["task"] = "no task given"
+    elif all(n in given for n in TASK_NEEDS[task]):
+        present.append("task")
+    else:
+        skipped["task"] = f"no reference given (the {task} term compares with the ground truth)"
+    if judge:
+        present.append("judge")
+    else:
+        skipped["judge"] = "no judge score supplied (the judge service is separate; pass `judge` to include it)"
+    return present, skipped
+
+
+def measure(batch: Batch, given: frozenset[str]) -> dict[str, torch.Tensor]:
+    """Every metric the batch's inputs allow, and the task terms, each (N,)."""
+    out = {m.name: m.raw(batch) for m in METRICS if all(n in given for n in m.needs)}
+    if batch.reference is not None:
+        out.update(metrics.task_terms(batch.restored, batch.reference))
+    else:
+        out["derain"] = metrics.derain_term(batch.restored)
+    return out

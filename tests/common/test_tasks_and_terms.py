@@ -1,0 +1,61 @@
+"""The task vocabulary has one owner, and every per-task or per-term table agrees with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+
+import pytest
+import torch
+
+from irpo_common.reward_spec import GEN_TERMS, RewardWeights
+from irpo_common.tasks import TASKS, Task, check_covers_tasks
+
+
+def test_every_task_literal_is_the_shared_one():
+    from judge_server import schemas as judge_schemas
+    from reward_server import schemas as reward_schemas
+    from trainer import config
+
+    assert typing.get_args(Task) == TASKS
+    assert reward_schemas.ItemOptions.model_fields["task"].annotation == Task | None
+    assert judge_schemas.JudgeOptions.model_fields["task"].annotation == Task | None
+    assert config.DataConfig.model_fields["tasks"].annotation == list[Task]
+
+
+def test_task_tables_cover_exactly_the_tasks():
+    from judge_server.parsing import _TASK_WORDS
+    from judge_server.prompts import TASK_NAMES
+    from reward_server.metrics import task_terms
+
+    for table in (_TASK_WORDS, TASK_NAMES, task_terms(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))):
+        assert set(table) == set(TASKS)
+    with pytest.raises(RuntimeError, match="differ from the tasks"):
+        check_covers_tasks({"denoise": 1}, "a table")
+
+
+def test_the_term_table_holds_each_generic_term_once():
+    from reward_server.terms import TERMS
+
+    assert sorted(t.name for t in TERMS) == sorted(GEN_TERMS)
+    assert set(GEN_TERMS) | {"gen", "judge", "task"} == set(RewardWeights.model_fields)
+
+
+def test_which_terms_are_present_follows_the_images_given():
+    from reward_server.terms import present_terms
+
+    present, skipped = present_terms(frozenset(), "derain", judge=False)
+    assert sorted(present) == ["aesthetic", "clip_iqa", "task"]
+    assert skipped["psnr"] == "no reference given" and "judge" in skipped
+    present, skipped = present_terms(frozenset({"reference"}), "dehaze", judge=True)
+    assert set(present) == set(GEN_TERMS) | {"task", "judge"} and skipped == {}
+    _, skipped = present_terms(frozenset(), "dehaze", judge=True)
+    assert skipped["task"].startswith("no reference given")
+
+
+def test_the_judge_service_imports_neither_torch_nor_the_other_packages():
+    code = ("import sys, judge_server.app, judge_server.cli, judge_server.client; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'trainer', 'reward_server', 'devtools'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
