@@ -1,6 +1,6 @@
 """Throughput and latency of the judge service's `fast` vs `reasoned` modes against vLLM on the CPU.
 
-    .venv/bin/python benchmarks/bench_judge.py [--fast-requests 64] [--reasoned-requests 8] [--out FILE]
+    .venv/bin/python -m benchmarks.bench_judge [--fast-requests 64] [--reasoned-requests 8] [--out FILE]
 
 Starts a vLLM CPU server (from .venv-vllm, built by scripts/setup_vllm_cpu.sh) serving the tiny
 RANDOM-WEIGHT Qwen2.5-VL, and the judge service (`python -m judge_server.cli`, cache off) in
@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ from skimage import data
 
 from devtools.local_servers import LocalVLLM, vllm_unavailable_reason
 from irpo_common.imaging import encode_base64_png
-from irpo_common.process import free_port
+from irpo_common.process import ManagedProcess, free_port
 
 
 def payloads(n: int) -> list[dict]:
@@ -77,27 +75,13 @@ async def run_load(url: str, mode: str, items: list[dict], concurrency: int) -> 
     }
 
 
-@contextlib.contextmanager
-def judge_service(backend_url: str, model: str, max_tokens: int):
+def judge_service(backend_url: str, model: str, max_tokens: int) -> ManagedProcess:
     port = free_port()
-    env = {**os.environ, "JUDGE_SERVER_BACKEND_URL": backend_url, "JUDGE_SERVER_MODEL": model,
+    env = {"JUDGE_SERVER_BACKEND_URL": backend_url, "JUDGE_SERVER_MODEL": model,
            "JUDGE_SERVER_CACHE_SIZE": "0", "JUDGE_SERVER_MAX_CONCURRENCY": "8",
            "JUDGE_SERVER_REASONED_MAX_TOKENS": str(max_tokens), "JUDGE_SERVER_TIMEOUT_S": "600"}
-    proc = subprocess.Popen([sys.executable, "-m", "judge_server.cli", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("judge service did not become ready")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    cmd = [sys.executable, "-m", "judge_server.cli", "--port", str(port)]
+    return ManagedProcess("judge-server", cmd, f"http://127.0.0.1:{port}", env=env).start(60)
 
 
 def main() -> None:
@@ -113,7 +97,8 @@ def main() -> None:
     start = time.perf_counter()
     with LocalVLLM() as vllm:
         print(f"vLLM ready in {time.perf_counter() - start:.0f} s")
-        with judge_service(vllm.url, vllm.served_name, args.max_tokens) as url:
+        with judge_service(vllm.url, vllm.served_name, args.max_tokens) as judge:
+            url = judge.url
             rows = []
             for concurrency in (1, 8):
                 for mode, n in (("fast", args.fast_requests), ("reasoned", args.reasoned_requests)):

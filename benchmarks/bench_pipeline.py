@@ -1,7 +1,7 @@
 """Pipeline efficiency of the GRPO trainer: per-stage times, images/s, step time vs the sum of the
 stage times, and the learner's idle fraction, with overlap on (rollout.max_staleness >= 1) and off (0).
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--config configs/cpu-demo.yaml] [--steps 30]
+    .venv/bin/python -m benchmarks.bench_pipeline [--config configs/cpu-demo.yaml] [--steps 30]
         [--staleness 0 1] [--reward-latency-ms 0] [--set a.b=v ...] [--output runs/bench/pipeline.json]
 
 One local reward service and one local Ray serve every variant (their start-up is not measured).

@@ -5,7 +5,7 @@
 3. naive per-image loop: scikit-image PSNR/SSIM, lpips, CLIP and the aesthetic head one image at a time.
 
 Runs on RANDOM weights (the real ones cannot be downloaded here); timings do not depend on weight values.
-Usage: .venv/bin/python benchmarks/bench_reward.py [--size 128] [--batch 16] [--clip-model ViT-B-32]
+Usage: .venv/bin/python -m benchmarks.bench_reward [--size 128] [--batch 16] [--clip-model ViT-B-32]
        [--candidates-per-reference 1]
 """
 

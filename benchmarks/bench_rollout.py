@@ -1,6 +1,6 @@
 """Policy rollout: B images x G candidates as one batched sample() call vs G sequential calls.
 
-    .venv/bin/python benchmarks/bench_rollout.py [--presets tiny paper] [--reps 3] [--threads 2]
+    .venv/bin/python -m benchmarks.bench_rollout [--presets tiny paper] [--reps 3] [--threads 2]
 
 Prints a markdown table (median wall time per rollout, speed-up) and parameter counts. Random
 weights: speed does not depend on them.

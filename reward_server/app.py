@@ -13,14 +13,14 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from reward_server import __version__
-from reward_server.batching import MicroBatcher
-from irpo_common.reward_spec import GEN_TERMS
-from irpo_common.tasks import TASKS
-from reward_server.config import RewardSettings
 from irpo_common.device import resolve_device
 from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests
 from irpo_common.imaging import ImageError, decode_base64_image, decode_image
+from irpo_common.reward_spec import GEN_TERMS
+from irpo_common.tasks import TASKS
+from reward_server import __version__
+from reward_server.batching import MicroBatcher
+from reward_server.config import RewardSettings
 from reward_server.models import RewardModels, load_models
 from reward_server.schemas import BatchRequest, BatchResponse, ItemOptions, ItemResult, ScoreRequest
 from reward_server.scorer import InvalidItemError, ScoreItem, Scorer, make_item

@@ -9,9 +9,9 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from irpo_common.device import resolve_device
 from reward_server.app import create_app
 from reward_server.config import load_settings
-from irpo_common.device import resolve_device
 from reward_server.models import WeightsMissingError, load_models
 
 

@@ -20,8 +20,8 @@ import open_clip
 import torch
 from open_clip.pretrained import download_pretrained
 
-from reward_server.config import RewardSettings, load_settings
 from irpo_common.device import resolve_device
+from reward_server.config import RewardSettings, load_settings
 from reward_server.models import (
     WeightsMissingError,
     clip_file_stem,

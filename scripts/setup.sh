@@ -17,8 +17,8 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 UV=$(command -v uv || echo "$PY -m uv")
 [ -x .venv/bin/python ] || $UV venv -q .venv --python "$PY"
-echo "[setup] installing the project and its test extras into .venv"
+echo "[setup] installing the project with its trainer and test extras into .venv"
 # unsafe-best-match: the pinned torch build lives on a local index beside PyPI
-UV_INDEX_STRATEGY=unsafe-best-match $UV pip install -q --python .venv/bin/python -e '.[test]'
+UV_INDEX_STRATEGY=unsafe-best-match $UV pip install -q --python .venv/bin/python -e '.[train,test]'
 echo "$want" > "$stamp"
 echo "[setup] done"

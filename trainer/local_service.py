@@ -20,7 +20,7 @@ class LocalRewardService(ManagedProcess):
         if threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         cmd = [sys.executable, "-m", "reward_server.cli", "--host", "127.0.0.1", "--port", str(self.port), *args]
-        super().__init__("reward service", cmd, self.url, env=env, log_path=log_path, die_with_parent=True)
+        super().__init__("reward service", cmd, f"http://127.0.0.1:{self.port}", env=env, log_path=log_path, die_with_parent=True)
 
     @classmethod
     @contextlib.contextmanager

@@ -2,7 +2,8 @@
 
 One driver loop: rollout actors sample and score step k+S while the learner updates on step k
 (S = rollout.max_staleness; 0 = fully on-policy). Rollout j always samples with policy version
-max(0, j - S), so a retried or resumed step is computed exactly as it would have been.
+max(0, j - S), so a retried or resumed step is computed exactly as it would have been. A rollout
+goes from its actor to the learner by object reference; the driver fetches only its small stats.
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ import torch
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from tqdm import tqdm
 
+from irpo_common.process import ProcessError
 from reward_server.client import RewardRequestError
 from trainer.actors.learner import Learner
-from trainer.actors.messages import ImageBatch, Rollout
+from trainer.actors.messages import ImageBatch, RolloutStats
 from trainer.actors.rollout import RolloutWorker
 from trainer.actors.scoring import JudgeOutage, ServiceUnavailable, check_services
 from trainer.checkpointing import CheckpointError, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
-from irpo_common.process import ProcessError
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import MetricsLog
 from trainer.train_data import DataCursor, TrainDataError, load_training_data
@@ -115,17 +116,23 @@ class Trainer:
     def _launch(self, step: int) -> None:
         version = self._version_for(step)
         batches = self._batches(step)
-        futures = [w.rollout.remote(b, version, self.weights[version]) for w, b in zip(self.workers, batches)]
+        futures = [self._sample(rank, b, version) for rank, b in enumerate(batches)]
         self.inflight[step] = (futures, batches, version)
 
-    def _gather(self, step: int) -> Rollout:
-        """Wait for a step's rollout; a crashed actor (restarted by Ray) or an unreachable service is retried."""
+    def _sample(self, rank: int, batch: ImageBatch, version: int) -> tuple[ray.ObjectRef, ray.ObjectRef]:
+        """(stats ref, rollout ref) of one actor's part of a step."""
+        return self.workers[rank].rollout.options(num_returns=2).remote(batch, version, self.weights[version])
+
+    def _gather(self, step: int) -> tuple[RolloutStats, list[ray.ObjectRef]]:
+        """Wait for a step's rollout stats (the rollouts stay in the object store, for the learner); a
+        crashed actor (restarted by Ray) or an unreachable service is retried."""
         futures, batches, version = self.inflight.pop(step)
-        parts = []
-        for rank, (fut, batch) in enumerate(zip(futures, batches)):
+        stats, parts = [], []
+        for rank, ((fut, part), batch) in enumerate(zip(futures, batches)):
             for attempt in range(self.cfg.rollout.step_retries + 1):
                 try:
-                    parts.append(ray.get(fut))
+                    stats.append(ray.get(fut))
+                    parts.append(part)
                     break
                 except (*_ACTOR_LOST, ServiceUnavailable) as exc:
                     kind = "rollout_actor_lost" if isinstance(exc, _ACTOR_LOST) else "service_unavailable"
@@ -137,8 +144,8 @@ class Trainer:
                         self._await_restart(rank)
                     else:
                         time.sleep(min(2.0**attempt, 30.0))
-                    fut = self.workers[rank].rollout.remote(batch, version, self.weights[version])
-        return Rollout.concat(parts)
+                    fut, part = self._sample(rank, batch, version)
+        return RolloutStats.concat(stats), parts
 
     def _await_restart(self, rank: int, timeout_s: float = 600.0) -> None:
         """Wait while Ray restarts a crashed actor (a fresh process imports torch and builds the policy)."""
@@ -213,9 +220,9 @@ class Trainer:
                     if j not in self.inflight:
                         self._launch(j)
                 wait0 = time.perf_counter()
-                rollout = self._gather(step)
+                rollout, parts = self._gather(step)
                 rollout_wait = time.perf_counter() - wait0
-                stats_ref, new_weights = self.learner.update.options(num_returns=2).remote(rollout)
+                stats_ref, new_weights = self.learner.update.options(num_returns=2).remote(*parts)
                 stats = ray.get(stats_ref)
                 self.weights[step + 1] = new_weights
                 for v in [v for v in self.weights if v < self._version_for(step + 1)]:
@@ -237,7 +244,7 @@ class Trainer:
             metrics_log.close()
         return RunResult(self.total, start, last_ckpt, cfg.logging.dir, [])
 
-    def _step_metrics(self, rollout: Rollout, stats: dict[str, float], step_time: float, rollout_wait: float) -> dict[str, float]:
+    def _step_metrics(self, rollout: RolloutStats, stats: dict[str, float], step_time: float, rollout_wait: float) -> dict[str, float]:
         r = rollout.rewards
         m = dict(stats)
         m["reward/mean"] = r.mean().item()

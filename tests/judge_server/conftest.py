@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from judge_server.app import create_app
 from devtools.local_servers import LocalVLLM, ThreadedServer, vllm_unavailable_reason
+from judge_server.app import create_app
 from judge_server.settings import JudgeSettings
 from judge_images import b64, image_bytes
 

@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
 from irpo_common.process import free_port
+from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
 
 from judge_images import b64, image_bytes
 from devtools.scripted_backend import FAST, ScriptedBackend

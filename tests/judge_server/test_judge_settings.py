@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
+from irpo_common.process import ManagedProcess, free_port
 from judge_server.settings import SettingsError, load_settings
-from irpo_common.process import free_port
 
 
 def test_defaults_are_loopback_port_8200_and_qwen():
@@ -59,19 +57,9 @@ def test_cli_stops_with_a_clear_message_on_a_bad_config(tmp_path):
 
 def test_cli_serves_on_loopback(tmp_path):
     port = free_port()
-    env = {**os.environ, "JUDGE_SERVER_MODEL": "some-model"}
-    proc = subprocess.Popen([sys.executable, "-m", "judge_server.cli", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        info = None
-        for _ in range(200):
-            try:
-                info = httpx.get(f"http://127.0.0.1:{port}/v1/info", timeout=2).json()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert info is not None and info["model"] == "some-model"
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=15)
-    assert f"listening on 127.0.0.1:{port}" in out
+    cmd = [sys.executable, "-m", "judge_server.cli", "--port", str(port)]
+    with ManagedProcess("judge-server", cmd, f"http://127.0.0.1:{port}", ready_path="/v1/info",
+                        env={"JUDGE_SERVER_MODEL": "some-model"}, log_path=tmp_path / "log").start(20) as proc:
+        info = httpx.get(f"{proc.url}/v1/info", timeout=2).json()
+    assert info["model"] == "some-model"
+    assert f"listening on 127.0.0.1:{port}" in proc.log_tail()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import reward_images as im
 
-from reward_server.client import RewardClient, RewardServiceUnavailable
 from irpo_common.imaging import encode_base64_png, encode_png
 from irpo_common.process import free_port
+from reward_server.client import RewardClient, RewardServiceUnavailable
 
 from reward_support import TOKEN
 

@@ -13,8 +13,8 @@ import pytest
 import reward_images as im
 from PIL import Image
 
-from reward_server.client import RewardClient, RewardRequestError
 from irpo_common.imaging import encode_base64_png
+from reward_server.client import RewardClient, RewardRequestError
 from reward_server.wire import MEDIA_TYPE, encode_batch
 
 from reward_support import LIMITS, TOKEN

@@ -9,7 +9,6 @@ The fault test comes last: it replaces the module's reward service.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -18,7 +17,6 @@ import sys
 import tempfile
 import time
 
-import httpx
 import numpy as np
 import pytest
 import ray
@@ -26,12 +24,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from judge_server.app import create_app as create_judge_app
 from devtools.local_servers import ThreadedServer
-from judge_server.settings import JudgeSettings
-from irpo_common.reward_spec import combine_rewards
-from irpo_common.process import free_port
 from devtools.scripted_backend import FAST, ScriptedBackend
+from irpo_common.process import ManagedProcess, free_port
+from irpo_common.reward_spec import combine_rewards
+from judge_server.app import create_app as create_judge_app
+from judge_server.settings import JudgeSettings
 from tests.trainer.run_fixtures import REPO, REWARD_ARGS, tiny_config, write_photos
 from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable
 from trainer.config import JudgeConfig, RewardConfig
@@ -192,7 +190,7 @@ def ray_head(tmp_path):
     through its own process group, never with `ray stop` (which would hit every Ray of the user)."""
     temp = tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
     dash = free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
     cmd = [str(REPO / ".venv" / "bin" / "ray") if (REPO / ".venv" / "bin" / "ray").is_file() else "ray",
            "start", "--head", "--block", f"--temp-dir={temp}", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
@@ -200,30 +198,11 @@ def ray_head(tmp_path):
            # earlier test left up): its job agent then never registers and submits are refused
            f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
            "--disable-usage-stats"]
-    log = (tmp_path / "head.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, (tmp_path / "head.log").read_text()
-            assert time.monotonic() < deadline, "ray head did not start:\n" + (tmp_path / "head.log").read_text()
-            try:
-                if httpx.get(f"{address}/api/version", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        yield address, env
-    finally:
-        proc.terminate()  # `ray start --block` stops its node's processes on SIGTERM
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    head = ManagedProcess("ray head", cmd, f"http://127.0.0.1:{dash}", ready_path="/api/version", env=env,
+                          log_path=tmp_path / "head.log")
+    with head.start(240):
+        yield head.url, head.env
+        head.stop(timeout_s=30)  # `ray start --block` stops its node's processes on SIGTERM
 
 
 def test_ray_job_submit_runs_a_short_job_on_a_started_head(tmp_path, photos, reward, ray_head):

@@ -62,9 +62,11 @@ class Learner:
             return self.tracker.advantages(rollout.ids, rollout.rewards)
         return group_advantages(rollout.rewards, g.advantage_eps, normalize_std=g.advantage == "group")
 
-    def update(self, rollout: Rollout) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        """One GRPO update on a rollout; returns (metrics, new weights). Metrics are for the step's log."""
+    def update(self, *parts: Rollout) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """One GRPO update on a step's rollout (the parts of its actors, given as object references that
+        Ray resolves here); returns (metrics, new weights). Metrics are for the step's log."""
         t0 = time.perf_counter()
+        rollout = Rollout.concat(list(parts))
         g, o = self.cfg.grpo, self.cfg.optim
         step = rollout.step
         rewards = rollout.rewards

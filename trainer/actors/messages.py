@@ -1,8 +1,11 @@
-"""What travels between the driver, the rollout actors and the learner (plain data, no Ray)."""
+"""What travels between the driver, the rollout actors and the learner (plain data, no Ray).
+
+A rollout goes from its actor to the learner by object reference; the driver gets only its stats.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -18,49 +21,66 @@ class ImageBatch:
     target: torch.Tensor  # (B, 3, H, W) in [0, 1]
 
 
-@dataclass
-class Rollout:
-    """G scored candidates per image, with the actions and log-probs of the policy that sampled them."""
+@dataclass(kw_only=True)
+class RolloutStats:
+    """What the driver logs of a rollout: small, so it alone comes back to the driver process."""
 
     step: int
     version: int  # policy version that sampled
-    ids: list[str]
-    tasks: list[str]
-    degraded: torch.Tensor  # (B, 3, H, W)
-    target: torch.Tensor  # (B, 3, H, W)
-    actions: torch.Tensor  # (B*G, 12), image-major
-    old_log_prob: torch.Tensor  # (B*G,)
     rewards: torch.Tensor  # (B, G)
     terms: dict[str, torch.Tensor]  # term name -> (B, G); NaN where the term was not computed
     judge_dropped: int = 0  # candidates scored without the judge because it was down (outage policy 'drop')
     judge_unscored: int = 0  # candidates whose judge answer held no score
     times: dict[str, float] = field(default_factory=dict)  # seconds: sample, reward, judge, score, weight_sync
 
+    def stats(self) -> "RolloutStats":
+        return RolloutStats(**{f.name: getattr(self, f.name) for f in fields(RolloutStats)})
+
     @staticmethod
-    def concat(parts: list["Rollout"]) -> "Rollout":
-        """One step's rollout from the parts of several actors (all sampled by the same version)."""
+    def concat(parts: list["RolloutStats"]) -> "RolloutStats":
+        """One step's stats from the parts of several actors (all sampled by the same version)."""
         if len({p.version for p in parts}) != 1 or len({p.step for p in parts}) != 1:
             raise ValueError("rollout parts of one step must share step and policy version")
-        if len(parts) == 1:
-            return parts[0]
         names = sorted(set().union(*(p.terms for p in parts)))
 
-        def term(p: Rollout, name: str) -> torch.Tensor:
+        def term(p: RolloutStats, name: str) -> torch.Tensor:
             return p.terms.get(name, torch.full_like(p.rewards, float("nan")))
 
-        return Rollout(
+        return RolloutStats(
             step=parts[0].step,
             version=parts[0].version,
-            ids=[i for p in parts for i in p.ids],
-            tasks=[t for p in parts for t in p.tasks],
-            degraded=torch.cat([p.degraded for p in parts]),
-            target=torch.cat([p.target for p in parts]),
-            actions=torch.cat([p.actions for p in parts]),
-            old_log_prob=torch.cat([p.old_log_prob for p in parts]),
             rewards=torch.cat([p.rewards for p in parts]),
             terms={n: torch.cat([term(p, n) for p in parts]) for n in names},
             judge_dropped=sum(p.judge_dropped for p in parts),
             judge_unscored=sum(p.judge_unscored for p in parts),
             # actors run side by side: a stage takes as long as its slowest actor
             times={k: max(p.times.get(k, 0.0) for p in parts) for k in set().union(*(p.times for p in parts))},
+        )
+
+
+@dataclass(kw_only=True)
+class Rollout(RolloutStats):
+    """G scored candidates per image, with the actions and log-probs of the policy that sampled them;
+    it travels from the rollout actor to the learner through the object store, not the driver."""
+
+    ids: list[str]
+    tasks: list[str]
+    degraded: torch.Tensor  # (B, 3, H, W)
+    target: torch.Tensor  # (B, 3, H, W)
+    actions: torch.Tensor  # (B*G, 12), image-major
+    old_log_prob: torch.Tensor  # (B*G,)
+
+    @staticmethod
+    def concat(parts: list["Rollout"]) -> "Rollout":
+        if len(parts) == 1:
+            return parts[0]
+        stats = RolloutStats.concat(parts)
+        return Rollout(
+            **{f.name: getattr(stats, f.name) for f in fields(RolloutStats)},
+            ids=[i for p in parts for i in p.ids],
+            tasks=[t for p in parts for t in p.tasks],
+            degraded=torch.cat([p.degraded for p in parts]),
+            target=torch.cat([p.target for p in parts]),
+            actions=torch.cat([p.actions for p in parts]),
+            old_log_prob=torch.cat([p.old_log_prob for p in parts]),
         )

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from irpo_common.device import resolve_device
-from trainer.actors.messages import ImageBatch, Rollout
+from trainer.actors.messages import ImageBatch, Rollout, RolloutStats
 from trainer.actors.scoring import Scorer
 from trainer.config import TrainConfig
 from trainer.model import RestorationPolicy
@@ -45,8 +45,11 @@ class RolloutWorker:
         self.version = version
         return time.perf_counter() - t0
 
-    def rollout(self, batch: ImageBatch, version: int, weights: dict[str, torch.Tensor]) -> Rollout:
-        """Sample with policy `version` (its weights come with the call, so a restarted actor needs no resync)."""
+    def rollout(self, batch: ImageBatch, version: int, weights: dict[str, torch.Tensor]) -> tuple[RolloutStats, Rollout]:
+        """Sample with policy `version` (its weights come with the call, so a restarted actor needs no resync).
+
+        Two results, called with num_returns=2: the stats for the driver's log, the rollout for the learner.
+        """
         g = self.cfg.grpo.group_size
         with self._policy_lock:
             sync = self._load(version, weights)
@@ -61,7 +64,7 @@ class RolloutWorker:
             tasks=[t for t in batch.tasks for _ in range(g)],
         )
         b = len(batch.ids)
-        return Rollout(
+        rollout = Rollout(
             step=batch.step,
             version=version,
             ids=batch.ids,
@@ -76,3 +79,4 @@ class RolloutWorker:
             judge_unscored=scored.judge_unscored,
             times={"sample": t1 - t0, "weight_sync": sync, **scored.times},
         )
+        return rollout.stats(), rollout
