@@ -12,9 +12,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1
 WORKDIR /home/ray/irpo
 COPY --chown=ray:users pyproject.toml README.md ./
+COPY --chown=ray:users irpo_common irpo_common
 COPY --chown=ray:users trainer trainer
 COPY --chown=ray:users reward_server reward_server
 COPY --chown=ray:users judge_server judge_server
 COPY --chown=ray:users configs configs
 # Pinning ray keeps pip from replacing the image's Ray with another release.
-RUN pip install . "ray[default]==${RAY_VERSION}"
+RUN pip install ".[train]" "ray[default]==${RAY_VERSION}"

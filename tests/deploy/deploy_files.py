@@ -144,7 +144,8 @@ def console_scripts() -> dict[str, str]:
 
 
 class Stage:
-    """One stage of a multi-stage Dockerfile, with the ENV, EXPOSE and ENTRYPOINT it ends with."""
+    """One stage of a multi-stage Dockerfile, with the ENV, EXPOSE, ENTRYPOINT, COPY and RUN it ends with
+    (a stage built FROM an earlier one holds that one's too)."""
 
     def __init__(self, name: str | None, base: str):
         self.name, self.base = name, base
@@ -153,6 +154,7 @@ class Stage:
         self.entrypoint: list[str] | None = None
         self.workdir: str | None = None
         self.copies: list[list[str]] = []
+        self.runs: list[str] = []
         self.args: dict[str, str] = {}
 
 
@@ -179,6 +181,7 @@ def dockerfile_stages(path: Path) -> dict[str | None, Stage]:
             if parent is not None:
                 current.env, current.expose = dict(parent.env), set(parent.expose)
                 current.entrypoint, current.workdir = parent.entrypoint, parent.workdir
+                current.copies, current.runs = list(parent.copies), list(parent.runs)
             current.args = dict(global_args)
             stages[name] = current
         elif kind == "ENV":
@@ -189,6 +192,8 @@ def dockerfile_stages(path: Path) -> dict[str | None, Stage]:
             current.entrypoint = yaml.safe_load(value) if value.lstrip().startswith("[") else shlex.split(value)
         elif kind == "WORKDIR":
             current.workdir = value
+        elif kind == "RUN":
+            current.runs.append(value)
         elif kind == "COPY":
             current.copies.append([w for w in shlex.split(value) if not w.startswith("--")])
     return stages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import re
 import sys
 from importlib.metadata import version
 
@@ -72,10 +73,6 @@ def test_copied_sources_exist_and_are_not_ignored(dockerfile):
                 if fnmatch.fnmatch(src, pat.lstrip("!")) or pat == "**":
                     included = negated
             assert included, f"{dockerfile.name}: COPY {src} but its .dockerignore leaves {src} out of the context"
-    # the installed project needs the packages pyproject.toml declares
-    copied = {src for *sources, _ in copies for src in sources}
-    for package in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]:
-        assert package.rstrip("*") in copied, f"{dockerfile.name}: package {package} is not copied"
 
 
 def test_services_base_matches_the_project_python():
@@ -89,3 +86,55 @@ def test_trainer_image_is_ray_gpu_of_the_installed_ray():
     pinned = stage.args["RAY_VERSION"]
     assert pinned == version("ray"), f"trainer image pins Ray {pinned}, the project runs {version('ray')}"
     assert stage.base.replace("${RAY_VERSION}", pinned) == f"rayproject/ray:{pinned}-{PY_TAG}-gpu"
+
+
+def _copied(stage) -> set[str]:
+    return {src for *sources, _ in stage.copies for src in sources}
+
+
+def _installed_requirements(stage) -> list[str]:
+    """The project's requirements that the stage's `pip install .[extras]` pulls in (extras expanded)."""
+    project = pyproject()["project"]
+    extras = project["optional-dependencies"]
+    [install] = [r for r in stage.runs if "pip install ." in r or 'pip install ".[' in r]
+    todo = re.findall(r"\.\[([a-z,]+)\]", install)
+    todo = [e for group in todo for e in group.split(",")]
+    reqs, seen = list(project["dependencies"]), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for req in extras[extra]:
+            nested = re.fullmatch(r"irpo\[([a-z,]+)\]", req)
+            if nested:
+                todo += nested.group(1).split(",")
+            else:
+                reqs.append(req)
+    return reqs
+
+
+def _names(reqs: list[str]) -> set[str]:
+    return {re.split(r"[<>=\[ ]", r, maxsplit=1)[0].lower() for r in reqs}
+
+
+def test_the_trainer_image_copies_every_package():
+    [stage] = dockerfile_stages(TRAINER_DOCKERFILE).values()
+    for package in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]:
+        assert package.rstrip("*") in _copied(stage), f"trainer image: package {package} is not copied"
+    assert {"torch", "ray"} <= _names(_installed_requirements(stage))
+
+
+def test_each_service_image_holds_the_ground_floor_and_its_own_service_only():
+    stages = dockerfile_stages(SERVICES_DOCKERFILE)
+    packages = {"irpo_common", "trainer", "reward_server", "judge_server"}
+    assert _copied(stages["reward"]) & packages == {"irpo_common", "reward_server"}
+    assert _copied(stages["judge"]) & packages == {"irpo_common", "judge_server"}
+    assert "torch" in _names(_installed_requirements(stages["reward"]))
+
+
+def test_the_judge_image_installs_no_torch_and_no_trainer():
+    judge = dockerfile_stages(SERVICES_DOCKERFILE)["judge"]
+    assert not _copied(judge) & {"trainer", "reward_server", "devtools", "tests", "benchmarks"}
+    names = _names(_installed_requirements(judge))
+    assert not names & {"torch", "torchvision", "ray", "lpips", "open_clip_torch", "kornia"}, names
