@@ -2,6 +2,7 @@
 
 tasks (the task vocabulary), reward_spec (term names, weights, the combination of R), imaging
 (image bytes <-> float arrays, torch-free), device (torch device choice), http_guards (body limit,
-bearer auth, request counting) and process (free port, managed local servers). Nothing here
-imports a package above it; only `device` imports torch, so the judge service runs without it.
+bearer auth, request counting), service_client (the clients' bearer-token HTTP pool) and process
+(free port, managed local servers). Nothing here imports a package above it; only `device` imports
+torch, so the judge service runs without it.
 """

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 
 from irpo_common.imaging import encode_base64_png
+from irpo_common.service_client import ServiceClient
 
 from .schemas import BatchResult, JudgeResult, Mode
 
@@ -45,20 +46,10 @@ def _as_images(batch, name: str) -> list[np.ndarray] | None:
     return list(arr.transpose(0, 2, 3, 1))
 
 
-class JudgeClient:
+class JudgeClient(ServiceClient):
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 120.0, retries: int = 3):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        super().__init__(base_url, token, timeout_s)
         self.retries = retries
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "JudgeClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _request(self, method: str, path: str, **kwargs) -> dict:
         reason = ""

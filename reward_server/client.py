@@ -6,6 +6,7 @@ import time
 
 import httpx
 
+from irpo_common.service_client import ServiceClient
 from reward_server.schemas import BatchResponse, ItemResult
 from reward_server.wire import MEDIA_TYPE, encode_batch
 
@@ -22,20 +23,10 @@ class RewardServiceUnavailable(Exception):
     """No usable answer after all retries (connection errors, timeouts, 5xx)."""
 
 
-class RewardClient:
+class RewardClient(ServiceClient):
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 0.5):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        super().__init__(base_url, token, timeout_s)
         self.retries, self.backoff_s = retries, backoff_s
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "RewardClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         last = None
