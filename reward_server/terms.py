@@ -26,7 +26,6 @@ from reward_server import metrics
 
 if TYPE_CHECKING:
     from reward_server.config import RewardSettings
-    from reward_server.models import RewardModels
 
 _IQA_LOGIT_SCALE = 100.0  # CLIP's trained logit scale, as in CLIP-IQA
 CLIP_WEIGHTS = "open_clip checkpoint: weights_dir/clip/ or the Hugging Face cache"
@@ -34,9 +33,10 @@ CLIP_WEIGHTS = "open_clip checkpoint: weights_dir/clip/ or the Hugging Face cach
 
 class Batch:
     """Same-size images of items that all carry the same inputs, on the device; CLIP embeddings
-    are computed once, on first use, for every term that needs them."""
+    are computed once, on first use, for every term that needs them. `models` is the service's
+    RewardModels (not imported: reward_server.models reads this table)."""
 
-    def __init__(self, models: RewardModels, restored: torch.Tensor, reference: torch.Tensor | None, degraded: torch.Tensor | None):
+    def __init__(self, models, restored: torch.Tensor, reference: torch.Tensor | None, degraded: torch.Tensor | None):
         self.models, self.restored, self.reference, self.degraded = models, restored, reference, degraded
 
     def _clip_embed(self, images: torch.Tensor) -> torch.Tensor:
