@@ -20,6 +20,7 @@ from pathlib import Path
 
 import ray
 import torch
+from ray._private import ray_constants
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from tqdm import tqdm
 
@@ -67,8 +68,10 @@ def init_ray(cfg: TrainConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return True
-    # A local Ray otherwise binds the machine's network address; a single-machine run stays on loopback.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # A local Ray otherwise binds every interface; a single-machine run stays on loopback. Ray reads
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported, so setting the variable here would
+    # be too late: the flag it sets is switched off instead (tests/trainer/test_run_loopback.py).
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         num_cpus=cfg.ray.num_cpus,
         object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
