@@ -5,9 +5,9 @@
     rewards = [r.reward for r in results]   # None where r.status != "ok"
 
 Images are float arrays or torch tensors of shape (N, 3, H, W) in [0, 1]. An outage (the service
-answers 503 because its backend is down, or the service itself cannot be reached after the
-retries) raises JudgeUnavailable, so the trainer can apply its outage policy; any other refusal
-raises JudgeRequestError. Items the model answered without a usable score come back with their
+answers 503 because its backend is down, another 5xx such as 502 for a malformed backend answer
+persists through the retries, or the service cannot be reached) raises JudgeUnavailable, so the
+trainer can apply its outage policy; a 4xx refusal raises JudgeRequestError. Items the model answered without a usable score come back with their
 status ("unparsed", "low_digit_mass") and score None; they are not raised.
 """
 
@@ -63,10 +63,13 @@ class JudgeClient(ServiceClient):
                 continue
             if response.status_code == 503:
                 raise JudgeUnavailable(f"judge service {path}: {_detail(response)}")
+            if response.status_code >= 500:  # a server-side fault (e.g. 502: the backend's answer was malformed): retry
+                reason = f"{response.status_code}: {_detail(response)}"
+                continue
             if response.status_code != 200:
                 raise JudgeRequestError(f"judge service {path} answered {response.status_code}: {_detail(response)}")
             return response.json()
-        raise JudgeUnavailable(f"judge service at {self._http.base_url} unreachable after {self.retries + 1} attempt(s): {reason}")
+        raise JudgeUnavailable(f"judge service at {self._http.base_url}: no answer after {self.retries + 1} attempt(s); last: {reason}")
 
     def healthz(self) -> dict:
         return self._request("GET", "/healthz")

@@ -2,13 +2,17 @@
 
 A checkpoint is a folder step-NNNNNNNN written under a temporary name and renamed when complete,
 so a run killed while saving leaves the previous checkpoint intact and never a half-written one.
+meta.json lists every file with its size and SHA-256, so a checkpoint damaged later (disk, copy,
+hand edits) is found by `load_checkpoint` before any work, and `--resume auto` falls back to the
+newest intact one and names the broken ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-import pickle
 import re
 import shutil
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 _NAME = re.compile(r"^step-(\d{8})$")
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -30,6 +35,7 @@ class Checkpoint:
     learner: dict  # Learner.state(): policy, reference, optimizer, tracker, version, torch_rng
     rollout_weights: dict[int, dict[str, torch.Tensor]]  # version -> weights the in-flight rollouts sampled with
     extra: dict  # driver state: data position, fault counters, config
+    path: Path
 
 
 def _weights(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -48,7 +54,8 @@ def save_checkpoint(root: Path, step: int, learner: dict, rollout_weights: dict[
         _weights(tmp / f"rollout-v{version:08d}.safetensors", state)
     rest = {k: v for k, v in learner.items() if k not in ("policy", "reference")}
     torch.save({"learner": rest, "extra": extra}, tmp / "trainer_state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step, "version": learner["version"], "rollout_versions": sorted(rollout_weights)}))
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
+    (tmp / "meta.json").write_text(json.dumps({"step": step, "version": learner["version"], "rollout_versions": sorted(rollout_weights), "files": files}))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -57,40 +64,99 @@ def save_checkpoint(root: Path, step: int, learner: dict, rollout_weights: dict[
     return final
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under root, oldest first."""
+    """Checkpoint folders (step-NNNNNNNN) under root, oldest first, intact or not; load_checkpoint tells which."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / "meta.json").is_file()]
-    return sorted(found, key=lambda p: p.name)
+    return sorted((p for p in root.iterdir() if _NAME.match(p.name) and p.is_dir()), key=lambda p: p.name)
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is not a complete checkpoint (no meta.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: meta.json is unreadable ({exc})") from None
+    ok = (
+        isinstance(meta, dict)
+        and isinstance(meta.get("step"), int)
+        and isinstance(meta.get("rollout_versions"), list)
+        and all(isinstance(v, int) for v in meta["rollout_versions"])
+        and isinstance(meta.get("files", {}), dict)
+    )
+    if not ok:
+        raise CheckpointError(f"{path}: meta.json does not describe a checkpoint (step, rollout_versions, files)")
+    named = _NAME.match(path.name)
+    if named and int(named.group(1)) != meta["step"]:
+        raise CheckpointError(f"{path}: meta.json says step {meta['step']}, the folder name another")
+    return meta
+
+
+def _check_files(path: Path, meta: dict) -> None:
+    """Every file meta.json lists is there with its size and hash (checkpoints from before the list skip this)."""
+    for name, want in meta.get("files", {}).items():
+        f = path / name
+        if not isinstance(want, dict) or not f.is_file():
+            raise CheckpointError(f"{path}: {name} is missing")
+        if f.stat().st_size != want.get("bytes") or _sha256(f) != want.get("sha256"):
+            raise CheckpointError(f"{path}: {name} is damaged (size or SHA-256 differs from meta.json)")
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    meta_file = path / "meta.json"
-    if not meta_file.is_file():
-        raise CheckpointError(f"{path} is not a complete checkpoint (no meta.json)")
-    meta = json.loads(meta_file.read_text())
+    """Read and verify a whole checkpoint; any damage raises CheckpointError naming the file."""
+    meta = _read_meta(path)
+    _check_files(path, meta)
     try:
         saved = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
         learner = dict(saved["learner"])
         learner["policy"] = load_file(str(path / "policy.safetensors"))
         learner["reference"] = load_file(str(path / "reference.safetensors"))
         rollout = {v: load_file(str(path / f"rollout-v{v:08d}.safetensors")) for v in meta["rollout_versions"]}
-    except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
-    return Checkpoint(meta["step"], learner, rollout, saved["extra"])
+        extra = saved["extra"]
+    except Exception as exc:  # torch.load and safetensors raise many types for damaged files
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(extra, dict) or not {"version", "optimizer", "torch_rng"} <= set(learner):
+        raise CheckpointError(f"{path}: trainer_state.pt lacks the learner or driver state")
+    return Checkpoint(meta["step"], learner, rollout, extra, path)
 
 
-def resolve_resume(root: Path, resume: str) -> Path | None:
-    """--resume never|auto|PATH -> the checkpoint to start from (None = a fresh run)."""
+def resolve_resume(root: Path, resume: str) -> Checkpoint | None:
+    """--resume never|auto|PATH -> the verified checkpoint to start from (None = a fresh run).
+
+    'auto' takes the newest intact checkpoint and logs each newer broken one by name; when folders
+    exist but none is intact it stops rather than silently starting afresh.
+    """
     existing = list_checkpoints(root)
     if resume == "never":
         if existing:
             raise CheckpointError(f"{root} already holds checkpoints (latest {existing[-1].name}); pass --resume auto to continue, or set checkpoint.dir to a new folder")
         return None
-    if resume == "auto":
-        return existing[-1] if existing else None
-    path = Path(resume)
-    if not (path / "meta.json").is_file():
-        raise CheckpointError(f"--resume {resume}: not a complete checkpoint folder")
-    return path
+    if resume != "auto":
+        path = Path(resume)
+        if not path.is_dir():
+            raise CheckpointError(f"--resume {resume}: no such checkpoint folder")
+        return load_checkpoint(path)
+    broken = []
+    for path in reversed(existing):
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as exc:
+            broken.append(str(exc))
+            continue
+        for reason in broken:
+            log.warning("skipping a broken checkpoint: %s", reason)
+        if broken:
+            log.warning("resuming from %s, the newest intact checkpoint", path.name)
+        return ckpt
+    if broken:
+        raise CheckpointError(f"{root} holds no intact checkpoint to resume from:\n  " + "\n  ".join(broken) + "\nmove the broken folders away, or set checkpoint.dir to a new folder for a fresh run")
+    return None

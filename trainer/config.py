@@ -200,26 +200,42 @@ class ConfigError(ValueError):
     """A config file is missing, unreadable or invalid; the message says where."""
 
 
+def _apply_override(raw: dict, item: str) -> None:
+    """Set one 'a.b=value' override (value parsed as YAML) in the raw config mapping."""
+    key, sep, value = item.partition("=")
+    parts = key.split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"override {item!r} is not of the form a.b=value")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:  # absent, or `null` in the file (e.g. reward.weights: null)
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[: depth + 1])} is a value ({child!r}), not a section")
+        node = child
+    node[parts[-1]] = parsed
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Load a YAML config; `overrides` are 'a.b=value' strings parsed as YAML scalars."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} is not of the form a.b=value")
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        _apply_override(raw, item)
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import ray
 import torch
+from ray._private import ray_constants
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from tqdm import tqdm
 
@@ -30,11 +31,12 @@ from trainer.actors.learner import Learner
 from trainer.actors.messages import ImageBatch, RolloutStats
 from trainer.actors.rollout import RolloutWorker
 from trainer.actors.scoring import JudgeOutage, ServiceUnavailable, check_services
-from trainer.checkpointing import CheckpointError, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from trainer.checkpointing import Checkpoint, CheckpointError, list_checkpoints, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import MetricsLog
+from trainer.preflight import PreflightError, check_policy_and_resume
 from trainer.train_data import DataCursor, TrainDataError, load_training_data
 
 log = logging.getLogger("trainer.run")
@@ -68,8 +70,10 @@ def init_ray(cfg: TrainConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return True
-    # A local Ray otherwise binds the machine's network address; a single-machine run stays on loopback.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # A local Ray otherwise binds every interface; a single-machine run stays on loopback. Ray reads
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported, so setting the variable here would
+    # be too late: the flag it sets is switched off instead (tests/trainer/test_run_loopback.py).
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         num_cpus=cfg.ray.num_cpus,
         object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
@@ -84,8 +88,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: str = "never"):
         self.cfg = cfg
-        self.resume_from = resolve_resume(cfg.checkpoint.dir, resume)
         self.data = load_training_data(cfg)  # stops here on bad data, before any actor starts
+        self.resume_from = check_policy_and_resume(cfg, resume, len(self.data))
         self.total = total_steps(cfg, len(self.data))
         self.cursor = DataCursor(len(self.data), cfg.seed)
         self.per_worker = cfg.rollout.images_per_worker
@@ -170,10 +174,7 @@ class Trainer:
         extra = {"data_position": self.cursor.position(completed, self.images_per_step), "num_images": len(self.data), "faults": dict(self.faults), "config": self.cfg.model_dump_json()}
         return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
 
-    def _restore(self, path: Path) -> int:
-        ckpt = load_checkpoint(path)
-        if ckpt.extra["num_images"] != len(self.data):
-            raise CheckpointError(f"{path} was written for {ckpt.extra['num_images']} training images, the data now has {len(self.data)}: same subset needed to resume")
+    def _restore(self, ckpt: Checkpoint) -> int:
         ray.get(self.learner.load_state.remote(ckpt.learner))
         self.faults.update(ckpt.extra["faults"])
         for v, w in ckpt.rollout_weights.items():
@@ -203,7 +204,7 @@ class Trainer:
         self.inflight: dict[int, tuple] = {}
         start = self._restore(self.resume_from) if self.resume_from else 0
         if self.resume_from:
-            print(f"[grpo] resumed from {self.resume_from} at step {start}", flush=True)
+            print(f"[grpo] resumed from {self.resume_from.path} at step {start}", flush=True)
         version_ref, weights_ref = self.learner.weights.options(num_returns=2).remote()
         self.weights[ray.get(version_ref)] = weights_ref
         if start >= self.total:
@@ -299,7 +300,7 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
 
 
 # Failures that stop a run with a message instead of a traceback (a bug still gets its traceback).
-STOP_ERRORS = (ConfigError, CheckpointError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, ProcessError, JudgeOutage, RewardRequestError)
+STOP_ERRORS = (ConfigError, CheckpointError, PreflightError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, ProcessError, JudgeOutage, RewardRequestError)
 
 
 def main(argv: list[str] | None = None) -> int:

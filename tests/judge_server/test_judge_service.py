@@ -80,6 +80,19 @@ def test_backend_refusal_and_missing_logprobs_are_502(serve_judge, triple):
     assert no_logprobs.status_code == 502 and "without the logprobs" in no_logprobs.json()["detail"]
 
 
+def test_client_retries_a_502_then_reports_an_outage_not_a_request_error(serve_judge):
+    # 502 is the service's word for a malformed backend answer: a server-side fault the trainer's
+    # judge.on_outage policy handles, unlike a 4xx refusal of our own request
+    with ScriptedBackend(failures=[400] * 3) as backend, serve_judge(backend_url=backend.url, model="judge-model") as url:
+        with JudgeClient(url, retries=2) as client:
+            with pytest.raises(JudgeUnavailable, match="no answer after 3 attempt.*502"):
+                client.judge_batch(None, np.zeros((1, 3, 32, 32), np.float32), None)
+        assert len(backend.bodies) == 3
+        with JudgeClient(url, retries=2) as client:
+            with pytest.raises(JudgeRequestError, match="422"):
+                client.judge_batch(None, np.zeros((1, 3, 32, 32), np.float32), None, mode="no-such-mode")
+
+
 def test_backend_down_gives_503_and_the_client_raises_unavailable(serve_judge, triple):
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     with serve_judge(backend_url=dead, retries=1, backoff_s=0.01) as url:
@@ -95,7 +108,7 @@ def test_backend_down_gives_503_and_the_client_raises_unavailable(serve_judge, t
 
 def test_unreachable_service_raises_unavailable_after_retries():
     with JudgeClient(f"http://127.0.0.1:{free_port()}", retries=1) as client:
-        with pytest.raises(JudgeUnavailable, match="unreachable after 2 attempt"):
+        with pytest.raises(JudgeUnavailable, match="no answer after 2 attempt"):
             client.healthz()
 
 

@@ -42,9 +42,9 @@ def test_pruning_and_incomplete_folders(tmp_path):
     for step in (2, 4, 6):
         save_checkpoint(tmp_path, step, _learner_state(step), {}, {}, keep=2)
     (tmp_path / ".tmp-step-00000008").mkdir()  # a save interrupted by a kill
-    (tmp_path / "step-00000010").mkdir()  # no meta.json: incomplete
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000004", "step-00000006"]
-    assert resolve_resume(tmp_path, "auto").name == "step-00000006"
+    (tmp_path / "step-00000010").mkdir()  # no meta.json: broken, skipped by name (test_checkpoint_integrity)
+    assert resolve_resume(tmp_path, "auto").path.name == "step-00000006"
     with pytest.raises(CheckpointError, match="--resume auto"):
         resolve_resume(tmp_path, "never")
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
@@ -56,5 +56,5 @@ def test_fresh_run_and_broken_checkpoint(tmp_path):
     assert resolve_resume(tmp_path / "none", "never") is None
     path = save_checkpoint(tmp_path, 1, _learner_state(1), {}, {}, keep=1)
     (path / "trainer_state.pt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="unreadable"):
+    with pytest.raises(CheckpointError, match="trainer_state.pt is damaged"):
         load_checkpoint(path)

@@ -249,8 +249,17 @@ def test_scorer_combines_terms_and_applies_the_judge_outage_policy(reward):
         torch.testing.assert_close(drop.rewards, no_judge.rewards)  # judge weight renormalised away, never a made-up score
 
         stop = Scorer(RewardConfig(url=reward.url), JudgeConfig(url=judge.url, retries=0, on_outage="stop"))
-        with pytest.raises(JudgeOutage, match="on_outage is 'stop'"):
+        with pytest.raises(JudgeOutage, match="failed and judge.on_outage is 'stop'"):
             stop.score(**_scorer_inputs())
+
+    # a judge that refuses the batch (here: a token the scorer does not send, 401) follows the same policy
+    with ScriptedBackend(logprobs=FAST) as backend, \
+            ThreadedServer(create_judge_app(JudgeSettings(backend_url=backend.url, model="judge-model", token="s3cret"))) as judge:
+        refused = Scorer(RewardConfig(url=reward.url), JudgeConfig(url=judge.url, retries=0, on_outage="drop")).score(**_scorer_inputs())
+        assert refused.judge_dropped == 4
+        torch.testing.assert_close(refused.rewards, no_judge.rewards)
+        with pytest.raises(JudgeOutage, match="401"):
+            Scorer(RewardConfig(url=reward.url), JudgeConfig(url=judge.url, retries=0, on_outage="stop")).score(**_scorer_inputs())
 
     dead = Scorer(RewardConfig(url=f"http://127.0.0.1:{free_port()}", retries=0), JudgeConfig())
     with pytest.raises(ServiceUnavailable, match="reward service"):

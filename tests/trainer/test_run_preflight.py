@@ -3,9 +3,13 @@
 import json
 
 import ray
+import torch
 import yaml
 
 from tests.trainer.run_fixtures import tiny_config, write_photos
+from trainer.checkpointing import save_checkpoint
+from trainer.config import load_config
+from trainer.model import RestorationPolicy, model_preset
 from trainer.run import main
 
 
@@ -59,4 +63,40 @@ def test_a_reward_weight_typo_fails_at_config_load(tmp_path, capsys):
     bad.write_text("reward: {weights: {psnr: -1}}\n")
     assert main(["--config", str(bad)]) == 2
     assert "reward.weights.psnr" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_unreadable_config_and_bad_overrides_are_named(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    assert main(["--config", str(cfg)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    cfg.write_text("name: demo\nreward:\n  weights: null\n")
+    assert main(["--config", str(cfg), "--set", "name.x=1"]) == 2
+    assert "name is a value ('demo'), not a section" in capsys.readouterr().err
+    assert main(["--config", str(cfg), "--set", "reward..x=1"]) == 2
+    assert "not of the form a.b=value" in capsys.readouterr().err
+    # weights: null in the file, one weight set on the command line: a section is made for it
+    assert load_config(cfg, ["reward.weights.psnr=0.3"]).reward.weights["psnr"] == 0.3
+
+
+def test_bad_policy_weights_and_checkpoints_stop_before_ray(tmp_path, capsys):
+    photos = write_photos(tmp_path / "photos")
+    cfg = tiny_config(tmp_path / "run", photos, "http://127.0.0.1:9", model={"checkpoint": str(tmp_path / "missing.safetensors")})
+    assert main(["--config", _write(tmp_path, cfg)]) == 2
+    assert "model.checkpoint: weights file not found" in capsys.readouterr().err
+
+    # a checkpoint written for another model size
+    other = RestorationPolicy(model_preset("tiny"))
+    state = {k: v.detach().clone() for k, v in other.state_dict().items()}
+    learner = {"policy": state, "reference": state, "optimizer": {}, "tracker": None, "version": 2, "torch_rng": torch.get_rng_state()}
+    path = save_checkpoint(tmp_path / "run" / "checkpoints", 2, learner, {}, {"num_images": 3}, keep=2)
+    cfg = tiny_config(tmp_path / "run", photos, "http://127.0.0.1:9")
+    assert main(["--config", _write(tmp_path, cfg), "--resume", "auto"]) == 2
+    assert "do not fit the configured model" in capsys.readouterr().err
+
+    (path / "policy.safetensors").write_bytes(b"\0" * 64)
+    assert main(["--config", _write(tmp_path, cfg), "--resume", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "no intact checkpoint" in err and "policy.safetensors is damaged" in err
     assert not ray.is_initialized()

@@ -3,7 +3,7 @@
 The reward service returns the per-term rewards (R_gen's terms and R_task); the judge adds R_judge;
 R is combined once, here, with the shared irpo_common.reward_spec.combine_rewards and reward.weights
 (the service's own `reward` cannot hold the judge term and is not used). A judge that stays
-unreachable follows judge.on_outage: 'stop' raises JudgeOutage, 'drop' scores without the judge term
+unreachable or refusing (5xx after retries, or a 4xx) follows judge.on_outage: 'stop' raises JudgeOutage, 'drop' scores without the judge term
 (weights renormalised) and counts the candidates. A judge answer without a score (unparsed) drops
 the term for that candidate only, also counted. Never a made-up score.
 """
@@ -19,7 +19,7 @@ import httpx
 import torch
 
 from irpo_common.reward_spec import combine_rewards
-from judge_server.client import JudgeClient, JudgeUnavailable
+from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
 from reward_server.client import RewardClient, RewardRequestError, RewardServiceUnavailable
 from trainer.config import ConfigError, JudgeConfig, RewardConfig
 
@@ -29,7 +29,7 @@ class ServiceUnavailable(RuntimeError):
 
 
 class JudgeOutage(RuntimeError):
-    """The judge stayed unreachable and judge.on_outage is 'stop'."""
+    """The judge stayed unreachable or refused the batch, and judge.on_outage is 'stop'."""
 
 
 @dataclass
@@ -107,9 +107,9 @@ class Scorer:
                 answers, judge_s = judge_job.result()
                 judge_rewards = [a.reward for a in answers]
                 unscored = sum(r is None for r in judge_rewards)
-            except JudgeUnavailable as exc:
+            except (JudgeUnavailable, JudgeRequestError) as exc:  # a refusal too: the run's policy decides, not a traceback
                 if self.judge_cfg.on_outage == "stop":
-                    raise JudgeOutage(f"judge service unavailable and judge.on_outage is 'stop': {exc}") from None
+                    raise JudgeOutage(f"judge service failed and judge.on_outage is 'stop': {exc}") from None
                 dropped = n
         rewards = []
         term_rows: list[dict[str, float]] = []

@@ -1,0 +1,46 @@
+"""Checks that stop a run with a clear message before Ray or any actor starts.
+
+The learner and the rollout actors build the policy from model.checkpoint and, on resume, load the
+checkpoint's states; a bad file found there ends in an actor traceback seconds into the run. So the
+driver does the same loads once, on the CPU, first.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trainer.checkpointing import Checkpoint, CheckpointError, resolve_resume
+from trainer.config import TrainConfig
+from trainer.model import RestorationPolicy, WeightsError, load_policy_weights
+
+
+class PreflightError(RuntimeError):
+    """A configured input of the run is unusable; the message names it and what to do."""
+
+
+def check_policy_and_resume(cfg: TrainConfig, resume: str, num_images: int) -> Checkpoint | None:
+    """Load model.checkpoint into the configured policy and verify the resume checkpoint against it.
+
+    Returns the verified checkpoint to resume from (None = fresh run).
+    """
+    ckpt = resolve_resume(cfg.checkpoint.dir, resume)
+    if cfg.model.checkpoint is not None:
+        try:
+            load_policy_weights(RestorationPolicy(cfg.model), cfg.model.checkpoint)
+        except WeightsError as exc:
+            raise PreflightError(f"model.checkpoint: {exc}") from None
+    if ckpt is None:
+        return None
+    with torch.device("meta"):  # no memory: load_state_dict checks keys and shapes against it
+        policy = RestorationPolicy(cfg.model)
+    if ckpt.extra.get("num_images") != num_images:
+        raise CheckpointError(f"{ckpt.path} was written for {ckpt.extra.get('num_images')} training images, the data now has {num_images}: same subset needed to resume")
+    states = {"policy": ckpt.learner["policy"], "reference": ckpt.learner["reference"]}
+    states.update({f"rollout weights v{v}": w for v, w in ckpt.rollout_weights.items()})
+    for part, state in states.items():
+        try:
+            policy.load_state_dict(state, assign=True)
+        except RuntimeError as exc:
+            detail = (str(exc).splitlines()[1:2] or [str(exc)])[0].strip()
+            raise CheckpointError(f"{ckpt.path}: its {part} do not fit the configured model ({detail}); resume with the model config it was written with") from None
+    return ckpt
