@@ -77,7 +77,7 @@ def test_unreadable_config_and_bad_overrides_are_named(tmp_path, capsys):
     assert main(["--config", str(cfg), "--set", "reward..x=1"]) == 2
     assert "not of the form a.b=value" in capsys.readouterr().err
     # weights: null in the file, one weight set on the command line: a section is made for it
-    assert load_config(cfg, ["reward.weights.psnr=0.3"]).reward.weights["psnr"] == 0.3
+    assert load_config(cfg, ["reward.weights.psnr=0.3"]).reward.weights.psnr == 0.3
 
 
 def test_bad_policy_weights_and_checkpoints_stop_before_ray(tmp_path, capsys):
