@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -252,7 +253,7 @@ def _scorer_inputs(n=4, side=32):
     ref = torch.rand(n, 3, side, side, generator=g)
     degraded = (ref + 0.2 * torch.randn(n, 3, side, side, generator=g)).clamp(0, 1)
     restored = (ref + 0.05 * torch.randn(n, 3, side, side, generator=g)).clamp(0, 1)
-    return dict(restored=restored, reference=ref, degraded=degraded, tasks=["denoise"] * n)
+    return dict(restored=restored, reference=ref, degraded=degraded, tasks=["denoise"] * n, group_size=2)
 
 
 def test_scorer_combines_terms_and_applies_the_judge_outage_policy(reward):
@@ -272,6 +273,16 @@ def test_scorer_combines_terms_and_applies_the_judge_outage_policy(reward):
         stop = Scorer(RewardConfig(url=reward.url), JudgeConfig(url=judge.url, retries=0, on_outage="stop"))
         with pytest.raises(JudgeOutage, match="on_outage is 'stop'"):
             stop.score(**_scorer_inputs())
+
+    # an answer without a score (unparsed) in the first group: that group is scored without the
+    # judge term, like the judge-free scorer; the second group keeps it
+    partial = Scorer(RewardConfig(url=reward.url), JudgeConfig(url="http://127.0.0.1:9"))
+    partial.judge = SimpleNamespace(judge_batch=lambda *a, **k: [SimpleNamespace(reward=r) for r in (None, 1.0, 0.0, 1.0)])
+    mixed = partial.score(**_scorer_inputs())
+    assert mixed.judge_unscored == 1
+    torch.testing.assert_close(mixed.rewards[:2], no_judge.rewards[:2])
+    assert not torch.allclose(mixed.rewards[2:], no_judge.rewards[2:])
+    assert mixed.terms["judge"][:2].isnan().all() and mixed.terms["judge"][2:].tolist() == [0.0, 1.0]
 
     dead = Scorer(RewardConfig(url=f"http://127.0.0.1:{free_port()}", retries=0), JudgeConfig())
     with pytest.raises(ServiceUnavailable, match="reward service"):
