@@ -195,6 +195,19 @@ class TrainConfig(_Section):
                 raise ValueError(f"model.heads[{level}]={h} does not divide the level width {width}")
         return self
 
+    @model_validator(mode="after")
+    def _check_adaptive_weighting(self) -> "TrainConfig":
+        # w_i = ||y_i - g_i|| / max_j ||y_j - g_j|| is 1 for the only image of a step: every image
+        # would then drop its supervised terms entirely.
+        per_step = self.rollout.num_workers * self.rollout.images_per_worker
+        if self.grpo.adaptive_weighting and per_step < 2:
+            raise ValueError(
+                f"grpo.adaptive_weighting needs at least 2 images per learner step, got {per_step} "
+                "(rollout.num_workers x rollout.images_per_worker): with one image its weight w = 1 zeroes the "
+                "supervised terms (L_sup, L_cons) for every image; raise rollout.images_per_worker or turn it off"
+            )
+        return self
+
 
 class ConfigError(ValueError):
     """A config file is missing, unreadable or invalid; the message says where."""
