@@ -123,6 +123,9 @@ def test_end_to_end_run_logs_checkpoints_and_learns(reference_run):
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] > 0
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert ckpts == ["step-00000002", "step-00000004", "step-00000006"]
+    # the run measured at its start how far each action moves the output (the micro policy's rates are inert)
+    sensitivity = json.loads((run_dir / "action_sensitivity.json").read_text())
+    assert sensitivity["action_change/fre1.r_h"] == 0.0 and sensitivity["action_change/live_share"] < 0.5
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     final = final_policy(run_dir)
     reference = load_file(str(run_dir / "checkpoints" / "step-00000006" / "reference.safetensors"))
