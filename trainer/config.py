@@ -31,6 +31,9 @@ class ModelConfig(_Section):
     head_hidden: int = Field(64, gt=0, description="Hidden width of each policy head (rate and fuse heads).")
     beta_min_concentration: float = Field(1.0, ge=0, description="Added to softplus outputs for Beta alpha/beta; >= 1 keeps each density unimodal.")
     beta_init_concentration: float = Field(6.0, gt=0, description="Fresh heads start every action at Beta(c, c): mean 0.5 (AdaIR's blend for the gates), spread set by c (must exceed beta_min_concentration).")
+    fre_para1_init: float = Field(0.0, description="Initial para1 of the three frequency modules (the weight of their output branch). AdaIR: 0, so a fresh module is the identity and g_o and both rates are inert until para1 grows. Only a fresh model uses it: a checkpoint overwrites it.")
+    fre_temperature_init: float = Field(1.0, gt=0, description="Initial temperature of the frequency modules' channel cross-attentions. AdaIR: 1, which makes their softmax over L2-normalised logits nearly uniform, so the rates hardly reach the output. Only a fresh model uses it.")
+    fre_mask_softness: float = Field(0.25, gt=0, description="Edge width of the soft low-pass mask that the rates set, in squared normalised radius (trainer/model/adair.py); at 0.25 the low band keeps 98% of DC for any rate. Not a weight: it applies to checkpoints too.")
     checkpoint: Path | None = Field(None, description="Starting weights: an AdaIR Lightning .ckpt (keys prefixed 'net.') or one of our .safetensors files. None = random init (say so in logs).")
 
     @model_validator(mode="after")
@@ -193,6 +196,19 @@ class TrainConfig(_Section):
             width = self.model.dim * 2**level
             if width % h:
                 raise ValueError(f"model.heads[{level}]={h} does not divide the level width {width}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_adaptive_weighting(self) -> "TrainConfig":
+        # w_i = ||y_i - g_i|| / max_j ||y_j - g_j|| is 1 for the only image of a step: every image
+        # would then drop its supervised terms entirely.
+        per_step = self.rollout.num_workers * self.rollout.images_per_worker
+        if self.grpo.adaptive_weighting and per_step < 2:
+            raise ValueError(
+                f"grpo.adaptive_weighting needs at least 2 images per learner step, got {per_step} "
+                "(rollout.num_workers x rollout.images_per_worker): with one image its weight w = 1 zeroes the "
+                "supervised terms (L_sup, L_cons) for every image; raise rollout.images_per_worker or turn it off"
+            )
         return self
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -41,6 +42,8 @@ from trainer.train_data import DataCursor, TrainDataError, load_training_data
 
 log = logging.getLogger("trainer.run")
 _ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+# Training crops the start-of-run action sensitivity is measured on (24 forward passes each).
+SENSITIVITY_IMAGES = 4
 
 
 class RunError(RuntimeError):
@@ -197,6 +200,17 @@ class Trainer:
         print(f"[grpo] learner on {info['device']}, {info['parameters'] / 1e6:.2f} M parameters; weights: {info['weights']}", flush=True)
         print(f"[grpo] {len(self.workers)} rollout actor(s) on {', '.join(devices)}; G={self.cfg.grpo.group_size}, {self.images_per_step} image(s)/step, staleness bound {r.max_staleness}", flush=True)
 
+    def _log_action_sensitivity(self) -> None:
+        """Say at the start whether exploration reaches the output (trainer/diagnostics.py); warn when it mostly does not."""
+        degraded = torch.stack([self.data[i]["degraded"] for i in range(min(SENSITIVITY_IMAGES, len(self.data)))])
+        sens = ray.get(self.learner.action_sensitivity.remote(degraded))
+        print("[grpo] " + sens.table().replace("\n", "\n[grpo] "), flush=True)
+        self.cfg.logging.dir.mkdir(parents=True, exist_ok=True)
+        (self.cfg.logging.dir / "action_sensitivity.json").write_text(json.dumps(sens.metrics(), indent=1))
+        warning = sens.warning()
+        if warning:
+            log.warning("%s", warning)
+
     def run(self, on_step=None) -> RunResult:
         cfg = self.cfg
         self._start_actors()
@@ -205,6 +219,7 @@ class Trainer:
         start = self._restore(self.resume_from) if self.resume_from else 0
         if self.resume_from:
             print(f"[grpo] resumed from {self.resume_from.path} at step {start}", flush=True)
+        self._log_action_sensitivity()
         version_ref, weights_ref = self.learner.weights.options(num_returns=2).remote()
         self.weights[ray.get(version_ref)] = weights_ref
         if start >= self.total:

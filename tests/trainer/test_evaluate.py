@@ -11,7 +11,7 @@ from tests.trainer.policy_fixtures import seeded_policy
 from trainer.config import TrainConfig
 from trainer.data import build_eval_sets
 from trainer.data.demo_corpus import write_standin_corpus
-from trainer.evaluate import evaluate, format_table, input_baseline, write_results
+from trainer.evaluate import TABLE2_COLUMNS, evaluate, format_table, input_baseline, write_results
 from trainer.inference import restore
 from trainer.metrics import psnr_ssim
 from trainer.model import model_preset
@@ -70,7 +70,8 @@ def test_table_json_and_ood(setup, tmp_path):
     res = evaluate(cfg, policy, ood=True)
     assert res["ood"] and list(res["columns"]) == ["denoise", "deblur"]
     table = format_table({"pre": res, "post": res})
-    assert "| Method | denoise | deblur | Average |" in table and "| post |" in table and "OOD" in table
+    assert "| Method | denoise | deblur | Average (2 columns) |" in table and "| post |" in table and "OOD" in table
+    assert res["average_table2"] is None and "Table 2" not in table  # not the paper's five columns
     assert f"{res['average']['psnr']:.2f} / {res['average']['ssim']:.4f}" in table
     json_path, md_path = write_results(res, tmp_path / "out" / "eval")
     assert json.loads(json_path.read_text())["columns"] == res["columns"]
@@ -91,3 +92,20 @@ def test_tiled_restore_covers_the_image_with_each_window_output(setup):
     assert torch.equal(restore(policy, x, tile=None), restore(policy, x, tile=96))  # tile larger than the image
     with pytest.raises(ValueError, match="multiple of 8"):
         restore(policy, x, tile=30, overlap=8)
+
+
+def test_table2_average_uses_five_columns_with_denoising_at_sigma_25(tmp_path):
+    """The paper preset denoises at sigma 15/25/50 (7 columns); IRPO's Table 2 averages 5 (sigma 25 only)."""
+    root = write_standin_corpus(tmp_path / "demo", n_train=1, n_test=1, size=(32, 32))
+    cfg = TrainConfig(model=model_preset("micro"), data={"root": root, "noise_sigmas": [15, 25, 50]})
+    res = evaluate(cfg, seeded_policy(0, cfg.model))
+    cols = res["columns"]
+    assert len(cols) == 7 and set(TABLE2_COLUMNS) <= set(cols)
+    five = [cols[c] for c in ("denoise_sigma25", "derain", "dehaze", "deblur", "lowlight")]
+    for m in ("psnr", "ssim"):
+        assert res["average_table2"][m] == pytest.approx(np.mean([c[m] for c in five]))
+        assert res["average"][m] == pytest.approx(np.mean([c[m] for c in cols.values()]))
+    assert res["average_table2"]["psnr"] != pytest.approx(res["average"]["psnr"])
+    table = format_table({"input": input_baseline(res), "model": res})
+    assert "| Average (7 columns) | Table 2 average (5 columns, denoise sigma 25) |" in table
+    assert f"{res['average']['psnr']:.2f} / {res['average']['ssim']:.4f} | {res['average_table2']['psnr']:.2f} / {res['average_table2']['ssim']:.4f} |" in table

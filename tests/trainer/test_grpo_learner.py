@@ -11,7 +11,8 @@ from trainer.model.presets import MICRO
 
 
 def _cfg(**grpo) -> TrainConfig:
-    return TrainConfig.model_validate({"model": MICRO, "grpo": {"group_size": 4, **grpo}, "optim": {"lr": 1e-3}})
+    # two images per step, as in _rollout
+    return TrainConfig.model_validate({"model": MICRO, "grpo": {"group_size": 4, **grpo}, "optim": {"lr": 1e-3}, "rollout": {"images_per_worker": 2}})
 
 
 def _rollout(learner: Learner, step: int = 0, b: int = 2, g: int = 4) -> Rollout:

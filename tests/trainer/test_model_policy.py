@@ -4,6 +4,7 @@ import torch
 
 from tests.trainer.policy_fixtures import seeded_policy
 from trainer.model.adair import soft_lowpass_mask
+from trainer.model import RestorationPolicy, model_preset
 
 
 
@@ -137,3 +138,14 @@ def test_given_actions_are_validated():
             assert "actions" in str(exc)
         else:
             raise AssertionError("bad actions accepted")
+
+
+def test_frequency_module_init_defaults_to_adair_and_is_configurable():
+    adair = RestorationPolicy(model_preset("micro")).backbone
+    for m in adair.frequency_modules():
+        assert torch.equal(m.para1, torch.zeros_like(m.para1))
+        assert all(torch.equal(a.temperature, torch.ones_like(a.temperature)) for a in (m.channel_cross_l, m.channel_cross_h, m.channel_cross_agg))
+    live = RestorationPolicy(model_preset("micro").model_copy(update={"fre_para1_init": 0.5, "fre_temperature_init": 8.0, "fre_mask_softness": 0.1})).backbone
+    for m in live.frequency_modules():
+        assert torch.equal(m.para1, torch.full_like(m.para1, 0.5)) and m.mask_softness == 0.1
+        assert torch.equal(m.channel_cross_agg.temperature, torch.full_like(m.channel_cross_agg.temperature, 8.0))

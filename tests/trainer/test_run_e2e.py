@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -120,6 +121,9 @@ def test_end_to_end_run_logs_checkpoints_and_learns(reference_run):
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] > 0
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert ckpts == ["step-00000002", "step-00000004", "step-00000006"]
+    # the run measured at its start how far each action moves the output (the micro policy's rates are inert)
+    sensitivity = json.loads((run_dir / "action_sensitivity.json").read_text())
+    assert sensitivity["action_change/fre1.r_h"] == 0.0 and sensitivity["action_change/live_share"] < 0.5
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     final = final_policy(run_dir)
     reference = load_file(str(run_dir / "checkpoints" / "step-00000006" / "reference.safetensors"))
@@ -231,7 +235,7 @@ def _scorer_inputs(n=4, side=32):
     ref = torch.rand(n, 3, side, side, generator=g)
     degraded = (ref + 0.2 * torch.randn(n, 3, side, side, generator=g)).clamp(0, 1)
     restored = (ref + 0.05 * torch.randn(n, 3, side, side, generator=g)).clamp(0, 1)
-    return dict(restored=restored, reference=ref, degraded=degraded, tasks=["denoise"] * n)
+    return dict(restored=restored, reference=ref, degraded=degraded, tasks=["denoise"] * n, group_size=2)
 
 
 def test_scorer_combines_terms_and_applies_the_judge_outage_policy(reward):
@@ -260,6 +264,16 @@ def test_scorer_combines_terms_and_applies_the_judge_outage_policy(reward):
         torch.testing.assert_close(refused.rewards, no_judge.rewards)
         with pytest.raises(JudgeOutage, match="401"):
             Scorer(RewardConfig(url=reward.url), JudgeConfig(url=judge.url, retries=0, on_outage="stop")).score(**_scorer_inputs())
+
+    # an answer without a score (unparsed) in the first group: that group is scored without the
+    # judge term, like the judge-free scorer; the second group keeps it
+    partial = Scorer(RewardConfig(url=reward.url), JudgeConfig(url="http://127.0.0.1:9"))
+    partial.judge = SimpleNamespace(judge_batch=lambda *a, **k: [SimpleNamespace(reward=r) for r in (None, 1.0, 0.0, 1.0)])
+    mixed = partial.score(**_scorer_inputs())
+    assert mixed.judge_unscored == 1
+    torch.testing.assert_close(mixed.rewards[:2], no_judge.rewards[:2])
+    assert not torch.allclose(mixed.rewards[2:], no_judge.rewards[2:])
+    assert mixed.terms["judge"][:2].isnan().all() and mixed.terms["judge"][2:].tolist() == [0.0, 1.0]
 
     dead = Scorer(RewardConfig(url=f"http://127.0.0.1:{free_port()}", retries=0), JudgeConfig())
     with pytest.raises(ServiceUnavailable, match="reward service"):

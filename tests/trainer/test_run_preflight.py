@@ -8,7 +8,7 @@ import yaml
 
 from tests.trainer.run_fixtures import tiny_config, write_photos
 from trainer.checkpointing import save_checkpoint
-from trainer.config import load_config
+from trainer.config import TrainConfig, load_config
 from trainer.model import RestorationPolicy, model_preset
 from trainer.run import main
 
@@ -29,6 +29,17 @@ def test_unknown_key_and_bad_value_are_named(tmp_path, capsys):
     assert "group_size" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_adaptive_weighting_with_one_image_per_step_is_refused(tmp_path, capsys):
+    # w = ||y - g|| / max over the step's images is 1 for a lone image: no supervised term would remain
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo: {adaptive_weighting: true}\nrollout: {num_workers: 1, images_per_worker: 1}\n")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "grpo.adaptive_weighting needs at least 2 images per learner step, got 1" in err and "zeroes the supervised terms" in err
+    two_actors = {"grpo": {"adaptive_weighting": True}, "rollout": {"num_workers": 2, "images_per_worker": 1}}
+    assert TrainConfig.model_validate(two_actors).grpo.adaptive_weighting
 
 
 def test_missing_subset_and_data_stop_before_ray(tmp_path, capsys):

@@ -10,6 +10,7 @@ import torch
 from irpo_common.device import resolve_device
 from trainer.actors.messages import Rollout
 from trainer.config import TrainConfig
+from trainer.diagnostics import Sensitivity, action_sensitivity
 from trainer.grpo import (
     HistoryTracker,
     LossCoefs,
@@ -52,6 +53,10 @@ class Learner:
             "parameters": sum(p.numel() for p in self.policy.parameters()),
             "weights": str(self.cfg.model.checkpoint) if self.cfg.model.checkpoint else "RANDOM initialisation (model.checkpoint is not set)",
         }
+
+    def action_sensitivity(self, degraded: torch.Tensor) -> Sensitivity:
+        """How far each action moves the current policy's output on these images (trainer/diagnostics.py)."""
+        return action_sensitivity(self.policy, degraded.to(self.device))
 
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
         return self.version, cpu_state(self.policy)

@@ -62,6 +62,7 @@ class RolloutWorker:
             reference=batch.target.repeat_interleave(g, dim=0),
             degraded=batch.degraded.repeat_interleave(g, dim=0),
             tasks=[t for t in batch.tasks for _ in range(g)],
+            group_size=g,
         )
         b = len(batch.ids)
         rollout = Rollout(

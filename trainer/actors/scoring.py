@@ -5,7 +5,8 @@ R is combined once, here, with the shared irpo_common.reward_spec.combine_reward
 (the service's own `reward` cannot hold the judge term and is not used). A judge that stays
 unreachable or refusing (5xx after retries, or a 4xx) follows judge.on_outage: 'stop' raises JudgeOutage, 'drop' scores without the judge term
 (weights renormalised) and counts the candidates. A judge answer without a score (unparsed) drops
-the term for that candidate only, also counted. Never a made-up score.
+the term for every candidate of that image's group (see drop_judge_per_group), also counted. Never a
+made-up score.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Scored:
     rewards: torch.Tensor  # (N,) combined R
     terms: dict[str, torch.Tensor]  # term -> (N,), NaN where not computed
     judge_dropped: int  # candidates scored without the judge term because the judge was down ('drop' policy)
-    judge_unscored: int  # candidates whose judge answer held no score (term dropped for them only)
+    judge_unscored: int  # candidates whose judge answer held no score (term dropped for their whole group)
     times: dict[str, float]  # reward, judge, score (wall of both together)
 
 
@@ -72,6 +73,23 @@ def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
             raise ServiceUnavailable(f"the reward service at {reward.url} refused /v1/info: {exc}") from None
 
 
+def drop_judge_per_group(judge_rewards: list[float | None], group_size: int) -> list[float | None]:
+    """Drop R_judge for a whole group when any of its answers held no score.
+
+    Candidates of one image are compared with each other (advantages, the best candidate), so they
+    must share one reward scale: without the judge term R is renormalised onto the other terms,
+    which differs from the group-mates' R by more than the group's spread. Filling in the group's
+    mean judge score instead would keep the scale but invent a score, which the trainer never does.
+    """
+    if len(judge_rewards) % group_size:
+        raise ValueError(f"{len(judge_rewards)} judge answers do not split into groups of {group_size}")
+    out = list(judge_rewards)
+    for start in range(0, len(out), group_size):
+        if any(r is None for r in out[start : start + group_size]):
+            out[start : start + group_size] = [None] * group_size
+    return out
+
+
 def _timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -88,8 +106,8 @@ class Scorer:
         self.judge = JudgeClient(judge.url, token=_token(judge.token_env), timeout_s=judge.timeout_s, retries=judge.retries) if judge.url else None
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")
 
-    def score(self, restored: torch.Tensor, reference: torch.Tensor, degraded: torch.Tensor, tasks: list[str]) -> Scored:
-        """Score N candidates (N, 3, H, W) in [0, 1]; reward and judge requests run at the same time."""
+    def score(self, restored: torch.Tensor, reference: torch.Tensor, degraded: torch.Tensor, tasks: list[str], *, group_size: int) -> Scored:
+        """Score N candidates (N, 3, H, W) in [0, 1], image-major in groups of group_size; reward and judge requests run at the same time."""
         t0 = time.perf_counter()
         judge_job = None
         if self.judge is not None:  # the judge in a pool thread, the reward service in this one
@@ -105,8 +123,8 @@ class Scorer:
         if judge_job is not None:
             try:
                 answers, judge_s = judge_job.result()
-                judge_rewards = [a.reward for a in answers]
-                unscored = sum(r is None for r in judge_rewards)
+                unscored = sum(a.reward is None for a in answers)
+                judge_rewards = drop_judge_per_group([a.reward for a in answers], group_size)
             except (JudgeUnavailable, JudgeRequestError) as exc:  # a refusal too: the run's policy decides, not a traceback
                 if self.judge_cfg.on_outage == "stop":
                     raise JudgeOutage(f"judge service failed and judge.on_outage is 'stop': {exc}") from None

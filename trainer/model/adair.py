@@ -12,6 +12,8 @@ Two deliberate departures from AdaIR, both inside FreModule (AdaIR's "AFLB"):
 - The rates and the output gates are actions chosen by the policy (trainer/model/policy.py)
   through a `decide` callback instead of being computed inside the module. AdaIR's
   `rate_conv` (and its unused `conv` and `score_gen`) are kept only so checkpoints load.
+A fresh model may start para1 and the cross-attention temperatures elsewhere than AdaIR's 0 and 1
+(ModelConfig.fre_para1_init / fre_temperature_init, docs/exploration.md); the defaults are AdaIR's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from torch import Tensor, nn
 # decide(kind, pooled_features) -> actions (N, 2) in (0, 1); bound per module by the policy.
 Decide = Callable[[Literal["rate", "fuse"], Tensor], Tensor]
 
-# Width of the soft mask edge, in units of the squared normalised radius.
+# Width of the soft mask edge, in units of the squared normalised radius (the default of
+# ModelConfig.fre_mask_softness). At 0.25 the mask keeps sigmoid(4) = 98% of DC in the low band.
 MASK_SOFTNESS = 0.25
 
 
@@ -147,7 +150,7 @@ class FreRefine(nn.Module):
         return self.proj(low * self.SpatialGate(high) + high * self.ChannelGate(low))
 
 
-def soft_lowpass_mask(rates: Tensor, height: int, width: int) -> Tensor:
+def soft_lowpass_mask(rates: Tensor, height: int, width: int, softness: float = MASK_SOFTNESS) -> Tensor:
     """Soft elliptical low-pass mask (N, 1, H, W) in unshifted FFT layout.
 
     rates[:, 0] (r_h) and rates[:, 1] (r_l) scale the vertical and horizontal cut-offs as
@@ -157,22 +160,29 @@ def soft_lowpass_mask(rates: Tensor, height: int, width: int) -> Tensor:
     fx = torch.fft.fftfreq(width, device=rates.device, dtype=rates.dtype).view(1, 1, width)
     cut = (0.5 * rates).clamp_min(1e-4)
     dist2 = (fy / cut[:, 0, None, None]) ** 2 + (fx / cut[:, 1, None, None]) ** 2
-    return torch.sigmoid((1.0 - dist2) / MASK_SOFTNESS).unsqueeze(1)
+    return torch.sigmoid((1.0 - dist2) / softness).unsqueeze(1)
 
 
 class FreModule(nn.Module):
     """Adaptive frequency learning block on one decoder feature map y, guided by the input image."""
 
-    def __init__(self, dim: int, num_heads: int, bias: bool, in_dim: int = 3):
+    def __init__(self, dim: int, num_heads: int, bias: bool, in_dim: int = 3, para1_init: float = 0.0, temperature_init: float = 1.0, mask_softness: float = MASK_SOFTNESS):
         super().__init__()
+        self.mask_softness = mask_softness
         self.conv = nn.Conv2d(in_dim, dim, 3, padding=1, bias=False)  # unused by AdaIR too; kept for checkpoints
         self.conv1 = nn.Conv2d(in_dim, dim, 3, padding=1, bias=False)
         self.score_gen = nn.Conv2d(2, 2, 7, padding=3)  # unused by AdaIR too; kept for checkpoints
-        self.para1 = nn.Parameter(torch.zeros(dim, 1, 1))
+        # AdaIR starts para1 at 0 (the module starts as the identity); then g_o and both rates are
+        # inert until para1 grows. A fresh model may start it elsewhere (ModelConfig.fre_para1_init).
+        self.para1 = nn.Parameter(torch.full((dim, 1, 1), float(para1_init)))
         self.para2 = nn.Parameter(torch.ones(dim, 1, 1))
         self.channel_cross_l = Chanel_Cross_Attention(dim, num_heads, bias)
         self.channel_cross_h = Chanel_Cross_Attention(dim, num_heads, bias)
         self.channel_cross_agg = Chanel_Cross_Attention(dim, num_heads, bias)
+        # With unit temperature the L2-normalised logits lie in [-1, 1], the softmax is nearly
+        # uniform and the frequency split (the rates) hardly reaches the output.
+        for attn in (self.channel_cross_l, self.channel_cross_h, self.channel_cross_agg):
+            nn.init.constant_(attn.temperature, temperature_init)
         self.frequency_refine = FreRefine(dim)
         # AdaIR's deterministic rate predictor; the policy's rate head replaces it (see module doc).
         self.rate_conv = nn.Sequential(nn.Conv2d(dim, dim // 8, 1, bias=False), nn.GELU(), nn.Conv2d(dim // 8, 2, 1, bias=False))
@@ -192,11 +202,10 @@ class FreModule(nn.Module):
         g_o = 2.0 * gates[:, 1, None, None, None]
         return g_f * (y * self.para2) + g_o * (out * self.para1)
 
-    @staticmethod
-    def split_frequencies(feat: Tensor, rates: Tensor) -> tuple[Tensor, Tensor]:
+    def split_frequencies(self, feat: Tensor, rates: Tensor) -> tuple[Tensor, Tensor]:
         """(high, low) magnitude maps of feat split by the soft mask set by rates (N, 2)."""
         spectrum = torch.fft.fft2(feat, norm="forward")
-        mask = soft_lowpass_mask(rates, *feat.shape[-2:])
+        mask = soft_lowpass_mask(rates, *feat.shape[-2:], self.mask_softness)
         low = torch.fft.ifft2(spectrum * mask, norm="forward").abs()
         high = torch.fft.ifft2(spectrum * (1.0 - mask), norm="forward").abs()
         return high, low
@@ -240,6 +249,9 @@ class AdaIR(nn.Module):
         heads: tuple[int, ...] = (1, 2, 4, 8),
         ffn_expansion_factor: float = 2.66,
         bias: bool = False,
+        fre_para1_init: float = 0.0,
+        fre_temperature_init: float = 1.0,
+        fre_mask_softness: float = MASK_SOFTNESS,
     ):
         super().__init__()
 
@@ -248,9 +260,10 @@ class AdaIR(nn.Module):
 
         self.patch_embed = OverlapPatchEmbed(3, dim)
         # AdaIR gives all three frequency modules heads[2].
-        self.fre1 = FreModule(dim * 8, heads[2], bias)
-        self.fre2 = FreModule(dim * 4, heads[2], bias)
-        self.fre3 = FreModule(dim * 2, heads[2], bias)
+        fre = dict(para1_init=fre_para1_init, temperature_init=fre_temperature_init, mask_softness=fre_mask_softness)
+        self.fre1 = FreModule(dim * 8, heads[2], bias, **fre)
+        self.fre2 = FreModule(dim * 4, heads[2], bias, **fre)
+        self.fre3 = FreModule(dim * 2, heads[2], bias, **fre)
         self.encoder_level1 = stage(dim, num_blocks[0], heads[0])
         self.down1_2 = Downsample(dim)
         self.encoder_level2 = stage(dim * 2, num_blocks[1], heads[1])

@@ -70,6 +70,9 @@ class RestorationPolicy(nn.Module):
             heads=tuple(cfg.heads),
             ffn_expansion_factor=cfg.ffn_expansion_factor,
             bias=cfg.bias,
+            fre_para1_init=cfg.fre_para1_init,
+            fre_temperature_init=cfg.fre_temperature_init,
+            fre_mask_softness=cfg.fre_mask_softness,
         )
         widths = [m.conv1.out_channels for m in self.backbone.frequency_modules()]
 
@@ -153,6 +156,11 @@ class RestorationPolicy(nn.Module):
     def deterministic(self, x: Tensor) -> Tensor:
         """Output with every action at its Beta mean (no randomness; differentiable)."""
         return self._trajectory(x, "mean").images
+
+    @torch.no_grad()
+    def mean_actions(self, x: Tensor) -> Tensor:
+        """The (N, 12) actions of the deterministic output (each head's Beta mean along that trajectory)."""
+        return self._trajectory(x, "mean").actions
 
     def forward(self, x: Tensor) -> Tensor:
         return self.deterministic(x)
