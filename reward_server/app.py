@@ -166,6 +166,7 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             "psnr_range_db": settings.psnr_range_db,
             "aesthetic_range": settings.aesthetic_range,
             "models": m.info() if m else None,
+            "no_reference_terms": state["batcher"].scorer.nr_terms.info() if state["batcher"] else None,
             "random_weights": m.random_terms() if m else None,
             "convention": "RGB in [0,1] clamped; PSNR data_range 1; SSIM skimage default (7x7 uniform, sample covariance)",
             "limits": {

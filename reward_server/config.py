@@ -3,7 +3,8 @@
 Reward weights are the paper's (IRPO Appendix B, ../shared/notes/method.md):
 R = 0.6 R_gen + 0.1 R_judge + 0.3 R_task, R_gen = 0.25 CLIP + 0.25 LPIPS + 0.15 aesthetic
 + 0.20 PSNR + 0.15 SSIM. `clip_iqa` is our extra no-reference term; weight 0 by default so the
-paper's reward is unchanged, but it is always computed and reported.
+paper's reward is unchanged, but it is always computed and reported. `brisque` and `niqe` (no
+reference, published parameters) also default to 0 and are computed only when weighted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 TASKS = ("denoise", "derain", "dehaze", "deblur", "lowlight")
-GEN_TERMS = ("clip_similarity", "lpips", "aesthetic", "psnr", "ssim", "clip_iqa")
+GEN_TERMS = ("clip_similarity", "lpips", "aesthetic", "psnr", "ssim", "clip_iqa", "brisque", "niqe")
 GROUPS = ("gen", "judge", "task")
 WEIGHT_KEYS = GEN_TERMS + GROUPS
 
@@ -30,6 +31,8 @@ class RewardWeights(BaseModel):
     psnr: float = Field(0.20, ge=0, description="R_gen: PSNR to the reference mapped by psnr_range_db.")
     ssim: float = Field(0.15, ge=0, description="R_gen: SSIM to the reference.")
     clip_iqa: float = Field(0.0, ge=0, description="R_gen: CLIP-IQA (no reference); 0 keeps the paper's reward.")
+    brisque: float = Field(0.0, ge=0, description="R_gen: BRISQUE (no reference, LIVE model) mapped by brisque_range; computed only when > 0.")
+    niqe: float = Field(0.0, ge=0, description="R_gen: NIQE (no reference, >= two 96x96 patches) mapped by niqe_range; computed only when > 0.")
     gen: float = Field(0.6, ge=0, description="R: weight of the generic term R_gen.")
     judge: float = Field(0.1, ge=0, description="R: weight of the caller-supplied judge score.")
     task: float = Field(0.3, ge=0, description="R: weight of the task-aware term R_task.")
@@ -59,6 +62,8 @@ class RewardSettings(BaseSettings):
     clip_model_config: Path | None = Field(None, description="Extra open_clip architecture JSON to register (small CPU models).")
     aesthetic_file: str = Field("sac+logos+ava1-l14-linearMSE.pth", description="LAION aesthetic MLP state dict.")
     aesthetic_range: tuple[float, float] = Field((1.0, 10.0), description="Aesthetic rating mapped linearly onto [0, 1].")
+    brisque_range: tuple[float, float] = Field((0.0, 150.0), description="BRISQUE values mapped onto [1, 0] (lower is better; pyiqa's 0-150).")
+    niqe_range: tuple[float, float] = Field((0.0, 100.0), description="NIQE values mapped onto [1, 0] (lower is better; pyiqa's 0-100).")
     lpips_net: Literal["alex", "vgg", "squeeze"] = Field("alex", description="LPIPS backbone network.")
     iqa_prompts: tuple[str, str] = Field(("Good photo.", "Bad photo."), description="CLIP-IQA antonym prompts.")
     psnr_range_db: tuple[float, float] = Field((20.0, 40.0), description="PSNR thresholds tau_min, tau_max mapped onto [0, 1].")
@@ -72,7 +77,7 @@ class RewardSettings(BaseSettings):
     micro_batch_size: int = Field(32, gt=0, description="Items scored together on the device.")
     micro_batch_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits to fill a micro-batch.")
 
-    @field_validator("psnr_range_db", "aesthetic_range")
+    @field_validator("psnr_range_db", "aesthetic_range", "brisque_range", "niqe_range")
     @classmethod
     def _increasing(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not v[0] < v[1]:

@@ -17,6 +17,7 @@ from reward_server import metrics
 from reward_server.combine import combine_rewards
 from reward_server.config import GEN_TERMS, TASKS, RewardSettings, RewardWeights
 from reward_server.models import RewardModels
+from reward_server.nr_terms import NR_TERMS, NoReferenceTerms, size_error, wanted
 from reward_server.schemas import ItemResult
 
 _IQA_LOGIT_SCALE = 100.0  # CLIP's trained logit scale, as in CLIP-IQA
@@ -71,6 +72,9 @@ def make_item(
         present.append("task")
     if judge is not None:
         present.append("judge")
+    present += wanted(weights)
+    if (err := size_error(wanted(weights), *restored.shape[1:])) is not None:
+        raise InvalidItemError(f"{label}restored: {err}")
     try:  # refuse before any compute when nothing weighted would be computed
         combine_rewards(dict.fromkeys(present, 0.0), weights)
     except ValueError as exc:
@@ -87,6 +91,7 @@ class Scorer:
     def __init__(self, models: RewardModels, settings: RewardSettings):
         self.models = models
         self.settings = settings
+        self.nr_terms = NoReferenceTerms(settings, models.device)
 
     def _clip_embed(self, images: torch.Tensor) -> torch.Tensor:
         m = self.models
@@ -133,6 +138,8 @@ class Scorer:
         for name, col in cols.items():
             for i, v in enumerate(col.tolist()):
                 raw[i][name] = v
+        for r, nr in zip(raw, self.nr_terms.raw(restored, [it.weights for it in items])):
+            r.update(nr)
 
         if refs is not None:
             r_sub = restored[ref_idx]
@@ -162,6 +169,7 @@ class Scorer:
             "clip_iqa": raw["clip_iqa"],
         }
         skipped: dict[str, str] = {}
+        terms.update({k: self.nr_terms.term(k, raw[k]) for k in NR_TERMS if k in raw})  # computed only when weighted
         if has_ref:
             psnr = raw["psnr"]
             terms["psnr"] = 1.0 if math.isinf(psnr) else _unit(torch.tensor(psnr), *st.psnr_range_db).item()
@@ -184,7 +192,7 @@ class Scorer:
         reward, applied = combine_rewards(terms, item.weights)
         w = item.weights.model_dump()
         renormalised = any(w[k] > 0 and (k not in GEN_TERMS or w["gen"] > 0) for k in skipped)
-        metric_names = ("psnr", "ssim", "lpips", "clip_similarity", "aesthetic", "clip_iqa", "psnr_degraded", "ssim_degraded")
+        metric_names = ("psnr", "ssim", "lpips", "clip_similarity", "aesthetic", "clip_iqa", "psnr_degraded", "ssim_degraded", *NR_TERMS)
         metric_vals = {k: raw[k] for k in metric_names if k in raw}
         if "task" in terms:
             metric_vals["task"] = terms["task"]
