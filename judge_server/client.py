@@ -8,7 +8,7 @@ Images are float arrays or torch tensors of shape (N, 3, H, W) in [0, 1]. An out
 answers 503 because its backend is down, or the service itself cannot be reached after the
 retries) raises JudgeUnavailable, so the trainer can apply its outage policy; any other refusal
 raises JudgeRequestError. Items the model answered without a usable score come back with their
-status ("unparsed", "low_digit_mass") and score None; they are not raised.
+status ("unparsed", "low_digit_mass", "low_level_mass") and score None; they are not raised.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ class JudgeClient:
     def judge_batch(
         self, degraded, restored, reference, tasks: Sequence[str | None] | None = None, mode: Mode = "fast"
     ) -> list[JudgeResult]:
-        """One result per item, in order. `degraded` and `reference` may both be None (fast mode only):
-        then the judge rates `restored` alone (no-reference)."""
+        """One result per item, in order. `degraded` and `reference` may both be None (fast mode; iqa
+        mode requires it): then the judge rates `restored` alone (no-reference)."""
         restored_imgs = _as_images(restored, "restored")
         if restored_imgs is None:
             raise ValueError("restored: required")

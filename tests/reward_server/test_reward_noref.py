@@ -69,3 +69,29 @@ def test_niqe_below_two_patches_is_a_400_and_brisque_still_scores(http):
 def test_trainer_reward_config_can_select_only_no_reference_terms():
     w = reward_weights(RewardConfig(weights=NO_REFERENCE))
     assert (w.brisque, w.niqe, w.psnr, w.task) == (1, 1, 0, 0)
+
+
+def test_trainer_scores_with_no_reference_terms_and_the_judges_iqa_mode(server, monkeypatch):
+    """The trainer's Scorer with a no-reference reward (BRISQUE + the judge's iqa score): the judge
+    sees the restored image alone, and R combines the two terms with the configured weights."""
+    from judge_server.app import create_app as create_judge_app
+    from judge_server.local_servers import ThreadedServer
+    from judge_server.settings import JudgeSettings
+    from reward_support import TOKEN
+    from tests.judge_server.scripted_backend import ScriptedBackend
+    from trainer.actors.scoring import Scorer
+    from trainer.config import JudgeConfig
+
+    monkeypatch.setenv("REWARD_TOKEN_FOR_TEST", TOKEN)
+    weights = {**NO_REFERENCE, "niqe": 0, "judge": 0.5}
+    x = torch.from_numpy(np.stack([CLEAN, NOISY])[:, :96, :96].astype(np.float32) / 255).permute(0, 3, 1, 2)  # body limit
+    with ScriptedBackend(logprobs={" good": 0.6, " fair": 0.4}) as backend, \
+            ThreadedServer(create_judge_app(JudgeSettings(backend_url=backend.url, model="judge-model"))) as judge:
+        scorer = Scorer(RewardConfig(url=server, token_env="REWARD_TOKEN_FOR_TEST", weights=weights), JudgeConfig(url=judge.url, mode="iqa"))
+        scored = scorer.score(x, reference=x, degraded=x, tasks=["denoise", "denoise"])
+        images_per_request = {sum(p["type"] == "image_url" for p in b["messages"][0]["content"]) for b in backend.bodies}
+    assert images_per_request == {1}
+    judge_reward = ((4 * 0.6 + 3 * 0.4) - 1) / 4
+    torch.testing.assert_close(scored.terms["judge"], torch.tensor([judge_reward] * 2))
+    expected = (0.6 * scored.terms["brisque"] + 0.5 * judge_reward) / 1.1
+    torch.testing.assert_close(scored.rewards, expected.to(scored.rewards.dtype))
