@@ -31,6 +31,8 @@ class RewardWeights(BaseModel):
     psnr: float = Field(0.20, ge=0, description="R_gen: PSNR to the reference mapped by psnr_range_db.")
     ssim: float = Field(0.15, ge=0, description="R_gen: SSIM to the reference.")
     clip_iqa: float = Field(0.0, ge=0, description="R_gen: CLIP-IQA (no reference); 0 keeps the paper's reward.")
+    brisque: float = Field(0.0, ge=0, description="R_gen: BRISQUE (no reference; the LIVE model's published parameters) mapped by brisque_range; 0 keeps the paper's reward.")
+    niqe: float = Field(0.0, ge=0, description="R_gen: NIQE (no reference; published pristine model; needs two whole 96x96 patches) mapped by niqe_range; 0 keeps the paper's reward.")
     gen: float = Field(0.6, ge=0, description="R: weight of the generic term R_gen.")
     judge: float = Field(0.1, ge=0, description="R: weight of the caller-supplied judge score.")
     task: float = Field(0.3, ge=0, description="R: weight of the task-aware term R_task.")

@@ -7,8 +7,9 @@
 Images are float arrays or torch tensors of shape (N, 3, H, W) in [0, 1]. An outage (the service
 answers 503 because its backend is down, another 5xx such as 502 for a malformed backend answer
 persists through the retries, or the service cannot be reached) raises JudgeUnavailable, so the
-trainer can apply its outage policy; a 4xx refusal raises JudgeRequestError. Items the model answered without a usable score come back with their
-status ("unparsed", "low_digit_mass") and score None; they are not raised.
+trainer can apply its outage policy; a 4xx refusal raises JudgeRequestError. Items the model
+answered without a usable score come back with their status ("unparsed", "low_digit_mass",
+"low_level_mass") and score None; they are not raised.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ class JudgeClient(ServiceClient):
     def judge_batch(
         self, degraded, restored, reference, tasks: Sequence[str | None] | None = None, mode: Mode = "fast"
     ) -> list[JudgeResult]:
-        """One result per item, in order. `degraded` and `reference` may both be None (fast mode only):
-        then the judge rates `restored` alone (no-reference)."""
+        """One result per item, in order. `degraded` and `reference` may both be None (fast mode; iqa
+        mode requires it): then the judge rates `restored` alone (no-reference)."""
         restored_imgs = _as_images(restored, "restored")
         if restored_imgs is None:
             raise ValueError("restored: required")

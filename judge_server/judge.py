@@ -11,7 +11,7 @@ from irpo_common.imaging import decode_base64_image, decode_image, encode_png
 
 from .backend import BackendError, ChatBackend
 from .metrics import JudgeMetrics
-from .parsing import expected_digit_score, parse_assessment
+from .parsing import expected_digit_score, expected_level_score, parse_assessment
 from .prompts import chat_body
 from .schemas import JudgeResult, Mode
 from .settings import JudgeSettings
@@ -41,6 +41,8 @@ def prepare(
     given = {name: data for name, data in images.items() if data is not None}
     if "restored" not in given:
         raise RequestError(f"{prefix}restored: required")
+    if mode == "iqa" and len(given) > 1:
+        raise RequestError(f"{prefix}{', '.join(n for n in given if n != 'restored')}: iqa mode rates `restored` alone")
     if mode == "reasoned" or len(given) > 1:
         missing = [name for name in IMAGE_FIELDS if name not in given]
         if missing:
@@ -119,15 +121,20 @@ class Judge:
             if parsed.score is None:
                 return JudgeResult(status="unparsed", score=None, reward=None, detail=parsed.error, **fields)
             return JudgeResult(status="ok", score=parsed.score, reward=(parsed.score - 1) / 4, **fields)
-        expectation = expected_digit_score(first_token_logprobs(choice), self.settings.min_digit_mass)
+        if item.mode == "iqa":
+            expectation = expected_level_score(first_token_logprobs(choice), self.settings.min_level_mass)
+            kind = "level"
+        else:
+            expectation = expected_digit_score(first_token_logprobs(choice), self.settings.min_digit_mass)
+            kind = "digit"
         if expectation.score is None:
             return JudgeResult(
-                status="low_digit_mass", score=None, reward=None, detail=expectation.error,
-                digit_mass=expectation.digit_mass, **common,
+                status=f"low_{kind}_mass", score=None, reward=None, detail=expectation.error,
+                **{f"{kind}_mass": expectation.mass}, **common,
             )
         return JudgeResult(
             status="ok", score=expectation.score, reward=(expectation.score - 1) / 4,
-            digit_probs=expectation.digit_probs, digit_mass=expectation.digit_mass, **common,
+            **{f"{kind}_probs": expectation.probs, f"{kind}_mass": expectation.mass}, **common,
         )
 
 
@@ -138,6 +145,6 @@ def first_token_logprobs(choice: dict) -> dict[str, float]:
         table = {entry["token"]: float(entry["logprob"]) for entry in first.get("top_logprobs") or []}
         table.setdefault(first["token"], float(first["logprob"]))
     except (KeyError, IndexError, TypeError, ValueError):
-        raise BackendError("backend answered without the logprobs of the first token (fast mode needs them)") from None
+        raise BackendError("backend answered without the logprobs of the first token (fast and iqa modes need them)") from None
     return table
 

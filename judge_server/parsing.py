@@ -1,6 +1,6 @@
 """Turning a judge model's answer into a score, or into an explicit reason why there is none.
 
-Two answer shapes:
+Three answer shapes:
 - `reasoned`: free text holding one <Assessment> block with <DegradationType>, <Analysis> and
   <Score>1..5</Score>. Anything ambiguous (two blocks, two scores, a score outside 1..5, a
   truncated block) is rejected with a reason, never guessed.
@@ -8,6 +8,8 @@ Two answer shapes:
   the expected value over the digits 1..5 under their renormalised probabilities (the
   Q-Align / DeQA-Score recipe); the probability mass the model put on those digits is reported,
   and a mass below the caller's threshold yields no score.
+- `iqa`: the same expectation over the first token's quality words excellent/good/fair/poor/bad
+  (weights 5..1), as Q-Align and DeQA-Score score one image.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass, field
 
 from irpo_common.tasks import check_covers_tasks
 
-DIGITS = ("1", "2", "3", "4", "5")
+DIGITS = {d: int(d) for d in "12345"}
+LEVELS = {"bad": 1, "poor": 2, "fair": 3, "good": 4, "excellent": 5}  # Q-Align's levels and weights
 
 # Degradation names the model may use, mapped to the trainer's task names.
 _TASK_WORDS = {
@@ -92,33 +95,40 @@ def parse_assessment(text: str) -> Assessment:
 
 
 @dataclass(frozen=True)
-class DigitExpectation:
-    """Expected score from the digit probabilities; `score` is None exactly when `error` says why."""
+class Expectation:
+    """Expected score over answer tokens; `score` is None exactly when `error` says why."""
 
     score: float | None
-    digit_mass: float
-    digit_probs: dict[str, float] = field(default_factory=dict)
+    mass: float
+    probs: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
 
-def expected_digit_score(logprobs: dict[str, float], min_mass: float) -> DigitExpectation:
-    """`logprobs` maps candidate tokens (as text) to their log-probabilities.
+def expected_score(logprobs: dict[str, float], values: dict[str, int], min_mass: float, what: str) -> Expectation:
+    """`logprobs` maps candidate tokens (as text) to their log-probabilities; `values` the answers
+    (lower case) to their scores; `what` names the answers in messages.
 
-    Tokens that read as one of the digits 1..5 after stripping whitespace are pooled per digit
-    (a tokenizer may offer both "3" and " 3"); digits absent from the top list count as zero.
+    Tokens that read as one answer after stripping whitespace and lower-casing are pooled (a
+    tokenizer may offer "3" and " 3", "Good" and " good"); answers absent from the top list count
+    as zero.
     """
-    mass = dict.fromkeys(DIGITS, 0.0)
+    mass = dict.fromkeys(values, 0.0)
     for token, logprob in logprobs.items():
-        digit = token.strip()
-        if digit in mass and math.isfinite(logprob):
-            mass[digit] += math.exp(logprob)
+        answer = token.strip().lower()
+        if answer in mass and math.isfinite(logprob):
+            mass[answer] += math.exp(logprob)
     total = sum(mass.values())
     if total <= 0.0:
-        return DigitExpectation(None, 0.0, error="no digit 1-5 among the top logprobs")
+        return Expectation(None, 0.0, error=f"none of {what} among the top logprobs")
     if total < min_mass:
-        return DigitExpectation(
-            None, total, error=f"probability mass on the digits 1-5 is {total:.4f}, below the threshold {min_mass}"
-        )
-    probs = {d: m / total for d, m in mass.items()}
-    score = sum(int(d) * p for d, p in probs.items())
-    return DigitExpectation(score, total, probs)
+        return Expectation(None, total, error=f"probability mass on {what} is {total:.4f}, below the threshold {min_mass}")
+    probs = {a: m / total for a, m in mass.items()}
+    return Expectation(sum(values[a] * p for a, p in probs.items()), total, probs)
+
+
+def expected_digit_score(logprobs: dict[str, float], min_mass: float) -> Expectation:
+    return expected_score(logprobs, DIGITS, min_mass, "the digits 1-5")
+
+
+def expected_level_score(logprobs: dict[str, float], min_mass: float) -> Expectation:
+    return expected_score(logprobs, LEVELS, min_mass, "the words excellent/good/fair/poor/bad")

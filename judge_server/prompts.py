@@ -30,7 +30,7 @@ def template(name: str) -> str:
 
 
 def template_name(mode: str, reference_free: bool) -> str:
-    return "fast_noref" if reference_free else mode
+    return "fast_noref" if reference_free and mode == "fast" else mode
 
 
 def _task_hint(task: str | None) -> str:
@@ -51,8 +51,9 @@ def chat_body(settings: JudgeSettings, mode: str, images: list[bytes], task: str
         body.update(max_tokens=settings.reasoned_max_tokens, temperature=settings.temperature)
         return body
     body.update(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=settings.top_logprobs)
-    if settings.fast_assistant_prefix:
-        # vLLM extension: the model continues our partial answer, so the next token is the digit.
-        body["messages"].append({"role": "assistant", "content": settings.fast_assistant_prefix})
+    prefix = settings.iqa_assistant_prefix if mode == "iqa" else settings.fast_assistant_prefix
+    if prefix:
+        # vLLM extension: the model continues our partial answer, so the next token is the digit (word).
+        body["messages"].append({"role": "assistant", "content": prefix})
         body.update(continue_final_message=True, add_generation_prompt=False)
     return body

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from irpo_common.tasks import Task
 
-Mode = Literal["fast", "reasoned"]
-Status = Literal["ok", "unparsed", "low_digit_mass"]
+Mode = Literal["fast", "reasoned", "iqa"]
+Status = Literal["ok", "unparsed", "low_digit_mass", "low_level_mass"]
 
 
 class JudgeOptions(BaseModel):
@@ -23,7 +23,8 @@ class JudgeRequest(JudgeOptions):
     """Images are base64 PNG/JPEG (a data: URL prefix is accepted).
 
     `reasoned` needs all three images. `fast` needs all three, or `restored` alone for the
-    no-reference variant (an image-quality rating of the restored image).
+    no-reference variant (an image-quality rating of the restored image). `iqa` takes `restored`
+    alone (Q-Align-style expected quality level).
     """
 
     restored: str
@@ -55,6 +56,9 @@ class JudgeResult(BaseModel):
     # fast mode: renormalised probabilities of the digits and the raw mass they held
     digit_probs: dict[str, float] | None = None
     digit_mass: float | None = None
+    # iqa mode: renormalised probabilities of the five quality words and the raw mass they held
+    level_probs: dict[str, float] | None = None
+    level_mass: float | None = None
     raw_text: str
     finish_reason: str | None = None
     model: str

@@ -54,6 +54,14 @@ class JudgeSettings(BaseModel):
         description="Fast mode: start of the answer the model continues, ending where the digit goes (vLLM's "
         "continue_final_message); empty = no prefill, for endpoints without that extension.",
     )
+    min_level_mass: float = Field(
+        0.5, ge=0, le=1,
+        description="IQA mode: least probability mass on the words excellent/good/fair/poor/bad for a score; below it the status is 'low_level_mass'.",
+    )
+    iqa_assistant_prefix: str = Field(
+        "The quality of the image is",
+        description="IQA mode: start of the answer the model continues (Q-Align's), so the next token is the quality word; empty = no prefill.",
+    )
     cache_size: int = Field(1024, ge=0, description="Judgements kept in the LRU cache; 0 = no cache.")
     max_batch: int = Field(64, ge=1, description="Most items in one /v1/judge/batch request; more get 413.")
     max_image_pixels: int = Field(

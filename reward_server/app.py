@@ -167,6 +167,8 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             "weights": settings.weights.model_dump(),
             "psnr_range_db": settings.psnr_range_db,
             "aesthetic_range": settings.aesthetic_range,
+            "brisque_range": settings.brisque_range,
+            "niqe_range": settings.niqe_range,
             "models": m.info() if m else None,
             "random_weights": m.random_terms() if m else None,
             "convention": "RGB in [0,1] clamped; PSNR data_range 1; SSIM skimage default (7x7 uniform, sample covariance)",

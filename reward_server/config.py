@@ -29,6 +29,8 @@ class RewardSettings(BaseSettings):
     clip_model_config: Path | None = Field(None, description="Extra open_clip architecture JSON to register (small CPU models).")
     aesthetic_file: str = Field("sac+logos+ava1-l14-linearMSE.pth", description="LAION aesthetic MLP state dict.")
     aesthetic_range: tuple[float, float] = Field((1.0, 10.0), description="Aesthetic rating mapped linearly onto [0, 1].")
+    brisque_range: tuple[float, float] = Field((0.0, 150.0), description="BRISQUE values mapped onto [1, 0] (lower is better; pyiqa's 0-150).")
+    niqe_range: tuple[float, float] = Field((0.0, 100.0), description="NIQE values mapped onto [1, 0] (lower is better; pyiqa's 0-100).")
     lpips_net: Literal["alex", "vgg", "squeeze"] = Field("alex", description="LPIPS backbone network.")
     iqa_prompts: tuple[str, str] = Field(("Good photo.", "Bad photo."), description="CLIP-IQA antonym prompts.")
     psnr_range_db: tuple[float, float] = Field((20.0, 40.0), description="PSNR thresholds tau_min, tau_max mapped onto [0, 1].")
@@ -42,7 +44,7 @@ class RewardSettings(BaseSettings):
     micro_batch_size: int = Field(32, gt=0, description="Items scored together on the device.")
     micro_batch_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits to fill a micro-batch.")
 
-    @field_validator("psnr_range_db", "aesthetic_range")
+    @field_validator("psnr_range_db", "aesthetic_range", "brisque_range", "niqe_range")
     @classmethod
     def _increasing(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not v[0] < v[1]:

@@ -25,6 +25,7 @@ from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from torch import nn
 
 from reward_server.config import RewardSettings
+from reward_server.nr_iqa import Brisque, Niqe, provenance_note
 from reward_server.terms import random_terms
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class WeightsMissingError(RuntimeError):
 @dataclass(frozen=True)
 class Provenance:
     model: str
-    source: Literal["weights_dir", "cache", "random"]
+    source: Literal["weights_dir", "cache", "package", "random"]
     path: str | None
     note: str = ""
 
@@ -89,6 +90,8 @@ class RewardModels:
     iqa_text: torch.Tensor  # (2, D) normalised embeddings of the (good, bad) prompts
     aesthetic: AestheticHead
     lpips: nn.Module
+    brisque: Brisque
+    niqe: Niqe
     provenance: dict[str, Provenance]
     device: torch.device
 
@@ -226,7 +229,14 @@ def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
         iqa_text=text.float(),
         aesthetic=aesthetic,
         lpips=lp,
-        provenance={"clip": clip_prov, "aesthetic": aes_prov, "lpips_backbone": lp_prov},
+        brisque=Brisque(device),
+        niqe=Niqe(device),
+        provenance={
+            "clip": clip_prov,
+            "aesthetic": aes_prov,
+            "lpips_backbone": lp_prov,
+            **{name: Provenance(name.upper(), "package", None, provenance_note(name)) for name in ("brisque", "niqe")},
+        },
         device=device,
     )
     if models.random_terms():

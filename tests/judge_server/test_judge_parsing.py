@@ -87,16 +87,16 @@ def test_expected_score_from_digit_logprobs():
     probs = {"1": 0.05, "2": 0.1, "3": 0.2, "4": 0.4, "5": 0.15, "The": 0.1}
     result = expected_digit_score({t: math.log(p) for t, p in probs.items()}, min_mass=0.5)
     assert result.error is None
-    assert result.digit_mass == pytest.approx(0.9)
-    assert result.digit_probs["4"] == pytest.approx(0.4 / 0.9)
-    assert sum(result.digit_probs.values()) == pytest.approx(1.0)
+    assert result.mass == pytest.approx(0.9)
+    assert result.probs["4"] == pytest.approx(0.4 / 0.9)
+    assert sum(result.probs.values()) == pytest.approx(1.0)
     assert result.score == pytest.approx((0.05 + 0.2 + 0.6 + 1.6 + 0.75) / 0.9)
 
 
 def test_tokens_of_the_same_digit_are_pooled_and_missing_digits_count_zero():
     logprobs = {"3": math.log(0.3), " 3": math.log(0.2), "5\n": math.log(0.5), "-inf": float("-inf")}
     result = expected_digit_score(logprobs, min_mass=0.0)
-    assert result.digit_probs == pytest.approx({"1": 0.0, "2": 0.0, "3": 0.5, "4": 0.0, "5": 0.5})
+    assert result.probs == pytest.approx({"1": 0.0, "2": 0.0, "3": 0.5, "4": 0.0, "5": 0.5})
     assert result.score == pytest.approx(4.0)
 
 
@@ -104,14 +104,14 @@ def test_low_digit_mass_gives_no_score():
     logprobs = {"4": math.log(0.2), "hello": math.log(0.7)}
     result = expected_digit_score(logprobs, min_mass=0.5)
     assert result.score is None
-    assert result.digit_mass == pytest.approx(0.2)
+    assert result.mass == pytest.approx(0.2)
     assert "below the threshold 0.5" in result.error
 
 
 def test_no_digits_gives_no_score_even_without_threshold():
     result = expected_digit_score({"hello": -0.1, "6": -2.0, "0": -3.0, "12": -4.0}, min_mass=0.0)
-    assert result.score is None and result.digit_mass == 0.0
-    assert "no digit" in result.error
+    assert result.score is None and result.mass == 0.0
+    assert "none of the digits" in result.error
 
 
 def test_first_token_logprobs_merges_the_sampled_token():

