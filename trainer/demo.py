@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from reward_server.device import resolve_device
+from reward_server.nr_iqa import provenance_note
+from reward_server.nr_terms import NR_TERMS
 from trainer.actors.scoring import reward_weights
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data.demo_corpus import fetch
@@ -92,6 +94,7 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
     notes = {
         "random_weights": random_terms,
         "reward_weights": reward_weights(cfg.reward).model_dump(),
+        "no_reference_terms": {t: provenance_note(t) for t in NR_TERMS if getattr(reward_weights(cfg.reward), t) > 0},
         "judge": cfg.judge.url or "not configured (R_judge absent, its weight renormalised away)",
         "grpo_steps": result.steps,
         # one step's reward mostly says how hard its two crops are; an epoch visits every image once,
@@ -110,6 +113,8 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
         print(f"[demo] the reward terms {', '.join(random_terms)} ran on RANDOM weights (no model hub here); weight 0 in R: {', '.join(zero) or 'none'}")
     print("[demo] GRPO reward R per epoch (mean over its steps): " + ", ".join(f"{v:.4f}" for v in notes["reward_mean_per_epoch"])
           + "; within-group std of R: " + ", ".join(f"{v:.4f}" for v in notes["reward_group_std_per_epoch"]))
+    for term, source in notes["no_reference_terms"].items():
+        print(f"[demo] no-reference term {term} (weight {notes['reward_weights'][term]}): {source}")
     print(f"[demo] judge: {notes['judge']}")
     print(f"[demo] report: {report}/results.md, results.json, curves.png, grid.png, notes.json")
     print(f"[demo] total {notes['total_seconds'] / 60:.1f} min: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))

@@ -60,5 +60,7 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
     assert all(set(r) == {"pre-trained", "post-trained"} for r in results.values())
     notes = json.loads((report / "notes.json").read_text())
     assert notes["grpo_steps"] == 2 and "lpips" in notes["random_weights"]
+    assert notes["no_reference_terms"]["brisque"].startswith("parameters shipped in brisque 0.2.0")
+    assert "no-reference term brisque (weight 0.15): parameters shipped in brisque 0.2.0" in out
     table = (report / "results.md").read_text()
     assert "| input (degraded) |" in table and "| post-trained |" in table
