@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,12 +24,15 @@ from trainer.inference import restore
 from trainer.metrics import psnr_ssim
 from trainer.model import RestorationPolicy
 
+RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], float]
 
-def evaluate(cfg: TrainConfig, policy: RestorationPolicy, ood: bool = False) -> dict:
+
+def evaluate(cfg: TrainConfig, policy: RestorationPolicy, ood: bool = False, reward: RewardFn | None = None) -> dict:
     """{"convention", "ood", "columns": {col: {"psnr", "ssim", "n"}}, "average": {"psnr", "ssim"},
     "per_image": [{"id", "column", "psnr", "ssim", "input_psnr", "input_ssim"}], "seconds"}.
 
     The average is the mean of the column means (each column weighs the same, as in the paper).
+    With `reward` (restored, target, degraded, task) -> R, every image, column and the average also get "reward".
     """
     t0 = time.perf_counter()
     e = cfg.eval
@@ -36,24 +40,24 @@ def evaluate(cfg: TrainConfig, policy: RestorationPolicy, ood: bool = False) -> 
     was_training = policy.training
     policy.eval()
     columns, per_image = {}, []
+    metrics = ("psnr", "ssim") + (("reward",) if reward is not None else ())
     for column, dataset in build_eval_sets(cfg.data, ood=ood, crop=e.crop).items():
-        scores = []
+        rows = []
         for i in range(len(dataset)):
             item = dataset[i]
             out = restore(policy, item["degraded"][None].to(device), e.tile, e.tile_overlap)[0]
             psnr, ssim = psnr_ssim(out, item["target"], e.convention, e.crop_border)
             in_psnr, in_ssim = psnr_ssim(item["degraded"], item["target"], e.convention, e.crop_border)
-            scores.append((psnr, ssim))
-            per_image.append({"id": item["id"], "column": column, "psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim})
-        columns[column] = {
-            "psnr": sum(s[0] for s in scores) / len(scores),
-            "ssim": sum(s[1] for s in scores) / len(scores),
-            "n": len(scores),
-        }
+            row = {"id": item["id"], "column": column, "psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim}
+            if reward is not None:
+                row["reward"] = reward(out.cpu(), item["target"], item["degraded"], item["task"])
+            rows.append(row)
+        per_image += rows
+        columns[column] = {m: sum(r[m] for r in rows) / len(rows) for m in metrics} | {"n": len(rows)}
     policy.train(was_training)
     if not columns:
         raise ValueError(f"no evaluation images for tasks {cfg.data.tasks} under {cfg.data.root}")
-    average = {m: sum(c[m] for c in columns.values()) / len(columns) for m in ("psnr", "ssim")}
+    average = {m: sum(c[m] for c in columns.values()) / len(columns) for m in metrics}
     return {
         "convention": e.convention,
         "ood": ood,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -33,20 +34,21 @@ class LocalServiceError(RuntimeError):
 class LocalRewardService:
     """`python -m reward_server.cli` on 127.0.0.1 in its own process group; ready when /readyz answers 200."""
 
-    def __init__(self, args: list[str], port: int | None = None, log_path: Path | None = None, threads: int | None = None):
+    def __init__(self, args: list[str], port: int | None = None, log_path: Path | None = None, threads: int | None = None, settings: dict[str, str] | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="reward-server-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
         self.threads = threads
+        self.settings = settings or {}  # REWARD_SERVER_* variables: they override the service's --config file
 
     def start(self, timeout_s: float) -> "LocalRewardService":
         return self.launch().wait_ready(timeout_s)
 
     def launch(self) -> "LocalRewardService":
         """Start the process without waiting (from a long-lived thread: it dies with the thread that started it)."""
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", **self.settings}
         if self.threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
         cmd = [sys.executable, "-m", "reward_server.cli", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
@@ -86,8 +88,9 @@ class LocalRewardService:
         if not cfg.start_local:
             yield None
             return
-        service = cls(cfg.local_args, log_path=log_path, threads=cfg.local_threads)
-        print(f"[grpo] starting a local reward service on {service.url} (log {service.log_path})", flush=True)
+        settings = {"REWARD_SERVER_PSNR_RANGE_DB": json.dumps(list(cfg.psnr_range_db))} if cfg.psnr_range_db else None
+        service = cls(cfg.local_args, log_path=log_path, threads=cfg.local_threads, settings=settings)
+        print(f"[grpo] starting a local reward service on {service.url} (log {service.log_path}){' with ' + str(settings) if settings else ''}", flush=True)
         service.start(cfg.local_start_timeout_s)
         try:
             yield service.url
