@@ -139,6 +139,18 @@ class RewardConfig(_Section):
     local_args: list[str] = Field(default_factory=list, description="Extra reward-server arguments for the local service, e.g. ['--random-weights', '--config', 'configs/reward-cpu.yaml'].")
     local_start_timeout_s: float = Field(600.0, gt=0, description="How long to wait for the local reward service to become ready.")
     local_threads: int = Field(1, gt=0, description="CPU threads of the local reward service (OMP_NUM_THREADS): it shares the machine with the Ray actors, and oversubscribed OpenMP threads spin.")
+    psnr_range_db: tuple[float, float] | None = Field(None, description="PSNR thresholds (dB) the reward service maps onto [0, 1] for the PSNR term (its psnr_range_db setting); None = the service's own. A local service is started with them; a remote one must report the same in /v1/info or the run stops.")
+    psnr_range_percentiles: tuple[float, float] | None = Field(None, description="Set psnr_range_db from the data: these percentiles (0-100) of the starting model's PSNR over the training set, read from mining.manifest when the run starts (e.g. [5, 95]). Exclusive with psnr_range_db.")
+
+    @model_validator(mode="after")
+    def _check_psnr_range(self) -> "RewardConfig":
+        if self.psnr_range_db is not None and self.psnr_range_percentiles is not None:
+            raise ValueError("reward.psnr_range_db and reward.psnr_range_percentiles are exclusive: set one")
+        if self.psnr_range_db is not None and not self.psnr_range_db[0] < self.psnr_range_db[1]:
+            raise ValueError(f"reward.psnr_range_db must be increasing, got {list(self.psnr_range_db)}")
+        if self.psnr_range_percentiles is not None and not 0 <= self.psnr_range_percentiles[0] < self.psnr_range_percentiles[1] <= 100:
+            raise ValueError(f"reward.psnr_range_percentiles must satisfy 0 <= low < high <= 100, got {list(self.psnr_range_percentiles)}")
+        return self
 
 
 class JudgeConfig(_Section):

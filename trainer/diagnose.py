@@ -21,7 +21,7 @@ from trainer.actors.scoring import Scorer, ServiceUnavailable, check_services
 from trainer.config import TrainConfig
 from trainer.diagnostics import action_sensitivity, group_spread
 from trainer.local_service import LocalRewardService
-from trainer.train_data import TrainDataError, load_training_data
+from trainer.data.post_training import TrainDataError, load_training_data
 
 
 def training_sample(cfg: TrainConfig, n: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

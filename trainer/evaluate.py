@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,7 +30,9 @@ TABLE2_COLUMNS = ("denoise_sigma25", "derain", "dehaze", "deblur", "lowlight")
 
 
 def column_average(columns: dict) -> dict:
-    return {m: sum(c[m] for c in columns.values()) / len(columns) for m in ("psnr", "ssim")}
+    """Mean of the column means of psnr, ssim and, when every column has it, reward."""
+    keys = ("psnr", "ssim") + (("reward",) if all("reward" in c for c in columns.values()) else ())
+    return {m: sum(c[m] for c in columns.values()) / len(columns) for m in keys}
 
 
 def table2_average(columns: dict) -> dict | None:
@@ -39,13 +42,17 @@ def table2_average(columns: dict) -> dict | None:
     return column_average({c: columns[c] for c in TABLE2_COLUMNS})
 
 
-def evaluate(cfg: TrainConfig, policy: RestorationPolicy, ood: bool = False) -> dict:
+RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], float]
+
+
+def evaluate(cfg: TrainConfig, policy: RestorationPolicy, ood: bool = False, reward: RewardFn | None = None) -> dict:
     """{"convention", "ood", "columns": {col: {"psnr", "ssim", "n"}}, "average": {"psnr", "ssim"},
     "average_table2": {"psnr", "ssim"} or None, "per_image": [{"id", "column", "psnr", "ssim",
     "input_psnr", "input_ssim"}], "seconds"}.
 
     The averages are means of the column means (each column weighs the same, as in the paper);
     average_table2 over IRPO's five Table 2 columns only (None when they were not all evaluated).
+    With `reward` (restored, target, degraded, task) -> R, every image, column and the average also get "reward".
     """
     t0 = time.perf_counter()
     e = cfg.eval
@@ -53,20 +60,20 @@ def evaluate(cfg: TrainConfig, policy: RestorationPolicy, ood: bool = False) -> 
     was_training = policy.training
     policy.eval()
     columns, per_image = {}, []
+    metrics = ("psnr", "ssim") + (("reward",) if reward is not None else ())
     for column, dataset in build_eval_sets(cfg.data, ood=ood, crop=e.crop).items():
-        scores = []
+        rows = []
         for i in range(len(dataset)):
             item = dataset[i]
             out = restore(policy, item["degraded"][None].to(device), e.tile, e.tile_overlap)[0]
             psnr, ssim = psnr_ssim(out, item["target"], e.convention, e.crop_border)
             in_psnr, in_ssim = psnr_ssim(item["degraded"], item["target"], e.convention, e.crop_border)
-            scores.append((psnr, ssim))
-            per_image.append({"id": item["id"], "column": column, "psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim})
-        columns[column] = {
-            "psnr": sum(s[0] for s in scores) / len(scores),
-            "ssim": sum(s[1] for s in scores) / len(scores),
-            "n": len(scores),
-        }
+            row = {"id": item["id"], "column": column, "psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim}
+            if reward is not None:
+                row["reward"] = reward(out.cpu(), item["target"], item["degraded"], item["task"])
+            rows.append(row)
+        per_image += rows
+        columns[column] = {m: sum(r[m] for r in rows) / len(rows) for m in metrics} | {"n": len(rows)}
     policy.train(was_training)
     if not columns:
         raise ValueError(f"no evaluation images for tasks {cfg.data.tasks} under {cfg.data.root}")

@@ -1,8 +1,9 @@
-"""Supervised L1 pre-training: the starting model when no AdaIR checkpoint is at hand.
+"""Supervised L1 training of the deterministic output: pre-training, and the demo's SFT control arm.
 
-Trains the whole policy on its deterministic output (Beta means), so the backbone and the heads'
-means start from a model that restores; AdamW with cosine decay, seeded crops and batches.
-Writes pretrain.output (safetensors) and returns its path.
+pretrain() is the starting model when no AdaIR checkpoint is at hand: it trains the whole policy on
+its deterministic output (Beta means), so the backbone and the heads' means start from a model that
+restores; AdamW with cosine decay, seeded crops and batches. Writes pretrain.output (safetensors)
+and returns its path. fit_l1() is the loop itself, for any optimiser and batch order.
 
     python -m trainer.pretrain --config F
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,12 +22,41 @@ from irpo_common.device import resolve_device
 from trainer import cli_common
 from trainer.config import TrainConfig
 from trainer.data import build_train_dataset
-from trainer.model import build_policy, save_policy
+from trainer.model import RestorationPolicy, build_policy, save_policy
 
 
 def _psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     mse = F.mse_loss(x.clamp(0, 1), y).item()
     return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def fit_l1(policy: RestorationPolicy, batch: Callable[[int], list[dict]], optimizer: torch.optim.Optimizer, steps: int, *,
+           schedule=None, grad_clip: float | None = None, log_every: int = 50, tag: str = "pretrain") -> None:
+    """`steps` updates of L1(deterministic output, target); batch(step) gives that step's items ({"degraded", "target"})."""
+    device = next(policy.parameters()).device
+    policy.train()
+    t0 = time.perf_counter()
+    window: list[tuple[float, float, float]] = []
+    for step in range(1, steps + 1):
+        items = batch(step - 1)
+        x = torch.stack([it["degraded"] for it in items]).to(device)
+        y = torch.stack([it["target"] for it in items]).to(device)
+        out = policy.deterministic(x)
+        loss = F.l1_loss(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        window.append((loss.item(), _psnr(out.detach(), y), _psnr(x, y)))
+        if step % log_every == 0 or step == steps:
+            k = len(window)
+            l1, psnr, psnr_in = (sum(w[j] for w in window) / k for j in range(3))
+            rate = step / (time.perf_counter() - t0)
+            print(f"[{tag}] step {step}/{steps} L1 {l1:.4f} PSNR out {psnr:.2f} dB vs input {psnr_in:.2f} dB ({rate:.2f} steps/s, ETA {(steps - step) / rate:.0f} s)", flush=True)
+            window.clear()
 
 
 def pretrain(cfg: TrainConfig) -> Path:
@@ -43,33 +74,21 @@ def pretrain(cfg: TrainConfig) -> Path:
     order = torch.Generator().manual_seed(cfg.seed)
     print(f"[pretrain] {p.steps} steps, batch {p.batch_size}, crop {dataset.crop_size}, {n} training pairs, {sum(q.numel() for q in policy.parameters())} parameters, {start}, device {device}")
     t0 = time.perf_counter()
-    perm, pos, epoch = torch.randperm(n, generator=order), 0, 0
-    window: list[tuple[float, float, float]] = []
-    for step in range(1, p.steps + 1):
+    state = {"perm": torch.randperm(n, generator=order), "pos": 0, "epoch": 0}
+
+    def batch(_step: int) -> list[dict]:
+        # one permutation per pass; the next pass starts when this one is used up, with fresh crops
         idx = []
         while len(idx) < p.batch_size:
-            if pos == n:
-                epoch += 1
-                dataset.set_epoch(epoch)
-                perm, pos = torch.randperm(n, generator=order), 0
-            idx.append(int(perm[pos]))
-            pos += 1
-        items = [dataset[i] for i in idx]
-        x = torch.stack([it["degraded"] for it in items]).to(device)
-        y = torch.stack([it["target"] for it in items]).to(device)
-        out = policy.deterministic(x)
-        loss = F.l1_loss(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        window.append((loss.item(), _psnr(out.detach(), y), _psnr(x, y)))
-        if step % p.log_every == 0 or step == p.steps:
-            k = len(window)
-            l1, psnr, psnr_in = (sum(w[j] for w in window) / k for j in range(3))
-            rate = step / (time.perf_counter() - t0)
-            print(f"[pretrain] step {step}/{p.steps} L1 {l1:.4f} PSNR out {psnr:.2f} dB vs input {psnr_in:.2f} dB ({rate:.2f} steps/s, ETA {(p.steps - step) / rate:.0f} s)", flush=True)
-            window.clear()
+            if state["pos"] == n:
+                state["epoch"] += 1
+                dataset.set_epoch(state["epoch"])
+                state["perm"], state["pos"] = torch.randperm(n, generator=order), 0
+            idx.append(int(state["perm"][state["pos"]]))
+            state["pos"] += 1
+        return [dataset[i] for i in idx]
+
+    fit_l1(policy, batch, optimizer, p.steps, schedule=schedule, log_every=p.log_every)
     path = save_policy(policy, p.output)
     print(f"[pretrain] wrote {path} after {time.perf_counter() - t0:.0f} s")
     return path

@@ -37,8 +37,9 @@ from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import MetricsLog
+from trainer.data.post_training import DataCursor, TrainDataError, load_training_data, step_items
+from trainer.mining import calibrate_psnr_range
 from trainer.preflight import PreflightError, check_policy_and_resume
-from trainer.train_data import DataCursor, TrainDataError, load_training_data
 
 log = logging.getLogger("trainer.run")
 _ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -101,10 +102,7 @@ class Trainer:
     # -- batches and rollouts ------------------------------------------------------------
     def _batches(self, step: int) -> list[ImageBatch]:
         n = self.cfg.rollout.num_workers
-        items = []
-        for epoch, i in self.cursor.indices(step, n * self.per_worker):
-            self.data.set_epoch(epoch)  # crops and flips are drawn per (image, epoch)
-            items.append(self.data[i])
+        items = step_items(self.data, self.cursor, step, n * self.per_worker)
         out = []
         for r in range(n):
             part = items[r * self.per_worker : (r + 1) * self.per_worker]
@@ -296,6 +294,10 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
     on_step(trainer, step, metrics), if given, runs after every step (tests and benchmarks hook in here).
     Raises RunError, CheckpointError, TrainDataError, DataLayoutError or ServiceUnavailable with a message.
     """
+    try:
+        cfg = calibrate_psnr_range(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        raise TrainDataError(f"reward.psnr_range_percentiles: {exc}") from None
     trainer = Trainer(cfg, resume)
     with LocalRewardService.maybe(cfg.reward) as reward_url:
         if reward_url is not None:

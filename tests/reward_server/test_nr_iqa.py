@@ -16,7 +16,7 @@ from PIL import Image, ImageFilter
 from scipy.special import gamma
 
 from reward_server.nr_iqa import Brisque, Niqe, brisque, niqe, nss, params
-from trainer.data import demo_corpus
+from trainer.demo import corpus as demo_corpus
 
 GRID = 0.2 + 0.001 * np.arange(9801)
 RHO = gamma(2 / GRID) ** 2 / (gamma(1 / GRID) * gamma(3 / GRID))

@@ -2,7 +2,7 @@
 
 from PIL import Image
 
-from trainer.data import demo_corpus
+from trainer.demo import corpus as demo_corpus
 
 
 def test_fallback_to_skimage_photos_is_announced(tmp_path, monkeypatch, capsys):
@@ -10,7 +10,7 @@ def test_fallback_to_skimage_photos_is_announced(tmp_path, monkeypatch, capsys):
     root = tmp_path / "demo"
     assert demo_corpus.main(["--root", str(root), "--short-side", "64"]) == 0
     out = capsys.readouterr()
-    assert "4 train + 1 test photos written" in out.out
+    assert "4 training + 1 test photos (scikit-image photos only: apt-get/dpkg-deb not found) written" in out.out
     assert "falling back to the scikit-image photos only" in out.err
     test = sorted(p.name for p in (root / "test").iterdir())
     assert test == ["skimage_rocket.png"]  # every 5th name in sorted order

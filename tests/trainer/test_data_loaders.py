@@ -7,7 +7,7 @@ from PIL import Image
 
 from trainer.config import DataConfig
 from trainer.data import DataLayoutError, build_eval_sets, build_full_train_set, build_train_dataset
-from trainer.data.demo_corpus import write_standin_corpus
+from trainer.demo.corpus import write_standin_corpus
 
 
 def _cfg(root, **kw):

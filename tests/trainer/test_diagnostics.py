@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from tests.trainer.policy_fixtures import seeded_policy
-from trainer.data.demo_corpus import write_standin_corpus
+from trainer.demo.corpus import write_standin_corpus
 from trainer.diagnose import main
 from trainer.diagnostics import ACTION_NAMES, LEVEL_8BIT, Sensitivity, action_sensitivity, group_spread
 from trainer.model import model_preset, save_policy

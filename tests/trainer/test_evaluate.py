@@ -10,7 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tests.trainer.policy_fixtures import seeded_policy
 from trainer.config import TrainConfig
 from trainer.data import build_eval_sets
-from trainer.data.demo_corpus import write_standin_corpus
+from trainer.demo.corpus import write_standin_corpus
 from trainer.evaluate import TABLE2_COLUMNS, evaluate, format_table, input_baseline, write_results
 from trainer.inference import restore
 from trainer.metrics import psnr_ssim

@@ -8,10 +8,10 @@ import pytest
 from tests.trainer.policy_fixtures import seeded_policy
 from trainer.config import TrainConfig
 from trainer.data import build_train_dataset
-from trainer.data.demo_corpus import write_standin_corpus
+from trainer.demo.corpus import write_standin_corpus
 from trainer.mining import mine, select
 from trainer.model import model_preset
-from trainer.train_data import read_subset
+from trainer.data.post_training import read_subset
 
 
 

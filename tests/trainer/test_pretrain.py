@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from tests.trainer.policy_fixtures import seeded_policy
 from trainer.config import TrainConfig
 from trainer.data import build_train_dataset
-from trainer.data.demo_corpus import write_standin_corpus
+from trainer.demo.corpus import write_standin_corpus
 from trainer.model import build_policy, load_policy_weights, model_preset
 from trainer.evaluate import main as evaluate_main
 from trainer.mining import main as mining_main

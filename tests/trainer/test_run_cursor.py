@@ -1,6 +1,6 @@
 """The data order of the trainer: a function of (seed, step) only."""
 
-from trainer.train_data import DataCursor
+from trainer.data.post_training import DataCursor
 
 
 def test_each_epoch_visits_every_image_once_in_a_fresh_order():

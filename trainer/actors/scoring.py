@@ -68,9 +68,13 @@ def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
             raise ServiceUnavailable(f"the {name} service at {url} is not ready (/readyz answered {status})")
     with RewardClient(reward.url, token=token, timeout_s=reward.timeout_s, retries=0) as client:
         try:
-            return list(client.info().get("random_weights") or [])
+            info = client.info()
         except (RewardRequestError, RewardServiceUnavailable) as exc:
             raise ServiceUnavailable(f"the reward service at {reward.url} refused /v1/info: {exc}") from None
+    served = tuple(info.get("psnr_range_db") or ())
+    if reward.psnr_range_db is not None and served != tuple(reward.psnr_range_db):
+        raise ConfigError(f"reward.psnr_range_db is {list(reward.psnr_range_db)} but the reward service at {reward.url} maps PSNR over {list(served)}: start it with REWARD_SERVER_PSNR_RANGE_DB='{list(reward.psnr_range_db)}' or unset reward.psnr_range_db")
+    return list(info.get("random_weights") or [])
 
 
 def drop_judge_per_group(judge_rewards: list[float | None], group_size: int) -> list[float | None]:

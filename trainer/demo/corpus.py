@@ -6,7 +6,7 @@ debian/copyright) and mate-backgrounds (nature photos, GPL-2+), fetched with `ap
 at setup time and never committed. Abstract wallpapers are skipped. Without apt the corpus is
 the skimage photos only, and the output says so.
 
-    python -m trainer.data.demo_corpus --root data/demo [--short-side 256]
+    python -m trainer.demo.corpus --root data/demo [--short-side 256]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ DEBIAN_PHOTOS = {
     "mate-backgrounds": ("usr/share/backgrounds/mate/nature", set()),
 }
 TEST_EVERY = 5  # every 5th photo (sorted by name) is held out for testing
+SHORT_SIDE = 256  # default downscale: the short side of every photo at most this (px)
+MANIFEST = "corpus.json"
 
 
 def _downscale(img: Image.Image, short_side: int) -> Image.Image:
@@ -67,10 +69,25 @@ def _debian_photos(workdir: Path) -> tuple[dict[str, Path], list[str]]:
     return photos, problems
 
 
-def fetch(root: Path, short_side: int = 256) -> dict:
+def _write_manifest(root: Path, short_side: int, files: list[str], problems: list[str], kind: str) -> dict:
+    """root/corpus.json: what fetch() reuses when the settings and files still match."""
+    manifest = {"kind": kind, "short_side": short_side, "files": files, "debian_packages": kind == "photos" and not problems, "problems": problems, "reused": False}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def describe(manifest: dict) -> str:
+    n_test = sum(f.startswith("test/") for f in manifest["files"])
+    kind = manifest.get("kind", "photos")  # manifests written before the kind was recorded hold photos
+    what = {"photos": "photos", "stand-in": "STAND-IN images (synthetic, not photos)"}[kind]
+    fallback = "" if kind != "photos" or manifest["debian_packages"] else " (scikit-image photos only: " + "; ".join(manifest["problems"]) + ")"
+    return f"{len(manifest['files']) - n_test} training + {n_test} test {what}{fallback}"
+
+
+def fetch(root: Path, short_side: int = SHORT_SIDE) -> dict:
     """Write root/train/*.png and root/test/*.png; returns the manifest also written to root/corpus.json."""
     root = Path(root)
-    manifest_path = root / "corpus.json"
+    manifest_path = root / MANIFEST
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("short_side") == short_side and all((root / p).is_file() for p in manifest["files"]):
@@ -90,16 +107,15 @@ def fetch(root: Path, short_side: int = 256) -> dict:
             rel = f"{split}/{name}.png"
             _downscale(images[name], short_side).save(root / rel)
             written.append(rel)
-    manifest = {"short_side": short_side, "files": written, "debian_packages": not problems, "problems": problems, "reused": False}
-    manifest_path.write_text(json.dumps(manifest, indent=1))
-    return manifest
+    return _write_manifest(root, short_side, written, problems, "photos")
 
 
 def write_standin_corpus(root: Path, n_train: int = 3, n_test: int = 2, size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
-    """A stand-in corpus in the demo layout (smooth random colour images with edges) for tests and
-    smoke runs that must not depend on the fetched photos."""
+    """A stand-in corpus in the demo layout (smooth random colour images with edges) with its manifest,
+    for tests and smoke runs that must not depend on the fetched photos; fetch() then reuses it."""
     g = np.random.default_rng(seed)
     h, w = size
+    files = []
     for split, n in (("train", n_train), ("test", n_test)):
         (root / split).mkdir(parents=True, exist_ok=True)
         for i in range(n):
@@ -107,18 +123,19 @@ def write_standin_corpus(root: Path, n_train: int = 3, n_test: int = 2, size: tu
             arr = np.asarray(coarse).copy()
             arr[h // 3 : h // 3 + 3] = 255 - arr[h // 3 : h // 3 + 3]  # a sharp stripe: something for blur to remove
             Image.fromarray(arr).save(root / split / f"img{i}.png")
+            files.append(f"{split}/img{i}.png")
+    _write_manifest(root, max(SHORT_SIDE, min(size)), files, [], "stand-in")
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("data/demo"))
-    parser.add_argument("--short-side", type=int, default=256, help="Downscale so the short side is at most this (px).")
+    parser.add_argument("--short-side", type=int, default=SHORT_SIDE, help="Downscale so the short side is at most this (px).")
     args = parser.parse_args(argv)
     m = fetch(args.root, args.short_side)
-    n_test = sum(f.startswith("test/") for f in m["files"])
     state = "already present" if m["reused"] else "written"
-    print(f"[demo corpus] {len(m['files']) - n_test} train + {n_test} test photos {state} under {args.root} (short side <= {m['short_side']} px)")
+    print(f"[demo corpus] {describe(m)} {state} under {args.root} (short side <= {m['short_side']} px)")
     if m["problems"]:
         print("[demo corpus] WARNING: Debian photo packages unavailable, falling back to the scikit-image photos only: " + "; ".join(m["problems"]), file=sys.stderr)
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data import build_train_dataset
+from trainer.data.datasets import build_train_dataset
 
 
 class DataCursor:
@@ -45,6 +45,15 @@ class DataCursor:
 
     def epoch(self, step: int, per_step: int) -> float:
         return self.position(step, per_step) / self.num_items
+
+
+def step_items(dataset, cursor: DataCursor, step: int, per_step: int) -> list[dict]:
+    """The items of a step, each image cropped and flipped as drawn for its epoch."""
+    items = []
+    for epoch, i in cursor.indices(step, per_step):
+        dataset.set_epoch(epoch)
+        items.append(dataset[i])
+    return items
 
 
 class TrainDataError(ValueError):

@@ -1,0 +1,164 @@
+"""The demo's report folder: tables of all arms with paired changes (markdown + JSON), the GRPO runs'
+reward/loss curves and an image grid (PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.data import build_eval_sets  # noqa: E402
+from trainer.evaluate import format_table, input_baseline  # noqa: E402
+from trainer.inference import restore  # noqa: E402
+from trainer.metrics import psnr_ssim  # noqa: E402
+from trainer.metrics_log import read_metrics  # noqa: E402
+from trainer.model import RestorationPolicy  # noqa: E402
+
+
+SPLITS = {"id": "in-distribution", "ood": "OOD"}
+# what each arm is compared with: every trained arm with the start, the GRPO arms also with the SFT control
+REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control"), "grpo_random": ("pretrained", "sft_control")}
+
+
+def paired_change(arm: dict, reference: dict) -> dict:
+    """Mean per-image PSNR change arm - reference over the same test images, and its 95% half-width
+    (Student t over the images: the image-to-image spread; seed-to-seed spread is not in it)."""
+    before = {(r["id"], r["column"]): r["psnr"] for r in reference["per_image"]}
+    after = {(r["id"], r["column"]): r["psnr"] for r in arm["per_image"]}
+    if before.keys() != after.keys():
+        raise ValueError("paired change needs the same test images in both evaluations")
+    diffs = np.array([after[k] - before[k] for k in sorted(after)], dtype=np.float64)
+    n = len(diffs)
+    half = float(stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+    return {"delta": float(diffs.mean()), "ci95": half, "n": n}
+
+
+def verdict(change: dict, arm: str, reference: str, label: str) -> str:
+    """One honest sentence: 'improved' / 'worsened' only when the 95% interval of the paired change excludes 0."""
+    mean, half = change["delta"], change["ci95"]
+    word = "improved" if mean - half > 0 else "worsened" if mean + half < 0 else "no clear change"
+    return f"{label}: {arm} vs {reference}: PSNR {word} ({mean:+.3f} dB per image, 95% interval +-{half:.3f} over {change['n']} images)"
+
+
+def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
+    """evals[arm][split] (evaluate() results with rewards) -> (results.json's "arms", verdict sentences).
+
+    Every arm and split holds psnr, ssim, reward (averages over the columns), the columns and the per-image rows;
+    the trained arms add delta_psnr_vs_pretrained / ci95_psnr_vs_pretrained, the GRPO arms also
+    delta_psnr_vs_sft_control / ci95_psnr_vs_sft_control (sft_control against itself is omitted).
+    """
+    arms, verdicts = {}, []
+    for arm, splits in evals.items():
+        arms[arm] = {}
+        for split, ev in splits.items():
+            row = {k: ev["average"][k] for k in ("psnr", "ssim", "reward")}
+            for reference in REFERENCES.get(arm, ()):
+                change = paired_change(ev, evals[reference][split])
+                row[f"delta_psnr_vs_{reference}"], row[f"ci95_psnr_vs_{reference}"] = change["delta"], change["ci95"]
+                verdicts.append(verdict(change, arm, reference, SPLITS[split]))
+            arms[arm][split] = row | {"columns": ev["columns"], "per_image": ev["per_image"]}
+    return arms, verdicts
+
+
+def _comparison_table(arms: dict, split: str) -> str:
+    def cell(row: dict, reference: str) -> str:
+        key = f"delta_psnr_vs_{reference}"
+        return f"{row[key]:+.3f} +- {row['ci95_psnr_vs_' + reference]:.3f}" if key in row else "-"
+
+    lines = [f"Average over the columns and paired per-image PSNR change (dB, 95% interval), {SPLITS[split]}", "",
+             "| arm | PSNR | SSIM | mean R | vs pretrained | vs sft_control |", "|---|---|---|---|---|---|"]
+    for arm, splits in arms.items():
+        row = splits[split]
+        lines.append(f"| {arm} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['reward']:.4f} | {cell(row, 'pretrained')} | {cell(row, 'sft_control')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> tuple[str, list[str]]:
+    """results.md (per-column tables of all arms with the degraded input, the comparison tables, the verdicts) and
+    results.json ({"arms": {arm: {split: ...}}, "input": {split: {"psnr", "ssim"}}, **extra})."""
+    arms, verdicts = summarise(evals)
+    first = next(iter(evals.values()))
+    parts = []
+    for split in SPLITS:
+        parts.append(format_table({"input (degraded)": input_baseline(first[split]), **{arm: e[split] for arm, e in evals.items()}}))
+        parts.append(_comparison_table(arms, split))
+    text = "\n".join(parts)
+    (out / "results.md").write_text(text + "\n" + "\n".join(f"- {v}" for v in verdicts) + "\n")
+    inputs = {split: input_baseline(first[split])["average"] for split in SPLITS}
+    (out / "results.json").write_text(json.dumps({"arms": arms, "input": inputs, **extra}, indent=1))
+    return text, verdicts
+
+
+def _running_mean(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_curves(metrics_files: dict[str, Path], path: Path, window: int = 10) -> Path:
+    """Reward and losses per step of each GRPO run (label -> its metrics.jsonl), one colour per run."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    keys = (("reward/mean", "reward R (batch mean)"), ("loss/total", "total loss"), ("loss/sup_l1", "L1(best candidate, GT)"), ("kl", "KL to reference"))
+    for label, metrics_file in metrics_files.items():
+        rows = read_metrics(metrics_file)
+        if not rows:
+            raise ValueError(f"{metrics_file} holds no steps to plot")
+        steps = [r["step"] for r in rows]
+        # each step sees different images, so a step's reward mostly says how hard its images are:
+        # the running mean shows the trend
+        for ax, (key, title) in zip(axes, keys):
+            values = [r[key] for r in rows]
+            line, = ax.plot(steps, _running_mean(values, window), label=f"{label} (running mean, {window} steps)")
+            ax.plot(steps, values, alpha=0.25, color=line.get_color())
+            ax.set_title(title)
+    axes[0].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _show(img: torch.Tensor):
+    return img.clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def image_grid(cfg: TrainConfig, policies: dict[str, RestorationPolicy], path: Path) -> Path:
+    """One test image per column of the in-distribution set: degraded / each policy / ground truth,
+    each restoration titled with its PSNR."""
+    sets = build_eval_sets(cfg.data, ood=False, crop=cfg.eval.crop)
+    rows = []
+    for r, (column, dataset) in enumerate(sets.items()):
+        item = dataset[r % len(dataset)]  # a different photo per row where the set has several
+        x = item["degraded"][None]
+        outs = {name: restore(p, x.to(next(p.parameters()).device), cfg.eval.tile, cfg.eval.tile_overlap)[0].cpu() for name, p in policies.items()}
+        rows.append((column, item, outs))
+    width = len(policies) + 2
+    fig, axes = plt.subplots(len(rows), width, figsize=(2.5 * width, 2.6 * len(rows)), squeeze=False)
+    for r, (column, item, outs) in enumerate(rows):
+        panels = [("degraded", item["degraded"]), *outs.items(), ("ground truth", item["target"])]
+        for c, (name, img) in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(_show(img))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            title = name if c == width - 1 else f"{name}\n{psnr_ssim(img, item['target'], cfg.eval.convention, cfg.eval.crop_border)[0]:.2f} dB"
+            ax.set_title(title, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(column, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,190 @@
+"""The single-machine demo as a controlled experiment: photos -> pre-training -> mining -> four arms -> evaluation.
+
+    python -m trainer.demo --config configs/cpu-demo.yaml [--set a.b=v ...] [--report runs/demo/report]
+
+From one pre-trained policy (cached between runs, trainer/demo/cache.py), at the same number of updates and
+images per update: the pre-trained policy, an SFT control, GRPO on the hard subset and GRPO on a random subset
+of the same size (trainer/demo/arms.py). One local reward service scores the GRPO rollouts and every
+evaluation, with the PSNR term's thresholds set from the data (reward.psnr_range_percentiles). Each arm is
+evaluated in-distribution and OOD on the same fixed test crops (the eval section of the config).
+
+Writes the report folder: results.md / results.json (every arm, split, column and image; paired per-image
+PSNR changes with 95% intervals against the pre-trained policy and the SFT control), curves.png (reward and
+losses per step of both GRPO runs), grid.png (degraded / each arm / ground truth), config.json (the resolved
+config, thresholds included) and notes.json (the reward terms and which ran on random weights, budgets,
+timings, load average). The verdicts say "improved" only when the interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from irpo_common.device import resolve_device
+from trainer.actors.scoring import Scorer, check_services
+from trainer.config import ConfigError, TrainConfig, load_config
+from trainer.data.post_training import TrainDataError
+from trainer.demo.arms import GRPO_ARMS, arm_config, fresh_run_dirs, grpo, sft_control, write_random_subset
+from trainer.demo.cache import cached_pretrain
+from trainer.demo.corpus import describe, fetch
+from trainer.demo.report import SPLITS, image_grid, plot_curves, write_results
+from trainer.evaluate import evaluate
+from trainer.local_service import LocalRewardService
+from trainer.metrics_log import read_metrics
+from trainer.mining import calibrate_psnr_range, mine
+from trainer.model import RestorationPolicy, build_policy
+from trainer.run import STOP_ERRORS
+
+
+def _policy(cfg: TrainConfig, weights: Path) -> RestorationPolicy:
+    policy = build_policy(cfg.model.model_copy(update={"checkpoint": weights}))
+    return policy.to(resolve_device(cfg.device)).eval()
+
+
+def per_epoch(rows: list[dict], key: str) -> list[float]:
+    """Mean of `key` over the steps of each pass over the training images (a step counts in the epoch of its last image)."""
+    groups: dict[int, list[float]] = {}
+    for r in rows:
+        groups.setdefault(math.floor(r["epoch"] - 1e-9), []).append(r[key])
+    return [sum(v) / len(v) for _, v in sorted(groups.items())]
+
+
+def _stage(name: str, t0: float) -> None:
+    print(f"\n[demo] ==== {name} (t = {time.perf_counter() - t0:.0f} s) ====", flush=True)
+
+
+def _reward_fn(scorer: Scorer):
+    """R of one image's deterministic output, scored as the GRPO rollouts are (same service, weights, judge)."""
+    def reward(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> float:
+        return scorer.score(out[None], target[None], degraded[None], [task], group_size=1).rewards[0].item()
+    return reward
+
+
+def _reward_terms(cfg: TrainConfig, random_terms: list[str]) -> dict[str, dict]:
+    """Every generic term of R_gen with its weight and whether its model is real here. No-reference quality
+    terms (BRISQUE/NIQE, once the reward service has them) appear here with their weight like any other."""
+    weights = cfg.reward.weights.model_dump()
+    return {t: {"weight": w, "random_weights": t in random_terms} for t, w in weights.items() if t not in ("gen", "judge", "task")}
+
+
+def run_demo(cfg: TrainConfig, report: Path) -> dict:
+    t0 = time.perf_counter()
+    load_start = os.getloadavg()
+    times: dict[str, float] = {}
+
+    def timed(name, fn, *args, **kwargs):
+        _stage(name, t0)
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t
+        return out
+
+    corpus = None
+    if cfg.data.source == "demo":
+        corpus = timed("demo photos", fetch, cfg.data.root)
+        print(f"[demo] {describe(corpus)} under {cfg.data.root}")
+    torch.manual_seed(cfg.seed)
+    pretrained, reused = timed("supervised pre-training", cached_pretrain, cfg, corpus)
+    pre = _policy(cfg, pretrained)
+    timed("mining the hard subset", mine, cfg, pre)
+    write_random_subset(cfg)
+    percentiles = cfg.reward.psnr_range_percentiles
+    cfg = calibrate_psnr_range(cfg)
+    fresh_run_dirs(cfg)
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "config.json").write_text(cfg.model_dump_json(indent=1))
+
+    policies = {"pretrained": pre}
+    steps: dict[str, int] = {}
+    with LocalRewardService.maybe(cfg.reward) as local_url:
+        if local_url is not None:  # one service for every arm and every evaluation
+            cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"url": local_url, "start_local": False})})
+        random_terms = check_services(cfg.reward, cfg.judge)  # also checks the service's PSNR thresholds
+        reward = _reward_fn(Scorer(cfg.reward, cfg.judge))
+
+        def evaluate_arm(arm: str) -> dict:
+            return {s: evaluate(cfg, policies[arm], ood=s == "ood", reward=reward) for s in SPLITS}
+
+        evals = {"pretrained": timed("evaluating the arms", evaluate_arm, "pretrained")}
+        weights, steps["sft_control"] = timed("SFT control (supervised L1, same budget)", sft_control, arm_config(cfg, "sft_control", pretrained))
+        policies["sft_control"] = _policy(cfg, weights)
+        evals["sft_control"] = timed("evaluating the arms", evaluate_arm, "sft_control")
+        for arm in GRPO_ARMS:  # one after the other: they share the machine's cores
+            weights, steps[arm], _ = timed(f"GRPO on local Ray: {arm}", grpo, arm_config(cfg, arm, pretrained))
+            policies[arm] = _policy(cfg, weights)
+            evals[arm] = timed("evaluating the arms", evaluate_arm, arm)
+
+    _stage("report", t0)
+    terms = _reward_terms(cfg, random_terms)
+    per_step = cfg.rollout.num_workers * cfg.rollout.images_per_worker
+    pretrain_images = cfg.pretrain.steps * cfg.pretrain.batch_size
+    protocol = {
+        "test_images": "the test photos of data.root, each degraded per column with seeds from data.seed; the OOD set uses other degradation families",
+        "crop": cfg.eval.crop, "convention": cfg.eval.convention, "data_seed": cfg.data.seed, "tasks": cfg.data.tasks,
+        "noise_sigmas": cfg.data.noise_sigmas, "policy_output": "deterministic (Beta means)",
+        "psnr_ssim": "mean of the column means", "reward": "mean R of the deterministic output over the split's images, same service and weights as the GRPO runs",
+        "delta": "mean over images of (arm PSNR - reference PSNR) on the same images", "ci95": "Student t 95% half-width of that paired mean",
+        "sft_control_vs_itself": "omitted",
+    }
+    notes = {
+        "arms": {arm: {"updates": steps.get(arm, 0), "images_per_update": per_step if arm in steps else 0} for arm in policies},
+        "budget": {"pretrain_updates": cfg.pretrain.steps, "pretrain_images": pretrain_images, "post_train_images_per_arm": steps["grpo_hard"] * per_step,
+                   "post_over_pretrain_images": steps["grpo_hard"] * per_step / max(pretrain_images, 1), "pretrain_reused": reused},
+        "psnr_range_db": list(cfg.reward.psnr_range_db) if cfg.reward.psnr_range_db else "the service's default",
+        "psnr_range_source": f"percentiles {list(percentiles)} of the pre-trained PSNR over the training set ({cfg.mining.manifest})" if percentiles else "set in the config",
+        "reward_weights": cfg.reward.weights.model_dump(),
+        "reward_terms": terms,
+        "random_weights": random_terms,
+        "judge": cfg.judge.url or "not configured (R_judge absent, its weight renormalised away)",
+        "reward_mean_per_epoch": {arm: per_epoch(read_metrics(cfg.logging.dir / arm / "metrics.jsonl"), "reward/mean") for arm in GRPO_ARMS},
+        "reward_group_std_per_epoch": {arm: per_epoch(read_metrics(cfg.logging.dir / arm / "metrics.jsonl"), "reward/group_std") for arm in GRPO_ARMS},
+        "stage_seconds": times,
+        "load_average_start": load_start,
+    }
+    tables, verdicts = write_results(evals, {"protocol": protocol, "psnr_range_db": notes["psnr_range_db"], "random_weight_terms": random_terms}, report)
+    plot_curves({arm: cfg.logging.dir / arm / "metrics.jsonl" for arm in GRPO_ARMS}, report / "curves.png")
+    image_grid(cfg, policies, report / "grid.png")
+    notes["total_seconds"] = time.perf_counter() - t0
+    notes["load_average_end"] = os.getloadavg()
+    (report / "notes.json").write_text(json.dumps(notes, indent=1))
+
+    print("\n" + tables)
+    for v in verdicts:
+        print(f"[demo] {v}")
+    print(f"[demo] PSNR term thresholds: {notes['psnr_range_db']} dB ({notes['psnr_range_source']})")
+    zero = [t for t in random_terms if terms.get(t, {}).get("weight", 0.0) == 0.0]
+    if random_terms:
+        print(f"[demo] the reward terms {', '.join(random_terms)} ran on RANDOM weights (no model hub here); weight 0 in R: {', '.join(zero) or 'none'}")
+    for arm in GRPO_ARMS:
+        print(f"[demo] {arm}: R per epoch " + ", ".join(f"{v:.4f}" for v in notes["reward_mean_per_epoch"][arm])
+              + "; within-group std of R " + ", ".join(f"{v:.4f}" for v in notes["reward_group_std_per_epoch"][arm]))
+    print(f"[demo] judge: {notes['judge']}")
+    print(f"[demo] report: {report}/results.md, results.json, curves.png, grid.png, config.json, notes.json")
+    print(f"[demo] total {notes['total_seconds'] / 60:.1f} min (load average at start {load_start[0]:.2f}, end {notes['load_average_end'][0]:.2f}): "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="IRPO demo on one machine: pre-train, mine, train the four arms (SFT control, GRPO hard/random on Ray), evaluate, report.")
+    parser.add_argument("--config", default="configs/cpu-demo.yaml", help="YAML config (default configs/cpu-demo.yaml).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=VALUE", help="Override a config field (repeatable).")
+    parser.add_argument("--report", type=Path, default=Path("runs/demo/report"), help="Report folder.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        run_demo(cfg, args.report)
+    except (ConfigError, TrainDataError, *STOP_ERRORS) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
