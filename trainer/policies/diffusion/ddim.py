@@ -1,0 +1,104 @@
+"""The stochastic DDIM step as a Gaussian policy: pure functions of (model output, x_t, alphas).
+
+Song et al.'s DDIM with eta > 0: from x_t at alpha_bar a_t to the previous timestep (a_prev),
+    x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t)             (epsilon prediction)
+    sigma  = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+    mu     = sqrt(a_prev) x0_hat + sqrt(1 - a_prev - sigma^2) eps_hat
+    x_prev = mu + sigma z,  z ~ N(0, I)
+so log p(x_prev | x_t) is the log-density of N(mu, sigma^2 I), exact (DDPO). With a_prev = 1
+(the last step to t = 0) sigma is 0: that step is deterministic and no action.
+The schedule's alphas come from diffusers' DDIMScheduler (trainer/policies/diffusion/schedule.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Reduction = Literal["mean", "sum"]
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass
+class StepGaussian:
+    mean: Tensor  # (N, C, h, w)
+    std: Tensor  # (N, 1, 1, 1), broadcasts over the sample
+    x0: Tensor  # (N, C, h, w) predicted clean sample (clamped when asked)
+    eps: Tensor  # (N, C, h, w) predicted noise
+
+
+def _col(a: Tensor, like: Tensor) -> Tensor:
+    """Per-row scalars (N,) or one scalar as (N, 1, 1, 1) against a (N, C, h, w) sample, in float32."""
+    a = torch.as_tensor(a, dtype=torch.float32, device=like.device)
+    return a.reshape(-1, *([1] * (like.dim() - 1))).expand(like.shape[0], *([1] * (like.dim() - 1)))
+
+
+def split_prediction(model_out: Tensor, x_t: Tensor, a_t: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
+    """(x0_hat, eps_hat) from the U-Net output: 'epsilon' predicts the noise, 'v_prediction' v = sqrt(a) eps - sqrt(1-a) x0."""
+    a = _col(a_t, x_t)
+    if prediction_type == "epsilon":
+        eps = model_out
+        return (x_t - (1 - a).sqrt() * eps) / a.sqrt(), eps
+    if prediction_type == "v_prediction":
+        return a.sqrt() * x_t - (1 - a).sqrt() * model_out, a.sqrt() * model_out + (1 - a).sqrt() * x_t
+    raise ValueError(f"unknown prediction_type {prediction_type!r} (choose 'epsilon' or 'v_prediction')")
+
+
+def ddim_std(a_t: Tensor, a_prev: Tensor, eta: float) -> Tensor:
+    """sigma_t = eta * sqrt of the DDPM posterior variance between the two timesteps."""
+    a_t, a_prev = torch.as_tensor(a_t, dtype=torch.float32), torch.as_tensor(a_prev, dtype=torch.float32)
+    var = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+    return eta * var.clamp_min(0).sqrt()
+
+
+def ddim_mean(x0: Tensor, eps: Tensor, a_prev: Tensor, std: Tensor) -> Tensor:
+    a = _col(a_prev, x0)
+    return a.sqrt() * x0 + (1 - a - std**2).clamp_min(0).sqrt() * eps
+
+
+def ddim_step(model_out: Tensor, x_t: Tensor, a_t: Tensor, a_prev: Tensor, eta: float, prediction_type: str, clip_x0: bool) -> StepGaussian:
+    """The step's Gaussian N(mu, sigma^2 I). As in diffusers, a clamp of x0_hat leaves eps_hat as predicted."""
+    model_out, x_t = model_out.float(), x_t.float()
+    x0, eps = split_prediction(model_out, x_t, a_t, prediction_type)
+    if clip_x0:
+        x0 = x0.clamp(-1, 1)
+    std = _col(ddim_std(a_t, a_prev, eta).to(x_t.device), x_t)
+    return StepGaussian(ddim_mean(x0, eps, a_prev, std), std, x0, eps)
+
+
+def gt_step_mean(x_t: Tensor, x0_gt: Tensor, a_t: Tensor, a_prev: Tensor, std: Tensor) -> Tensor:
+    """Mean of DDIM's posterior q_sigma(x_prev | x_t, x_0 = GT): the step a perfect denoiser would take.
+
+    It is ddim_mean with x0_hat = GT and eps_hat = the noise that x_t holds given GT,
+    (x_t - sqrt(a_t) GT) / sqrt(1 - a_t) (Song et al., eq. 7).
+    """
+    a = _col(a_t, x_t)
+    eps = (x_t - a.sqrt() * x0_gt) / (1 - a).sqrt()
+    return ddim_mean(x0_gt, eps, a_prev, std)
+
+
+def _reduce(per_element: Tensor, reduction: Reduction) -> Tensor:
+    flat = per_element.flatten(1)
+    if reduction == "mean":
+        return flat.mean(dim=1)
+    if reduction == "sum":
+        return flat.sum(dim=1)
+    raise ValueError(f"unknown reduction {reduction!r} (choose 'mean' or 'sum')")
+
+
+def gaussian_log_density(x: Tensor, mean: Tensor, std: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """(N,) log N(x; mean, std^2 I) in float32, summed over the sample's dimensions or averaged (DDPO)."""
+    x, mean, std = x.float(), mean.float(), std.float()
+    if bool((std <= 0).any()):
+        raise ValueError("the step has zero noise (sigma = 0): a deterministic step has no log-density")
+    per_element = -((x - mean) ** 2) / (2 * std**2) - std.log() - _HALF_LOG_2PI
+    return _reduce(per_element, reduction)
+
+
+def gaussian_kl_same_std(mean: Tensor, ref_mean: Tensor, std: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """(N,) KL(N(mean, s^2 I) || N(ref_mean, s^2 I)) = ||mean - ref_mean||^2 / (2 s^2), reduced like the log-density."""
+    return _reduce((mean.float() - ref_mean.float()) ** 2 / (2 * std.float() ** 2), reduction)
