@@ -65,11 +65,8 @@ def save_checkpoint(root: Path, step: int, learner: dict, rollout_weights: dict[
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def list_checkpoints(root: Path) -> list[Path]:
