@@ -149,3 +149,22 @@ def test_frequency_module_init_defaults_to_adair_and_is_configurable():
     for m in live.frequency_modules():
         assert torch.equal(m.para1, torch.full_like(m.para1, 0.5)) and m.mask_softness == 0.1
         assert torch.equal(m.channel_cross_agg.temperature, torch.full_like(m.channel_cross_agg.temperature, 8.0))
+
+
+def _backbone_grad(policy, loss) -> float:
+    policy.zero_grad(set_to_none=True)
+    loss.backward()
+    return sum(float(p.grad.abs().sum()) for p in policy.backbone_parameters() if p.grad is not None)
+
+
+def test_head_feature_grad_off_keeps_policy_gradient_terms_out_of_the_backbone():
+    x, actions = _images(), torch.full((2, 12), 0.4)
+    joint = _trained_like(seeded_policy())
+    assert _backbone_grad(joint, joint.evaluate_actions(x, actions).log_prob.sum()) > 0  # IRPO: trained jointly
+    detached = _trained_like(seeded_policy(config=model_preset("micro").model_copy(update={"head_feature_grad": False})))
+    ev = detached.evaluate_actions(x, actions)
+    assert _backbone_grad(detached, ev.log_prob.sum() + ev.entropy.sum()) == 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in detached.head_parameters())
+    # the supervised paths still train the backbone: the recorded candidates' images and the deterministic output
+    assert _backbone_grad(detached, detached.evaluate_actions(x, actions).images.abs().mean()) > 0
+    assert _backbone_grad(detached, detached.deterministic(x).abs().mean()) > 0

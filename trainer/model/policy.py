@@ -79,6 +79,7 @@ class RestorationPolicy(nn.Module):
         def head(width: int) -> BetaHead:
             return BetaHead(width, cfg.head_hidden, cfg.beta_min_concentration, cfg.beta_init_concentration)
 
+        self.head_feature_grad = cfg.head_feature_grad
         self.rate_heads = nn.ModuleList(head(w) for w in widths)
         self.fuse_heads = nn.ModuleList(head(w) for w in widths)
 
@@ -102,7 +103,7 @@ class RestorationPolicy(nn.Module):
 
         def decide(module: int, kind: Literal["rate", "fuse"], pooled: Tensor) -> Tensor:
             heads = self.rate_heads if kind == "rate" else self.fuse_heads
-            alpha, beta = heads[module](pooled)
+            alpha, beta = heads[module](pooled.detach() if mode == "given" and not self.head_feature_grad else pooled)
             col = module * ACTIONS_PER_MODULE + (0 if kind == "rate" else 2)
             if mode == "sample":
                 a = Beta(alpha, beta).sample().clamp(ACTION_EPS, 1.0 - ACTION_EPS)
