@@ -8,6 +8,7 @@ With a token configured, the /v1 routes need `Authorization: Bearer <token>`; th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 
@@ -20,7 +21,7 @@ from starlette.datastructures import UploadFile
 from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests
 from irpo_common.imaging import ImageError
 
-from .backend import BackendError, BackendUnavailable, ChatBackend
+from .backend import BackendError, BackendTimeout, BackendUnavailable, ChatBackend
 from .judge import IMAGE_FIELDS, Judge, RequestError, prepare
 from .metrics import JudgeMetrics
 from .schemas import BatchRequest, BatchResult, JudgeOptions, JudgeRequest, JudgeResult
@@ -67,7 +68,12 @@ def create_app(settings: JudgeSettings) -> FastAPI:
         metrics.backend_failures.labels("bad_answer").inc()
         return problem(502, str(e))
 
+    def too_slow(r, e: BackendTimeout) -> JSONResponse:
+        metrics.backend_failures.labels("timeout").inc()
+        return problem(504, str(e))
+
     app.add_exception_handler(BackendUnavailable, outage)
+    app.add_exception_handler(BackendTimeout, too_slow)
     app.add_exception_handler(BackendError, bad_backend)
 
     count_requests(app, metrics.requests)
@@ -79,6 +85,8 @@ def create_app(settings: JudgeSettings) -> FastAPI:
             payload = await request.json()
         except ValueError:
             raise _HTTPProblem(400, "body is not valid JSON") from None
+        except RecursionError:
+            raise _HTTPProblem(400, "body nests JSON too deeply") from None
         try:
             return model.model_validate(payload)
         except ValidationError as exc:
@@ -130,6 +138,9 @@ def create_app(settings: JudgeSettings) -> FastAPI:
             "min_level_mass": settings.min_level_mass,
             "iqa_assistant_prefix": settings.iqa_assistant_prefix,
             "max_concurrency": settings.max_concurrency,
+            "timeout_s": settings.timeout_s,
+            "request_timeout_s": settings.request_timeout_s,
+            "min_image_side": settings.min_image_side,
             "max_batch": settings.max_batch,
             "cache_size": settings.cache_size,
             "auth": settings.token is not None,
@@ -142,12 +153,14 @@ def create_app(settings: JudgeSettings) -> FastAPI:
         else:
             req = await json_body(request, JudgeRequest)
             images, mode, task = {n: getattr(req, n) for n in IMAGE_FIELDS}, req.mode, req.task
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
         item = await run_in_threadpool(prepare, images, mode, task, settings)
-        return await request.app.state.judge.judge(item)
+        return await request.app.state.judge.judge(item, deadline)
 
     @app.post("/v1/judge/batch", response_model=BatchResult, dependencies=[Depends(require_token)])
     async def judge_batch(request: Request):
         start = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
         batch = await json_body(request, BatchRequest)
         if len(batch.items) > settings.max_batch:
             raise _HTTPProblem(413, f"{len(batch.items)} items exceed the batch limit of {settings.max_batch}")
@@ -159,7 +172,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
             ]
 
         items = await run_in_threadpool(prepare_all)
-        results = await request.app.state.judge.judge_many(items)
+        results = await request.app.state.judge.judge_many(items, deadline)
         return BatchResult(results=results, latency_s=time.perf_counter() - start)
 
     return app

@@ -55,6 +55,13 @@ def test_cli_stops_with_a_clear_message_on_a_bad_config(tmp_path):
     assert "judge-server: invalid judge settings" in done.stderr and "port" in done.stderr
 
 
+def test_cli_refuses_an_impossible_port_without_a_traceback():
+    done = subprocess.run([sys.executable, "-m", "judge_server.cli", "--port", "99999"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "judge-server: invalid judge settings" in done.stderr and "port" in done.stderr and "65535" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_cli_serves_on_loopback(tmp_path):
     port = free_port()
     cmd = [sys.executable, "-m", "judge_server.cli", "--port", str(port)]
