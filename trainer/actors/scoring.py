@@ -57,7 +57,7 @@ def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
     Returns the reward terms the service computes with RANDOM model weights (its development flag).
     """
     token = _token(reward.token_env)
-    _token(judge.token_env)
+    judge_token = _token(judge.token_env)
     targets = [("reward", reward.url)] + ([("judge", judge.url)] if judge.url else [])
     for name, url in targets:
         try:
@@ -71,10 +71,25 @@ def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
             info = client.info()
         except (RewardRequestError, RewardServiceUnavailable) as exc:
             raise ServiceUnavailable(f"the reward service at {reward.url} refused /v1/info: {exc}") from None
+    if judge.url:
+        check_judge_deadline(judge, judge_token)
     served = tuple(info.get("psnr_range_db") or ())
     if reward.psnr_range_db is not None and served != tuple(reward.psnr_range_db):
         raise ConfigError(f"reward.psnr_range_db is {list(reward.psnr_range_db)} but the reward service at {reward.url} maps PSNR over {list(served)}: start it with REWARD_SERVER_PSNR_RANGE_DB='{list(reward.psnr_range_db)}' or unset reward.psnr_range_db")
     return list(info.get("random_weights") or [])
+
+
+def check_judge_deadline(judge: JudgeConfig, token: str | None) -> None:
+    """The judge service answers within its request_timeout_s; a client that gives up sooner resends
+    work the service is still doing (one item then costs several times the backend calls)."""
+    with JudgeClient(judge.url, token=token, timeout_s=judge.timeout_s, retries=0) as client:
+        try:
+            info = client.info()
+        except (JudgeRequestError, JudgeUnavailable) as exc:
+            raise ServiceUnavailable(f"the judge service at {judge.url} refused /v1/info: {exc}") from None
+    deadline = info.get("request_timeout_s")
+    if isinstance(deadline, (int, float)) and judge.timeout_s <= deadline:
+        raise ConfigError(f"judge.timeout_s is {judge.timeout_s:g} s but the judge service at {judge.url} may take up to its request_timeout_s of {deadline:g} s: set judge.timeout_s above it (or lower JUDGE_SERVER_REQUEST_TIMEOUT_S)")
 
 
 def drop_judge_per_group(judge_rewards: list[float | None], group_size: int) -> list[float | None]:
@@ -105,7 +120,7 @@ class Scorer:
 
     def __init__(self, reward: RewardConfig, judge: JudgeConfig, concurrency: int = 1):
         self.weights = reward.weights
-        self.reward = RewardClient(reward.url, token=_token(reward.token_env), timeout_s=reward.timeout_s, retries=reward.retries)
+        self.reward = RewardClient(reward.url, token=_token(reward.token_env), timeout_s=reward.timeout_s, retry_for_s=reward.retry_for_s)
         self.judge_cfg = judge
         self.judge = JudgeClient(judge.url, token=_token(judge.token_env), timeout_s=judge.timeout_s, retries=judge.retries) if judge.url else None
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")
