@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import asynccontextmanager
 
 import torch
@@ -15,6 +14,8 @@ from starlette.datastructures import UploadFile
 
 from irpo_common.device import resolve_device
 from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests
+from irpo_common.json_input import BadJSON, loads, validate, validation_detail
+from irpo_common.openapi_doc import ApiDoc
 from irpo_common.imaging import ImageError, decode_base64_image, decode_image
 from irpo_common.reward_spec import GEN_TERMS
 from irpo_common.tasks import TASKS
@@ -27,6 +28,19 @@ from reward_server.scorer import InvalidItemError, ScoreItem, Scorer, make_item
 from reward_server.wire import MEDIA_TYPE, WireError, decode_batch
 
 IMAGE_FIELDS = ("restored", "reference", "degraded")
+_IMAGE_PART = {"type": "string", "format": "binary", "description": "PNG or JPEG file"}
+MULTIPART_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "restored": _IMAGE_PART, "reference": _IMAGE_PART, "degraded": _IMAGE_PART,
+        "task": {"type": "string", "enum": [*TASKS, ""], "description": "Task name; empty = none."},
+        "weights": {"type": "string", "description": 'Weight overrides as JSON text, e.g. {"psnr": 0.3}; empty = none.'},
+        "judge": {"type": "string", "description": "R_judge in [0, 1] as text; empty = none."},
+    },
+    "required": ["restored"],
+    "additionalProperties": False,
+}
+BINARY_SCHEMA = {"type": "string", "format": "binary", "description": "safetensors bytes (reward_server.wire)"}
 
 
 class _Metrics:
@@ -42,10 +56,6 @@ class _Metrics:
         self.items.inc(n)
         self.batch_size.observe(n)
         self.batch_seconds.observe(seconds)
-
-
-def _validation_detail(exc: ValidationError) -> list[dict]:
-    return json.loads(exc.json(include_url=False))
 
 
 def create_app(settings: RewardSettings, models: RewardModels | None = None) -> FastAPI:
@@ -71,6 +81,7 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
 
     count_requests(app, prom.requests)
 
+    @app.exception_handler(BadJSON)
     @app.exception_handler(ImageError)
     @app.exception_handler(InvalidItemError)
     @app.exception_handler(WireError)
@@ -79,9 +90,10 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
 
     @app.exception_handler(ValidationError)
     async def _invalid(_: Request, exc: ValidationError):
-        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+        return JSONResponse({"detail": validation_detail(exc)}, status_code=422)
 
     require_token = bearer_guard(settings.token)
+    doc = ApiDoc()
 
     def batcher() -> MicroBatcher:
         if state["batcher"] is None:
@@ -121,9 +133,9 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             raise InvalidItemError("restored: required (multipart field `restored`)")
         if "weights" in options:
             try:
-                options["weights"] = json.loads(options["weights"])
-            except json.JSONDecodeError:
-                raise InvalidItemError("weights: not valid JSON (send e.g. weights='{\"psnr\": 0.3}')") from None
+                options["weights"] = loads(options["weights"], field="weights")
+            except BadJSON as exc:
+                raise InvalidItemError(f"{exc} (send e.g. weights='{{\"psnr\": 0.3}}')") from None
         options = {k: (None if v == "" else v) for k, v in options.items()}
         opts = ItemOptions.model_validate(options)
 
@@ -181,25 +193,27 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             "binary_media_type": MEDIA_TYPE,
         }
 
-    @app.post("/v1/score", response_model=ItemResult, dependencies=[Depends(require_token)])
+    @app.post("/v1/score", response_model=ItemResult, dependencies=[Depends(require_token)],
+              **doc.route({"application/json": ScoreRequest, "multipart/form-data": MULTIPART_SCHEMA}))
     async def score(request: Request):
         kind = media_type(request)
         if kind == "application/json":
-            req = ScoreRequest.model_validate_json(await request.body())
+            req = validate(ScoreRequest, await request.body())
             item = await run_in_threadpool(decode_json_item, req)
         elif kind == "multipart/form-data":
             item = await read_multipart(request)
         else:
-            raise HTTPException(415, f"content type {kind or 'none'!r}: send application/json or multipart/form-data")
+            raise HTTPException(415, "content type not accepted: send application/json or multipart/form-data")
         [result] = await batcher().submit([item])
         return Response(result.model_dump_json(), media_type="application/json")
 
-    @app.post("/v1/score/batch", response_model=BatchResponse, dependencies=[Depends(require_token)])
+    @app.post("/v1/score/batch", response_model=BatchResponse, dependencies=[Depends(require_token)],
+              **doc.route({"application/json": BatchRequest, MEDIA_TYPE: BINARY_SCHEMA}))
     async def score_batch(request: Request):
         kind = media_type(request)
         body = await request.body()
         if kind == "application/json":
-            req = BatchRequest.model_validate_json(body)
+            req = validate(BatchRequest, body)
             if len(req.items) > settings.max_batch_items:
                 raise InvalidItemError(f"batch of {len(req.items)} items; allowed 1..{settings.max_batch_items}")
 
@@ -223,8 +237,9 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
 
             items = await run_in_threadpool(decode_binary)
         else:
-            raise HTTPException(415, f"content type {kind or 'none'!r}: send application/json or {MEDIA_TYPE}")
+            raise HTTPException(415, f"content type not accepted: send application/json or {MEDIA_TYPE}")
         results = await batcher().submit(items)
         return Response(BatchResponse(results=results).model_dump_json(), media_type="application/json")
 
+    doc.install(app, auth=settings.token is not None)
     return app

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from irpo_common.http_guards import BearerToken
 from irpo_common.reward_spec import RewardWeights
 
 
@@ -20,7 +21,7 @@ class RewardSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Bind address; loopback unless deliberately exposed.")
     port: int = Field(8100, ge=0, le=65535, description="TCP port the service listens on.")
     device: str = Field("auto", description="'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:N'.")
-    token: SecretStr | None = Field(None, description="Bearer token required on /v1/* (env REWARD_SERVER_TOKEN).")
+    token: BearerToken = Field(None, description="Bearer token required on /v1/* (env REWARD_SERVER_TOKEN); unset = no auth, empty = a start-up error.")
     weights_dir: Path | None = Field(None, description="Folder prepared by reward-server-weights.")
     random_weights: bool = Field(False, description="Development only: build missing models with random weights.")
     seed: int = Field(0, description="Seed of random-weight models (development flag).")
