@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from irpo_common.http_guards import BearerToken
 from irpo_common.imaging import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "JUDGE_SERVER_"
@@ -27,7 +28,7 @@ class JudgeSettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="Bind address; the default is loopback only.")
     port: int = Field(8200, ge=1, le=65535, description="TCP port the service listens on.")
-    token: SecretStr | None = Field(None, description="Bearer token clients must send on /v1/*; None = no auth.")
+    token: BearerToken = Field(None, description="Bearer token clients must send on /v1/*; unset = no auth, empty = a start-up error.")
     backend_url: str = Field(
         "http://127.0.0.1:8000/v1", description="OpenAI-compatible base URL of the judge model's server, up to /v1."
     )
@@ -84,6 +85,9 @@ class JudgeSettings(BaseModel):
     )
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes (default 64 MiB); larger ones get 413."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Time a request body may take to arrive, in seconds; slower uploads get 408."
     )
 
 

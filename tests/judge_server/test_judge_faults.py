@@ -125,4 +125,4 @@ def test_deeply_nested_json_is_400(serve_judge):
     with serve_judge() as url:
         for route in ("/v1/judge", "/v1/judge/batch"):
             answer = httpx.post(f"{url}{route}", content=deep, headers={"content-type": "application/json"}, timeout=30)
-            assert answer.status_code == 400 and "nests JSON too deeply" in answer.json()["detail"]
+            assert answer.status_code == 400 and "JSON nested deeper than" in answer.json()["detail"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -27,6 +28,14 @@ def test_env_overrides_yaml(tmp_path):
     assert s.max_concurrency == 3 and s.min_digit_mass == 0.7
     assert s.token.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(s)
+
+
+def test_an_empty_token_is_a_start_up_error_not_auth_with_an_empty_secret():
+    with pytest.raises(SettingsError, match="token is empty"):
+        load_settings(None, environ={"JUDGE_SERVER_TOKEN": ""})
+    done = subprocess.run([sys.executable, "-m", "judge_server.cli"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "JUDGE_SERVER_TOKEN": " "})
+    assert done.returncode == 2 and "token is empty" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_unknown_env_var_is_refused():
