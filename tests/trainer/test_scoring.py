@@ -2,16 +2,20 @@
 scale); the clients' retry budget and timeouts fit the services'."""
 
 import threading
+from types import SimpleNamespace
 
 import pytest
+import torch
 from fastapi import FastAPI
 
 from devtools.local_servers import ThreadedServer
+from devtools.scripted_backend import FAST, ScriptedBackend
 from irpo_common.process import free_port
+from irpo_common.reward_spec import combine_rewards
 from judge_server.app import create_app
 from judge_server.settings import JudgeSettings
 from reward_server.client import RewardClient, RewardServiceUnavailable
-from trainer.actors.scoring import Scorer, check_judge_deadline, drop_judge_per_group
+from trainer.actors.scoring import JudgeOutage, Scorer, check_judge, drop_judge_per_group
 from trainer.config import ConfigError, JudgeConfig, RewardConfig
 
 
@@ -50,8 +54,33 @@ def test_the_reward_client_waits_out_a_cold_start_within_its_budget():
     assert Scorer(RewardConfig(retry_for_s=42), JudgeConfig()).reward.retry_for_s == 42
 
 
-def test_a_judge_client_timeout_within_the_service_deadline_is_refused():
-    with ThreadedServer(create_app(JudgeSettings(request_timeout_s=100))) as judge:
-        check_judge_deadline(JudgeConfig(url=judge.url, timeout_s=120), None)
+def test_a_judge_that_does_not_fit_the_run_is_refused_at_start():
+    with ThreadedServer(create_app(JudgeSettings(request_timeout_s=100, min_image_side=28))) as judge:
+        check_judge(JudgeConfig(url=judge.url, timeout_s=120), None, image_side=28)
         with pytest.raises(ConfigError, match=r"judge.timeout_s is 60 s but .* request_timeout_s of 100 s"):
-            check_judge_deadline(JudgeConfig(url=judge.url, timeout_s=60), None)
+            check_judge(JudgeConfig(url=judge.url, timeout_s=60), None)
+        with pytest.raises(ConfigError, match=r"data.crop_size is 24 px but .* refuses images under 28 px"):
+            check_judge(JudgeConfig(url=judge.url), None, image_side=24)
+
+
+@pytest.mark.parametrize("fault, status", [("malformed", "502"), ("too slow", "504")])
+def test_judge_service_faults_follow_judge_on_outage(fault, status):
+    """A malformed backend answer (502) or a backend past the request deadline (504) is an outage
+    of the judge: the run's judge.on_outage decides, never a traceback and never a made-up score."""
+    n = 4
+    images = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    inputs = dict(restored=images, reference=images, degraded=images, tasks=["denoise"] * n, group_size=2)
+    backend = ScriptedBackend(answer={"choices": [{"message": {"content": 5}}]}) if fault == "malformed" else ScriptedBackend(logprobs=FAST, drip_s=0.05)
+    settings = dict(timeout_s=0.3, request_timeout_s=0.8) if fault == "too slow" else {}
+    with backend, ThreadedServer(create_app(JudgeSettings(backend_url=backend.url, model="judge-model", **settings))) as judge:
+        def scorer(policy):
+            s = Scorer(RewardConfig(), JudgeConfig(url=judge.url, retries=1, on_outage=policy))
+            s.reward = SimpleNamespace(score_batch=lambda *a, **k: [SimpleNamespace(terms={"psnr": 0.5, "ssim": 1.0})] * n)
+            return s
+
+        dropped = scorer("drop").score(**inputs)
+        with pytest.raises(JudgeOutage, match=f"judge.on_outage is 'stop'.*{status}"):
+            scorer("stop").score(**inputs)
+    assert dropped.judge_dropped == n
+    without_judge = combine_rewards({"psnr": 0.5, "ssim": 1.0, "judge": None})[0]  # weights renormalised
+    torch.testing.assert_close(dropped.rewards, torch.full((n,), without_judge))

@@ -51,8 +51,9 @@ def _token(env_name: str | None) -> str | None:
     return value
 
 
-def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
-    """Stop before any work when a configured service is not ready or a setting is wrong.
+def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | None = None) -> list[str]:
+    """Stop before any work when a configured service is not ready or a setting is wrong;
+    `image_side` is the side of the images the run will send (its training crops), when known.
 
     Returns the reward terms the service computes with RANDOM model weights (its development flag).
     """
@@ -72,24 +73,28 @@ def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
         except (RewardRequestError, RewardServiceUnavailable) as exc:
             raise ServiceUnavailable(f"the reward service at {reward.url} refused /v1/info: {exc}") from None
     if judge.url:
-        check_judge_deadline(judge, judge_token)
+        check_judge(judge, judge_token, image_side)
     served = tuple(info.get("psnr_range_db") or ())
     if reward.psnr_range_db is not None and served != tuple(reward.psnr_range_db):
         raise ConfigError(f"reward.psnr_range_db is {list(reward.psnr_range_db)} but the reward service at {reward.url} maps PSNR over {list(served)}: start it with REWARD_SERVER_PSNR_RANGE_DB='{list(reward.psnr_range_db)}' or unset reward.psnr_range_db")
     return list(info.get("random_weights") or [])
 
 
-def check_judge_deadline(judge: JudgeConfig, token: str | None) -> None:
-    """The judge service answers within its request_timeout_s; a client that gives up sooner resends
-    work the service is still doing (one item then costs several times the backend calls)."""
+def check_judge(judge: JudgeConfig, token: str | None, image_side: int | None = None) -> None:
+    """The run and the judge service fit each other: the service answers within its
+    request_timeout_s, and a client that gives up sooner resends work the service is still doing
+    (one item then costs several times the backend calls); images under the service's
+    min_image_side would be refused on every step."""
     with JudgeClient(judge.url, token=token, timeout_s=judge.timeout_s, retries=0) as client:
         try:
             info = client.info()
         except (JudgeRequestError, JudgeUnavailable) as exc:
             raise ServiceUnavailable(f"the judge service at {judge.url} refused /v1/info: {exc}") from None
-    deadline = info.get("request_timeout_s")
+    deadline, min_side = info.get("request_timeout_s"), info.get("min_image_side")
     if isinstance(deadline, (int, float)) and judge.timeout_s <= deadline:
         raise ConfigError(f"judge.timeout_s is {judge.timeout_s:g} s but the judge service at {judge.url} may take up to its request_timeout_s of {deadline:g} s: set judge.timeout_s above it (or lower JUDGE_SERVER_REQUEST_TIMEOUT_S)")
+    if image_side is not None and isinstance(min_side, int) and image_side < min_side:
+        raise ConfigError(f"data.crop_size is {image_side} px but the judge service at {judge.url} refuses images under {min_side} px (its min_image_side, what its model needs): use crops of at least {min_side} px")
 
 
 def drop_judge_per_group(judge_rewards: list[float | None], group_size: int) -> list[float | None]:
