@@ -19,6 +19,8 @@ import time
 import httpx
 from pydantic import ValidationError
 
+from irpo_common.json_input import validation_detail
+
 from .completion import Choice, Completion
 from .settings import JudgeSettings
 
@@ -38,11 +40,9 @@ class BackendError(RuntimeError):
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-def describe_invalid(exc: ValidationError, limit: int = 3) -> str:
-    """'loc: message' of the first errors, without the offending input (it may be huge or hostile)."""
-    parts = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)[:limit]]
-    more = exc.error_count() - limit
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+def _invalid(exc: ValidationError) -> str:
+    """'loc: message' of the errors, bounded and without the offending input (it may be huge or hostile)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in validation_detail(exc))
 
 
 class _Progress:
@@ -99,7 +99,7 @@ class ChatBackend:
         try:
             completion = Completion.model_validate_json(raw)
         except ValidationError as exc:
-            raise BackendError(f"backend answer is not a usable chat completion: {describe_invalid(exc)}") from None
+            raise BackendError(f"backend answer is not a usable chat completion: {_invalid(exc)}") from None
         return completion.choices[0], latency
 
     async def _post_with_retries(self, path: str, body: dict, progress: "_Progress") -> bytes:

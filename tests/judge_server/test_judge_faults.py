@@ -126,3 +126,22 @@ def test_deeply_nested_json_is_400(serve_judge):
         for route in ("/v1/judge", "/v1/judge/batch"):
             answer = httpx.post(f"{url}{route}", content=deep, headers={"content-type": "application/json"}, timeout=30)
             assert answer.status_code == 400 and "JSON nested deeper than" in answer.json()["detail"]
+
+
+def test_hostile_bodies_are_short_4xx_answers(serve_judge):
+    png = image_bytes(0)
+    cases = {
+        "four files": (dict(files={n: (f"{n}.png", png) for n in ("restored", "degraded", "reference", "extra")}), 400, "Too many files"),
+        "task as a file": (dict(files={"restored": ("r.png", png), "task": ("t.txt", b"denoise")}), 422, "send them as text fields"),
+        "restored as text": (dict(data={"restored": "abc"}, files={"degraded": ("d.png", png)}), 422, "restored: send it as a file"),
+        "no boundary": (dict(content=b"x", headers={"content-type": "multipart/form-data"}), 400, "boundary"),
+        "text/plain": (dict(content=b"{}", headers={"content-type": "text/plain"}), 415, "send application/json or multipart"),
+        "NaN": (dict(content=b'{"restored": "x", "mode": NaN}', headers={"content-type": "application/json"}), 400, "NaN is not a JSON number"),
+        "UTF-16": (dict(content='{"restored": "x"}'.encode("utf-16"), headers={"content-type": "application/json"}), 400, "UTF-8"),
+        "a 1 MB key": (dict(json={"restored": "x", "k" * 1_000_000: 1}), 422, "Extra inputs are not permitted"),
+    }
+    with serve_judge() as url:
+        for name, (request, status, message) in cases.items():
+            answer = httpx.post(f"{url}/v1/judge", timeout=30, **request)
+            assert answer.status_code == status and message in answer.text, (name, answer.status_code, answer.text[:300])
+            assert len(answer.content) < 1000, name  # never the input echoed back
