@@ -132,7 +132,7 @@ def _binary(resp_kwargs_tensors, **meta) -> bytes:
         (lambda: _binary([GT[None]], weights={"nope": 1.0}), ["items[0]", "nope"]),
         (lambda: _binary([np.zeros((1, 3, 250, 250), np.float32)]), ["exceeds the limit of 40000"]),
         (lambda: _binary([np.zeros((40, 3, 8, 8), np.float32)]), ["batch of 40 items"]),
-        (lambda: b"\x05\x00\x00\x00\x00\x00\x00\x00{abc}", ["header is not JSON"]),
+        (lambda: b"\x05\x00\x00\x00\x00\x00\x00\x00{abc}", ["safetensors header: not valid JSON"]),
         (lambda: b"\xff" * 4, ["not a safetensors file"]),
     ],
     ids=["nan", "inf-reference", "shape-mismatch", "metadata-length", "unknown-task", "judge-range", "unknown-weight",
