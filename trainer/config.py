@@ -133,7 +133,7 @@ class RewardConfig(_Section):
     url: str = Field("http://127.0.0.1:8100", description="Base URL of the reward service.")
     token_env: str | None = Field(None, description="Environment variable holding the reward service's bearer token.")
     weights: RewardWeights = Field(default_factory=RewardWeights, description="Weights of R (irpo_common.reward_spec.RewardWeights: the generic terms, 'gen', 'judge', 'task'); unset ones keep the paper's values. The trainer combines the service's terms with the judge's using these, once.")
-    timeout_s: float = Field(60.0, gt=0, description="Timeout of one batch request.")
+    timeout_s: float = Field(90.0, gt=0, description="Timeout of one batch request; must exceed the reward service's request_timeout_s (checked at start), so the service answers before the client gives up.")
     retry_for_s: float = Field(300.0, ge=0, description="How long one batch request is resent (backoff 0.5 s doubling to 10 s) while the reward service is unreachable, times out or answers 5xx, before the step fails (and rollout.step_retries applies). It should cover a restart of the service, whose cold start loads its models: raise it when that takes longer.")
     start_local: bool = Field(False, description="Start a reward service on loopback for this run (the demo does); url is then ignored.")
     local_args: list[str] = Field(default_factory=list, description="Extra reward-server arguments for the local service, e.g. ['--random-weights', '--config', 'configs/reward-cpu.yaml'].")

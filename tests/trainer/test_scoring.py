@@ -15,7 +15,7 @@ from irpo_common.reward_spec import combine_rewards
 from judge_server.app import create_app
 from judge_server.settings import JudgeSettings
 from reward_server.client import RewardClient, RewardServiceUnavailable
-from trainer.actors.scoring import JudgeOutage, Scorer, check_judge, drop_judge_per_group
+from trainer.actors.scoring import JudgeOutage, Scorer, check_fit, check_judge, drop_judge_per_group
 from trainer.config import ConfigError, JudgeConfig, RewardConfig
 
 
@@ -59,7 +59,7 @@ def test_a_judge_that_does_not_fit_the_run_is_refused_at_start():
         check_judge(JudgeConfig(url=judge.url, timeout_s=120), None, image_side=28)
         with pytest.raises(ConfigError, match=r"judge.timeout_s is 60 s but .* request_timeout_s of 100 s"):
             check_judge(JudgeConfig(url=judge.url, timeout_s=60), None)
-        with pytest.raises(ConfigError, match=r"data.crop_size is 24 px but .* refuses images under 28 px"):
+        with pytest.raises(ConfigError, match=r"data.crop_size is 24 px but the judge service .* needs images of at least 28 px"):
             check_judge(JudgeConfig(url=judge.url), None, image_side=24)
 
 
@@ -84,3 +84,12 @@ def test_judge_service_faults_follow_judge_on_outage(fault, status):
     assert dropped.judge_dropped == n
     without_judge = combine_rewards({"psnr": 0.5, "ssim": 1.0, "judge": None})[0]  # weights renormalised
     torch.testing.assert_close(dropped.rewards, torch.full((n,), without_judge))
+
+
+def test_a_reward_service_that_does_not_fit_the_run_is_refused_at_start():
+    limits = {"request_timeout_s": 60.0, "min_side_for_weights": 32}
+    check_fit("reward", "http://r", 90.0, limits["request_timeout_s"], limits["min_side_for_weights"], 32)
+    with pytest.raises(ConfigError, match=r"reward.timeout_s is 60 s but .* request_timeout_s of 60 s.*REWARD_SERVER_REQUEST_TIMEOUT_S"):
+        check_fit("reward", "http://r", 60.0, limits["request_timeout_s"], limits["min_side_for_weights"], None)
+    with pytest.raises(ConfigError, match=r"data.crop_size is 16 px but the reward service .* at least 32 px"):
+        check_fit("reward", "http://r", 90.0, limits["request_timeout_s"], limits["min_side_for_weights"], 16)

@@ -72,6 +72,8 @@ def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | N
             info = client.info()
         except (RewardRequestError, RewardServiceUnavailable) as exc:
             raise ServiceUnavailable(f"the reward service at {reward.url} refused /v1/info: {exc}") from None
+    limits = info.get("limits") or {}
+    check_fit("reward", reward.url, reward.timeout_s, limits.get("request_timeout_s"), limits.get("min_side_for_weights"), image_side)
     if judge.url:
         check_judge(judge, judge_token, image_side)
     served = tuple(info.get("psnr_range_db") or ())
@@ -80,21 +82,25 @@ def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | N
     return list(info.get("random_weights") or [])
 
 
+def check_fit(service: str, url: str, timeout_s: float, deadline, min_side, image_side: int | None) -> None:
+    """The run and a service (as its /v1/info reports it) fit each other. The service answers
+    within its request_timeout_s; a client that gives up sooner resends work the service is still
+    doing (one item then costs several times the work). Images under the service's minimum side
+    would be refused or lose terms on every step."""
+    if isinstance(deadline, (int, float)) and timeout_s <= deadline:
+        raise ConfigError(f"{service}.timeout_s is {timeout_s:g} s but the {service} service at {url} may take up to its request_timeout_s of {deadline:g} s: set {service}.timeout_s above it (or lower {service.upper()}_SERVER_REQUEST_TIMEOUT_S)")
+    if image_side is not None and isinstance(min_side, int) and image_side < min_side:
+        raise ConfigError(f"data.crop_size is {image_side} px but the {service} service at {url} needs images of at least {min_side} px (what its models take): use crops of at least {min_side} px")
+
+
 def check_judge(judge: JudgeConfig, token: str | None, image_side: int | None = None) -> None:
-    """The run and the judge service fit each other: the service answers within its
-    request_timeout_s, and a client that gives up sooner resends work the service is still doing
-    (one item then costs several times the backend calls); images under the service's
-    min_image_side would be refused on every step."""
+    """The judge service answers /v1/info and fits the run (check_fit)."""
     with JudgeClient(judge.url, token=token, timeout_s=judge.timeout_s, retries=0) as client:
         try:
             info = client.info()
         except (JudgeRequestError, JudgeUnavailable) as exc:
             raise ServiceUnavailable(f"the judge service at {judge.url} refused /v1/info: {exc}") from None
-    deadline, min_side = info.get("request_timeout_s"), info.get("min_image_side")
-    if isinstance(deadline, (int, float)) and judge.timeout_s <= deadline:
-        raise ConfigError(f"judge.timeout_s is {judge.timeout_s:g} s but the judge service at {judge.url} may take up to its request_timeout_s of {deadline:g} s: set judge.timeout_s above it (or lower JUDGE_SERVER_REQUEST_TIMEOUT_S)")
-    if image_side is not None and isinstance(min_side, int) and image_side < min_side:
-        raise ConfigError(f"data.crop_size is {image_side} px but the judge service at {judge.url} refuses images under {min_side} px (its min_image_side, what its model needs): use crops of at least {min_side} px")
+    check_fit("judge", judge.url, judge.timeout_s, info.get("request_timeout_s"), info.get("min_image_side"), image_side)
 
 
 def drop_judge_per_group(judge_rewards: list[float | None], group_size: int) -> list[float | None]:
