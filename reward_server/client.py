@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import httpx
@@ -45,10 +46,10 @@ class RewardClient(ServiceClient):
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         last = None
         started = time.monotonic()
-        attempt = 0
+        attempt, asked = 0, 0.0  # asked: the service's Retry-After, the least wait before the next attempt
         while True:
             if attempt:
-                delay = min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+                delay = min(max(self.backoff_s * 2 ** (attempt - 1), asked), MAX_BACKOFF_S)
                 if self._gives_up(attempt, delay, started):
                     break
                 time.sleep(delay)
@@ -58,8 +59,9 @@ class RewardClient(ServiceClient):
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
-            if resp.status_code >= 500:
+            if resp.status_code >= 500:  # 503 = overloaded or still loading its models: wait as it asks
                 last = f"{resp.status_code}: {resp.text[:500]}"
+                asked = _seconds(resp.headers.get("retry-after"))
                 continue
             if resp.status_code >= 400:
                 try:
@@ -92,3 +94,12 @@ class RewardClient(ServiceClient):
         body = encode_batch(restored, reference, degraded, **options)
         resp = self._request("POST", "/v1/score/batch", content=body, headers={"Content-Type": MEDIA_TYPE})
         return BatchResponse.model_validate_json(resp.content).results
+
+
+def _seconds(retry_after: str | None) -> float:
+    """A Retry-After header's delay in seconds (absent, malformed or the HTTP-date form: none)."""
+    try:
+        value = float(retry_after or 0)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0

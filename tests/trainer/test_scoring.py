@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from devtools.local_servers import ThreadedServer
 from devtools.scripted_backend import FAST, ScriptedBackend
@@ -52,6 +53,21 @@ def test_the_reward_client_waits_out_a_cold_start_within_its_budget():
         with pytest.raises(RewardServiceUnavailable, match=r"no answer within the retry budget of 0.3 s \(\d+ attempts\).*reward.retry_for_s"):
             client.healthz()
     assert Scorer(RewardConfig(retry_for_s=42), JudgeConfig()).reward.retry_for_s == 42
+
+
+def test_the_reward_client_waits_as_long_as_a_503_asks():
+    calls = []
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def busy():
+        calls.append(1)
+        return JSONResponse({"detail": "overloaded"}, status_code=503, headers={"Retry-After": "5"})
+
+    with ThreadedServer(app) as server, RewardClient(server.url, backoff_s=0.01, retry_for_s=1.0) as client:
+        with pytest.raises(RewardServiceUnavailable, match=r"retry budget of 1 s \(1 attempts\); last: 503"):
+            client.healthz()  # a second attempt would come 5 s later, past the budget: none is made
+    assert len(calls) == 1
 
 
 def test_a_judge_that_does_not_fit_the_run_is_refused_at_start():
