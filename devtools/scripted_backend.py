@@ -1,21 +1,33 @@
 """A scripted OpenAI-compatible backend for the judge service (judge tests and trainer tests that
-run with a judge): it answers the scripted error codes first, then a fixed answer."""
+run with a judge): it answers the scripted error codes first, then a fixed answer, or an answer
+of the test's making (malformed ones), optionally dripped out a byte at a time (a backend too
+slow to finish)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from devtools.local_servers import ThreadedServer
 
 
 class ScriptedBackend:
-    """An OpenAI-compatible backend that first answers the scripted error codes, then succeeds."""
+    """An OpenAI-compatible backend that first answers the scripted error codes, then succeeds.
 
-    def __init__(self, failures: list[int] | None = None, content: str = "4", logprobs: dict | None = None):
+    `answer` (also settable between requests) replaces the whole answer body, anything JSON can
+    hold, malformed included;
+    `drip_s` sends the answer one byte every drip_s seconds, after a few hundred bytes of
+    leading whitespace (which JSON allows), so every read is quick but the answer takes long.
+    """
+
+    def __init__(self, failures: list[int] | None = None, content: str = "4", logprobs: dict | None = None,
+                 answer: object = None, drip_s: float | None = None):
         self.failures = list(failures or [])
+        self.answer = answer
         self.bodies: list[dict] = []
         app = FastAPI()
 
@@ -28,11 +40,10 @@ class ScriptedBackend:
             self.bodies.append(await request.json())
             if self.failures:
                 return JSONResponse({"error": "scripted"}, status_code=self.failures.pop(0))
-            choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-            if logprobs is not None:
-                top = [{"token": t, "logprob": math.log(p)} for t, p in logprobs.items()]
-                choice["logprobs"] = {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}]}
-            return {"choices": [choice]}
+            body = self.answer if self.answer is not None else {"choices": [_choice(content, logprobs)]}
+            if drip_s is None:
+                return JSONResponse(body)
+            return StreamingResponse(_drip(b" " * 300 + json.dumps(body).encode(), drip_s), media_type="application/json")
 
         self.server = ThreadedServer(app)
 
@@ -46,6 +57,20 @@ class ScriptedBackend:
     @property
     def url(self) -> str:
         return self.server.url + "/v1"
+
+
+def _choice(content: str, logprobs: dict | None) -> dict:
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+    if logprobs is not None:
+        top = [{"token": t, "logprob": math.log(p)} for t, p in logprobs.items()]
+        choice["logprobs"] = {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}]}
+    return choice
+
+
+async def _drip(data: bytes, every_s: float):
+    for i in range(len(data)):
+        yield data[i : i + 1]
+        await asyncio.sleep(every_s)
 
 
 # fast-mode digit distribution: expected score (4 * 0.6 + 3 * 0.3) / 0.9, digit mass 0.9

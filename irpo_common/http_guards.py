@@ -1,25 +1,43 @@
-"""HTTP pieces shared by the services: a request-body size limit, optional bearer-token auth and
-request counting for Prometheus.
+"""HTTP pieces shared by the services: a request-body size and time limit, bearer-token auth that
+refuses an empty secret, and one outermost guard that counts every answer (500s included) and turns
+an escaped exception into a plain 500 without closing the client's keep-alive connection.
 
 Kept free of model code so the judge service can import it without loading torch models.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
+from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
-from pydantic import SecretStr
+from pydantic import AfterValidator, SecretStr
+
+log = logging.getLogger(__name__)
+
+
+def _nonempty_token(token: SecretStr | None) -> SecretStr | None:
+    if token is not None and not token.get_secret_value().strip():
+        raise ValueError("token is empty; unset the variable to run without auth, or set a non-empty secret")
+    return token
+
+
+# The settings type of a service token: an empty string (`X_TOKEN=`) is a start-up error, never auth
+# with an empty secret.
+BearerToken = Annotated[SecretStr | None, AfterValidator(_nonempty_token)]
 
 
 class BodyLimit:
-    """ASGI middleware refusing bodies over `max_bytes` with 413: by Content-Length, and while
-    streaming, since a chunked upload announces no length."""
+    """ASGI middleware refusing bodies over `max_bytes` with 413 (by Content-Length, and while
+    streaming, since a chunked upload announces no length) and bodies still arriving after
+    `timeout_s` with 408, so a slow upload cannot hold a connection and a worker for ever."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float | None = None):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -29,13 +47,22 @@ class BodyLimit:
         if length is not None and length.isdigit() and int(length) > limit:
             resp = JSONResponse({"detail": f"body of {int(length)} bytes exceeds the limit of {limit}"}, status_code=413)
             return await resp(scope, receive, send)
-        seen = 0
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
+        seen, done = 0, False
 
         async def limited():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, done
+            if done or deadline is None:  # after the body, receive() waits for a disconnect: no deadline
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+                except TimeoutError:  # raised inside the route's body read, rendered by FastAPI's exception handler
+                    raise HTTPException(408, f"request body not received within {self.timeout_s:g} s") from None
             seen += len(message.get("body", b""))
-            if seen > limit:  # raised inside the route's body read, rendered by FastAPI's exception handler
+            done = done or not message.get("more_body", False)
+            if seen > limit:
                 raise HTTPException(413, f"body exceeds the limit of {limit} bytes")
             return message
 
@@ -44,25 +71,55 @@ class BodyLimit:
 
 def bearer_guard(token: SecretStr | None):
     """A FastAPI dependency requiring `Authorization: Bearer <token>`; a no-op when token is None."""
-    secret = token.get_secret_value().encode() if token is not None else None
+    secret = _nonempty_token(token).get_secret_value().encode() if token is not None else None
 
     def require_token(request: Request) -> None:
         if secret is None:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), secret):
+        given = given.strip().encode()
+        if scheme.lower() != "bearer" or not given or not hmac.compare_digest(given, secret):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     return require_token
 
 
-def count_requests(app: FastAPI, counter: Counter) -> None:
-    """Count every response in `counter`, labelled (route template, status code). The template, not the
-    raw path, keeps the label values few; requests that match no route count as 'unmatched'."""
+class _Guard:
+    """Outermost ASGI layer of a service (inside only Starlette's error middleware).
 
-    @app.middleware("http")
-    async def counted(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        counter.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
+    It counts every answer by (route template, status) after the handler has finished, so 500s
+    count too; an exception that escapes the app is logged and answered with a plain 500 here,
+    because Starlette's error middleware re-raises it after answering and the server then closes
+    the connection, resetting the client's next keep-alive request.
+    """
+
+    def __init__(self, app, counter: Counter):
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = None
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception:  # noqa: BLE001 - the last line of defence: answer, log, keep the connection
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if status is None:
+                await JSONResponse({"detail": "internal error (logged by the service)"}, status_code=500)(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")  # the template keeps the label values few
+            self.counter.labels(route, str(status) if status is not None else "no_response").inc()
+
+
+def count_requests(app: FastAPI, counter: Counter) -> None:
+    """Install the outermost guard: count every answer in `counter` labelled (route template, status
+    code; requests that match no route count as 'unmatched') and answer escaped exceptions with 500.
+    Call it after the service's other middleware so that their answers (413, 408) are counted too."""
+    app.add_middleware(_Guard, counter=counter)

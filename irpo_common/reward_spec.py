@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 GROUPS = ("gen", "judge", "task")
 
@@ -24,7 +24,7 @@ GROUPS = ("gen", "judge", "task")
 class RewardWeights(BaseModel):
     """Two-level weights: `gen` terms make R_gen; groups gen/judge/task make R."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     clip_similarity: float = Field(0.25, ge=0, description="R_gen: CLIP cosine similarity of restored and reference.")
     lpips: float = Field(0.25, ge=0, description="R_gen: 1 - LPIPS distance to the reference.")
     aesthetic: float = Field(0.15, ge=0, description="R_gen: LAION aesthetic rating mapped by aesthetic_range.")
@@ -36,6 +36,14 @@ class RewardWeights(BaseModel):
     gen: float = Field(0.6, ge=0, description="R: weight of the generic term R_gen.")
     judge: float = Field(0.1, ge=0, description="R: weight of the caller-supplied judge score.")
     task: float = Field(0.3, ge=0, description="R: weight of the task-aware term R_task.")
+
+    @model_validator(mode="after")
+    def _sums_are_finite(self) -> "RewardWeights":
+        # each weight is finite, but two near 1.8e308 sum to inf and would turn every applied weight into 0
+        w = self.model_dump()
+        if not math.isfinite(sum(w[k] for k in GEN_TERMS)) or not math.isfinite(sum(w[g] for g in GROUPS)):
+            raise ValueError("weights: their sum overflows a float; use weights of ordinary size (they are renormalised)")
+        return self
 
     def override(self, partial: dict[str, float] | None) -> "RewardWeights":
         """A copy with some weights replaced; unknown names or negative values raise ValueError."""

@@ -2,16 +2,18 @@
 
 Routes: POST /v1/judge (JSON or multipart), POST /v1/judge/batch (JSON), GET /v1/info,
 /healthz (process alive), /readyz (backend serves the configured model), /metrics (Prometheus).
-With a token configured, the /v1 routes need `Authorization: Bearer <token>`; the probes and
-/metrics stay open for the orchestrator.
+With a token configured, the /v1 routes need `Authorization: Bearer <token>`; the probes, /metrics
+and the API document (/docs, /openapi.json) stay open, as the document says. Client input is read
+by irpo_common's strict JSON reader and guards, so it ends in a precise 4xx, never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -19,22 +21,25 @@ from starlette.datastructures import UploadFile
 
 from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests
 from irpo_common.imaging import ImageError
+from irpo_common.json_input import BadJSON, validate, validation_detail
+from irpo_common.openapi_doc import ApiDoc, answers
 
-from .backend import BackendError, BackendUnavailable, ChatBackend
+from .backend import BackendError, BackendTimeout, BackendUnavailable, ChatBackend
 from .judge import IMAGE_FIELDS, Judge, RequestError, prepare
 from .metrics import JudgeMetrics
-from .schemas import BatchRequest, BatchResult, JudgeOptions, JudgeRequest, JudgeResult
+from .schemas import MULTIPART_SCHEMA, BatchRequest, BatchResult, JudgeOptions, JudgeRequest, JudgeResult
 from .settings import JudgeSettings
 
-
-class _HTTPProblem(Exception):
-    def __init__(self, status: int, detail: str | list):
-        self.status, self.detail = status, detail
+_JSON, _MULTIPART = "application/json", "multipart/form-data"
 
 
-def _invalid(exc: ValidationError) -> _HTTPProblem:
-    # without the offending input: it may be megabytes of base64
-    return _HTTPProblem(422, exc.errors(include_url=False, include_context=False, include_input=False))
+def _backend_answers() -> dict:
+    """The judge's own error answers, with the shared Problem body."""
+    body = answers(400)[400]["content"]
+    return {
+        502: {"description": "The judge model's backend answered unusably (the message says how)", "content": body},
+        504: {"description": "The backend did not answer within the request deadline (request_timeout_s)", "content": body},
+    }
 
 
 def create_app(settings: JudgeSettings) -> FastAPI:
@@ -50,66 +55,60 @@ def create_app(settings: JudgeSettings) -> FastAPI:
             await backend.aclose()
 
     app = FastAPI(title="IRPO judge service", lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    count_requests(app, metrics.requests)  # after the other middleware: their 413/408 are counted too
 
     def problem(status: int, detail) -> JSONResponse:
         return JSONResponse(status_code=status, content={"detail": detail})
 
-    app.add_exception_handler(_HTTPProblem, lambda r, e: problem(e.status, e.detail))
+    app.add_exception_handler(BadJSON, lambda r, e: problem(400, str(e)))
     app.add_exception_handler(ImageError, lambda r, e: problem(400, str(e)))  # as the reward service
     app.add_exception_handler(RequestError, lambda r, e: problem(422, str(e)))
+    app.add_exception_handler(ValidationError, lambda r, e: problem(422, validation_detail(e)))
 
-    def outage(r, e: BackendUnavailable) -> JSONResponse:
-        metrics.backend_failures.labels("unavailable").inc()
-        return problem(503, str(e))
+    def failed(kind: str, status: int):
+        def handler(r, e: Exception) -> JSONResponse:
+            metrics.backend_failures.labels(kind).inc()
+            return problem(status, str(e))
 
-    def bad_backend(r, e: BackendError) -> JSONResponse:
-        metrics.backend_failures.labels("bad_answer").inc()
-        return problem(502, str(e))
+        return handler
 
-    app.add_exception_handler(BackendUnavailable, outage)
-    app.add_exception_handler(BackendError, bad_backend)
-
-    count_requests(app, metrics.requests)
+    app.add_exception_handler(BackendUnavailable, failed("unavailable", 503))
+    app.add_exception_handler(BackendTimeout, failed("timeout", 504))
+    app.add_exception_handler(BackendError, failed("bad_answer", 502))
 
     require_token = bearer_guard(settings.token)
+    doc = ApiDoc()
 
-    async def json_body(request: Request, model):
-        try:
-            payload = await request.json()
-        except ValueError:
-            raise _HTTPProblem(400, "body is not valid JSON") from None
-        try:
-            return model.model_validate(payload)
-        except ValidationError as exc:
-            raise _invalid(exc) from None
+    def media_type(request: Request) -> str:
+        return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
     async def multipart_item(request: Request):
-        form = await request.form()
+        form = await request.form(max_files=len(IMAGE_FIELDS), max_fields=len(IMAGE_FIELDS) + 2)
         unknown = set(form) - {*IMAGE_FIELDS, "task", "mode"}
         if unknown:
-            raise _HTTPProblem(422, f"unknown form field(s): {', '.join(sorted(unknown))}")
+            raise HTTPException(422, f"unknown form field(s): {', '.join(sorted(unknown)[:5])[:200]}")
         images = {}
         for name in IMAGE_FIELDS:
             part = form.get(name)
             if part is not None and not isinstance(part, UploadFile):
-                raise _HTTPProblem(422, f"{name}: send it as a file upload")
+                raise HTTPException(422, f"{name}: send it as a file upload")
             images[name] = await part.read() if part is not None else None
-        try:
-            options = JudgeOptions.model_validate({k: form[k] for k in ("task", "mode") if form.get(k)})
-        except ValidationError as exc:
-            raise _invalid(exc) from None
-        return images, options.mode, options.task
+        options = {k: form[k] for k in ("task", "mode") if form.get(k)}
+        if any(not isinstance(v, str) for v in options.values()):
+            raise HTTPException(422, "task, mode: send them as text fields, not files")
+        opts = JudgeOptions.model_validate(options)
+        return images, opts.mode, opts.task
 
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=answers(503))
     async def readyz(request: Request):
         served = await request.app.state.judge.backend.models()
         if settings.model not in served:
-            raise _HTTPProblem(503, f"backend serves {served}, not the configured model {settings.model!r}")
+            raise HTTPException(503, f"backend serves {served[:20]}, not the configured model {settings.model!r}")
         return {"status": "ready", "model": settings.model, "backend_url": settings.backend_url}
 
     @app.get("/metrics")
@@ -130,27 +129,45 @@ def create_app(settings: JudgeSettings) -> FastAPI:
             "min_level_mass": settings.min_level_mass,
             "iqa_assistant_prefix": settings.iqa_assistant_prefix,
             "max_concurrency": settings.max_concurrency,
+            "timeout_s": settings.timeout_s,
+            "request_timeout_s": settings.request_timeout_s,
+            "min_image_side": settings.min_image_side,
             "max_batch": settings.max_batch,
             "cache_size": settings.cache_size,
             "auth": settings.token is not None,
         }
 
-    @app.post("/v1/judge", response_model=JudgeResult, dependencies=[Depends(require_token)])
-    async def judge_one(request: Request):
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            images, mode, task = await multipart_item(request)
-        else:
-            req = await json_body(request, JudgeRequest)
-            images, mode, task = {n: getattr(req, n) for n in IMAGE_FIELDS}, req.mode, req.task
-        item = await run_in_threadpool(prepare, images, mode, task, settings)
-        return await request.app.state.judge.judge(item)
+    def judging(bodies: dict) -> dict:
+        """Route arguments declaring the bodies and every error answer of a judging route."""
+        declared = doc.route(bodies, errors=(400, 408, 413, 415, 422))
+        declared["responses"].update(_backend_answers())
+        return declared
 
-    @app.post("/v1/judge/batch", response_model=BatchResult, dependencies=[Depends(require_token)])
+    @app.post("/v1/judge", response_model=JudgeResult, dependencies=[Depends(require_token)],
+              **judging({_JSON: JudgeRequest, _MULTIPART: MULTIPART_SCHEMA}))
+    async def judge_one(request: Request):
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
+        kind = media_type(request)
+        if kind == _MULTIPART:
+            images, mode, task = await multipart_item(request)
+        elif kind == _JSON:
+            req = validate(JudgeRequest, await request.body())
+            images, mode, task = {n: getattr(req, n) for n in IMAGE_FIELDS}, req.mode, req.task
+        else:
+            raise HTTPException(415, f"content type not accepted: send {_JSON} or {_MULTIPART}")
+        item = await run_in_threadpool(prepare, images, mode, task, settings)
+        return await request.app.state.judge.judge(item, deadline)
+
+    @app.post("/v1/judge/batch", response_model=BatchResult, dependencies=[Depends(require_token)],
+              **judging({_JSON: BatchRequest}))
     async def judge_batch(request: Request):
         start = time.perf_counter()
-        batch = await json_body(request, BatchRequest)
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
+        if media_type(request) != _JSON:
+            raise HTTPException(415, f"content type not accepted: send {_JSON}")
+        batch = validate(BatchRequest, await request.body())
         if len(batch.items) > settings.max_batch:
-            raise _HTTPProblem(413, f"{len(batch.items)} items exceed the batch limit of {settings.max_batch}")
+            raise HTTPException(413, f"{len(batch.items)} items exceed the batch limit of {settings.max_batch}")
 
         def prepare_all():
             return [
@@ -159,7 +176,8 @@ def create_app(settings: JudgeSettings) -> FastAPI:
             ]
 
         items = await run_in_threadpool(prepare_all)
-        results = await request.app.state.judge.judge_many(items)
+        results = await request.app.state.judge.judge_many(items, deadline)
         return BatchResult(results=results, latency_s=time.perf_counter() - start)
 
+    doc.install(app, auth=settings.token is not None)
     return app

@@ -21,12 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", help="bind address (overrides settings; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (overrides settings; default 8200)")
     args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, overrides=overrides)
     except SettingsError as exc:
         parser.exit(2, f"judge-server: {exc}\n")
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = settings.model_copy(update=overrides)
     print(f"judge-server: model {settings.model} at {settings.backend_url}, listening on {settings.host}:{settings.port}", flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 

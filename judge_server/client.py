@@ -5,9 +5,12 @@
     rewards = [r.reward for r in results]   # None where r.status != "ok"
 
 Images are float arrays or torch tensors of shape (N, 3, H, W) in [0, 1]. An outage (the service
-answers 503 because its backend is down, another 5xx such as 502 for a malformed backend answer
-persists through the retries, or the service cannot be reached) raises JudgeUnavailable, so the
-trainer can apply its outage policy; a 4xx refusal raises JudgeRequestError. Items the model
+answers 503 or 504 because its backend is down or too slow, another 5xx such as 502 for a malformed
+backend answer persists through the retries, the service cannot be reached, or it sends no answer
+within timeout_s) raises JudgeUnavailable, so the trainer can apply its outage policy; a 4xx
+refusal raises JudgeRequestError. 503, 504 and a timed-out request are not resent: the service
+has already spent its own retries on them, and a resent request would repeat that work (keep
+timeout_s above the service's request_timeout_s, which it answers within). Items the model
 answered without a usable score come back with their status ("unparsed", "low_digit_mass",
 "low_level_mass") and score None; they are not raised.
 """
@@ -50,7 +53,7 @@ def _as_images(batch, name: str) -> list[np.ndarray] | None:
 class JudgeClient(ServiceClient):
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 120.0, retries: int = 3):
         super().__init__(base_url, token, timeout_s)
-        self.retries = retries
+        self.timeout_s, self.retries = timeout_s, retries
 
     def _request(self, method: str, path: str, **kwargs) -> dict:
         reason = ""
@@ -59,11 +62,16 @@ class JudgeClient(ServiceClient):
                 time.sleep(0.5 * 2 ** (attempt - 1))
             try:
                 response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:  # includes timeouts
-                reason = f"{type(exc).__name__}: {exc}"
+            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+                raise JudgeUnavailable(
+                    f"judge service {path}: no answer within timeout_s = {self.timeout_s:g} s ({type(exc).__name__}); "
+                    "the service answers within its request_timeout_s, which must be shorter"
+                ) from None
+            except httpx.TransportError as exc:  # cannot connect, or the connection broke: resend
+                reason = f"{type(exc).__name__}: {exc or 'no detail'}"
                 continue
-            if response.status_code == 503:
-                raise JudgeUnavailable(f"judge service {path}: {_detail(response)}")
+            if response.status_code in (503, 504):
+                raise JudgeUnavailable(f"judge service {path} answered {response.status_code}: {_detail(response)}")
             if response.status_code >= 500:  # a server-side fault (e.g. 502: the backend's answer was malformed): retry
                 reason = f"{response.status_code}: {_detail(response)}"
                 continue

@@ -7,9 +7,10 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from irpo_common.imaging import decode_base64_image, decode_image, encode_png
+from irpo_common.imaging import ImageError, decode_base64_image, decode_image, encode_png
 
 from .backend import BackendError, ChatBackend
+from .completion import Choice
 from .metrics import JudgeMetrics
 from .parsing import expected_digit_score, expected_level_score, parse_assessment
 from .prompts import chat_body
@@ -51,11 +52,19 @@ def prepare(
                 "only `fast` accepts `restored` alone (no-reference rating)"
             )
     names = IMAGE_FIELDS if len(given) == 3 else ("restored",)
-    pngs = []
+    arrays = {}
     for name in names:
         data, field = given[name], prefix + name
         decode = decode_base64_image if isinstance(data, str) else decode_image
-        pngs.append(encode_png(decode(data, field=field, max_pixels=settings.max_image_pixels)))
+        arrays[name] = image = decode(data, field=field, max_pixels=settings.max_image_pixels)
+        if min(image.shape[:2]) < settings.min_image_side:
+            h, w = image.shape[:2]
+            raise ImageError(f"{field}: {w}x{h} is smaller than the judge model's minimum side of {settings.min_image_side} px")
+    sizes = {f"{w}x{h}" for h, w, _ in (a.shape for a in arrays.values())}
+    if len(sizes) > 1:  # the prompt compares them pixel for pixel
+        shown = ", ".join(f"{name} {a.shape[1]}x{a.shape[0]}" for name, a in arrays.items())
+        raise RequestError(f"{prefix}degraded, restored, reference: the three images must have one size, got {shown}")
+    pngs = [encode_png(a) for a in arrays.values()]
     digest = hashlib.sha256(f"{mode}|{task}|{settings.model}|{len(pngs)}".encode())
     for png in pngs:
         digest.update(hashlib.sha256(png).digest())
@@ -85,32 +94,33 @@ class Judge:
         self.settings, self.backend, self.metrics = settings, backend, metrics
         self._cache = _LRU(settings.cache_size)
 
-    async def judge(self, item: PreparedItem) -> JudgeResult:
+    async def judge(self, item: PreparedItem, deadline: float) -> JudgeResult:
+        """`deadline`: event-loop time by which the backend must have answered (else BackendTimeout)."""
         if (hit := self._cache.get(item.key)) is not None:
             self.metrics.cache_hits.inc()
             return hit.model_copy(update={"cached": True})
         body = chat_body(self.settings, item.mode, item.pngs, item.task)
-        choice, latency = await self.backend.chat(body)
+        choice, latency = await self.backend.chat(body, deadline)
         self.metrics.backend_latency.labels(item.mode).observe(latency)
         result = self._interpret(item, choice, latency)
         self.metrics.items.labels(item.mode, result.status).inc()
         self._cache.put(item.key, result)
         return result
 
-    async def judge_many(self, items: list[PreparedItem]) -> list[JudgeResult]:
-        """All items concurrently (bounded by the backend's semaphore); one outage fails them all."""
+    async def judge_many(self, items: list[PreparedItem], deadline: float) -> list[JudgeResult]:
+        """All items concurrently (bounded by the backend's semaphore) by one deadline; one outage fails them all."""
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self.judge(item)) for item in items]
+                tasks = [group.create_task(self.judge(item, deadline)) for item in items]
         except ExceptionGroup as failed:  # the first failure stands for the batch
             raise failed.exceptions[0] from None
         return [t.result() for t in tasks]
 
-    def _interpret(self, item: PreparedItem, choice: dict, latency: float) -> JudgeResult:
-        text = choice["message"].get("content") or ""
+    def _interpret(self, item: PreparedItem, choice: Choice, latency: float) -> JudgeResult:
+        text = choice.message.content or ""
         common = dict(
             mode=item.mode, reference_free=len(item.pngs) == 1, task=item.task, raw_text=text,
-            finish_reason=choice.get("finish_reason"), model=self.settings.model, latency_s=latency,
+            finish_reason=choice.finish_reason, model=self.settings.model, latency_s=latency,
         )
         if item.mode == "reasoned":
             parsed = parse_assessment(text)
@@ -138,13 +148,12 @@ class Judge:
         )
 
 
-def first_token_logprobs(choice: dict) -> dict[str, float]:
+def first_token_logprobs(choice: Choice) -> dict[str, float]:
     """Token -> logprob of the first generated position (its top list plus the sampled token)."""
-    try:
-        first = choice["logprobs"]["content"][0]
-        table = {entry["token"]: float(entry["logprob"]) for entry in first.get("top_logprobs") or []}
-        table.setdefault(first["token"], float(first["logprob"]))
-    except (KeyError, IndexError, TypeError, ValueError):
-        raise BackendError("backend answered without the logprobs of the first token (fast and iqa modes need them)") from None
+    positions = choice.logprobs.content if choice.logprobs is not None else None
+    if not positions:
+        raise BackendError("backend answered without the logprobs of the first token (fast and iqa modes need them)")
+    first = positions[0]
+    table = {entry.token: entry.logprob for entry in first.top_logprobs or []}
+    table.setdefault(first.token, first.logprob)
     return table
-

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from irpo_common.tasks import Task
+from irpo_common.tasks import TASKS, Task
 
 Mode = Literal["fast", "reasoned", "iqa"]
 Status = Literal["ok", "unparsed", "low_digit_mass", "low_level_mass"]
+
+
+_IMAGE_PART = {"type": "string", "format": "binary", "description": "PNG or JPEG file"}
+# The multipart form of POST /v1/judge, for the OpenAPI document (the route reads the form itself).
+MULTIPART_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "degraded": _IMAGE_PART, "restored": _IMAGE_PART, "reference": _IMAGE_PART,
+        "task": {"type": "string", "enum": list(TASKS), "description": "Task name; absent = none."},
+        "mode": {"type": "string", "enum": list(get_args(Mode)), "description": "Judging mode; absent = fast."},
+    },
+    "required": ["restored"],
+    "additionalProperties": False,
+}
 
 
 class JudgeOptions(BaseModel):

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from irpo_common.http_guards import BearerToken
 from irpo_common.imaging import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "JUDGE_SERVER_"
@@ -27,18 +28,27 @@ class JudgeSettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="Bind address; the default is loopback only.")
     port: int = Field(8200, ge=1, le=65535, description="TCP port the service listens on.")
-    token: SecretStr | None = Field(None, description="Bearer token clients must send on /v1/*; None = no auth.")
+    token: BearerToken = Field(None, description="Bearer token clients must send on /v1/*; unset = no auth, empty = a start-up error.")
     backend_url: str = Field(
         "http://127.0.0.1:8000/v1", description="OpenAI-compatible base URL of the judge model's server, up to /v1."
     )
     backend_api_key: SecretStr | None = Field(None, description="API key sent to the backend as a bearer token; None = none.")
     model: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description="Model name sent to the backend; /readyz checks it is served.")
     max_concurrency: int = Field(8, ge=1, description="Backend requests in flight at once (also the connection pool size).")
-    timeout_s: float = Field(120.0, gt=0, description="Timeout of one backend request, in seconds.")
+    timeout_s: float = Field(
+        60.0, gt=0,
+        description="Timeout of one backend call in seconds, from sending to the last byte of the answer (a total, not per read).",
+    )
+    request_timeout_s: float = Field(
+        100.0, gt=0,
+        description="Deadline of one service request in seconds: waiting for a backend slot, every attempt and backoff; "
+        "then 504. Keep it below the clients' timeout (the trainer's judge.timeout_s, checked at start), so that "
+        "the service answers before a client gives up and resends the same work.",
+    )
     connect_timeout_s: float = Field(
         5.0, gt=0, description="Timeout of connecting to the backend (and of the /readyz probe), in seconds."
     )
-    retries: int = Field(3, ge=0, description="Retries of a backend request after a connection error, timeout, 408, 429 or 5xx.")
+    retries: int = Field(3, ge=0, description="Retries of a backend call after a connection error, timeout, 408, 429 or 5xx, while request_timeout_s allows.")
     backoff_s: float = Field(0.5, ge=0, description="Delay before the first retry in seconds, doubled for each further retry.")
     reasoned_max_tokens: int = Field(512, ge=16, description="Token budget of one reasoned-mode answer.")
     temperature: float = Field(
@@ -68,8 +78,16 @@ class JudgeSettings(BaseModel):
         DEFAULT_MAX_PIXELS, ge=1,
         description="Largest accepted image, width x height in pixels (default 4096 x 4096; decompression bombs).",
     )
+    min_image_side: int = Field(
+        28, ge=1,
+        description="Smallest accepted image side in pixels; smaller images get 400. Qwen2.5-VL's image processor needs 28 "
+        "(patch 14 x merge 2).",
+    )
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes (default 64 MiB); larger ones get 413."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Time a request body may take to arrive, in seconds; slower uploads get 408."
     )
 
 
@@ -77,7 +95,10 @@ class SettingsError(ValueError):
     """The config file or an env var is unusable; the message says which and why."""
 
 
-def load_settings(config: Path | None = None, environ: Mapping[str, str] | None = None) -> JudgeSettings:
+def load_settings(
+    config: Path | None = None, environ: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+) -> JudgeSettings:
+    """Defaults < `config` < JUDGE_SERVER_* in `environ` < `overrides` (the CLI's flags), validated together."""
     environ = os.environ if environ is None else environ
     values: dict = {}
     if config is not None:
@@ -96,6 +117,7 @@ def load_settings(config: Path | None = None, environ: Mapping[str, str] | None 
         if key not in fields:
             raise SettingsError(f"unknown environment variable {name}; known: {', '.join(ENV_PREFIX + f.upper() for f in fields)}")
         values[key] = value
+    values.update(overrides or {})
     try:
         return JudgeSettings(**values)
     except ValidationError as exc:

@@ -1,32 +1,55 @@
-"""FastAPI application of the reward service: `create_app(settings, models=None)`."""
+"""FastAPI application of the reward service: `create_app(settings, models=None)`.
+
+The port opens at once: the models load in the background (/readyz answers 503 meanwhile) unless
+they are given. Scoring requests pass the bearer guard, then admission control (reward_server.
+admission), then the intake's checks (reward_server.intake), then the micro-batcher.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 from contextlib import asynccontextmanager
 
-import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from irpo_common.device import resolve_device
 from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests
-from irpo_common.imaging import ImageError, decode_base64_image, decode_image
+from irpo_common.imaging import ImageError
+from irpo_common.json_input import BadJSON, validate, validation_detail
+from irpo_common.openapi_doc import ApiDoc, answers
 from irpo_common.reward_spec import GEN_TERMS
 from irpo_common.tasks import TASKS
 from reward_server import __version__
-from reward_server.batching import MicroBatcher
+from reward_server import terms as table
+from reward_server.admission import Admission, ClientGone, DeadlineExceeded
+from reward_server.batching import ItemFailed, MicroBatcher, Overloaded
 from reward_server.config import RewardSettings
+from reward_server.intake import IMAGE_FIELDS, Intake
 from reward_server.models import RewardModels, load_models
-from reward_server.schemas import BatchRequest, BatchResponse, ItemOptions, ItemResult, ScoreRequest
-from reward_server.scorer import InvalidItemError, ScoreItem, Scorer, make_item
-from reward_server.wire import MEDIA_TYPE, WireError, decode_batch
+from reward_server.schemas import BatchRequest, BatchResponse, ItemResult, ScoreRequest
+from reward_server.scorer import InvalidItemError, Scorer
+from reward_server.wire import MEDIA_TYPE, WireError
 
-IMAGE_FIELDS = ("restored", "reference", "degraded")
+log = logging.getLogger(__name__)
+
+_IMAGE_PART = {"type": "string", "format": "binary", "description": "PNG or JPEG file"}
+MULTIPART_SCHEMA = {
+    "type": "object",
+    "properties": {
+        **dict.fromkeys(IMAGE_FIELDS, _IMAGE_PART),
+        "task": {"type": "string", "enum": [*TASKS, ""], "description": "Task name; empty = none."},
+        "weights": {"type": "string", "description": 'Weight overrides as JSON text, e.g. {"psnr": 0.3}; empty = none.'},
+        "judge": {"type": "string", "description": "R_judge in [0, 1] as text; empty = none."},
+    },
+    "required": ["restored"],
+    "additionalProperties": False,
+}
+BINARY_SCHEMA = {"type": "string", "format": "binary", "description": "safetensors bytes (reward_server.wire)"}
 
 
 class _Metrics:
@@ -34,9 +57,12 @@ class _Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("reward_requests", "HTTP requests", ["path", "status"], registry=self.registry)
         self.items = Counter("reward_items_scored", "Items scored", registry=self.registry)
+        self.dropped = Counter("reward_items_dropped", "Queued items dropped unscored: client gone, deadline passed or a batch-mate refused", registry=self.registry)
         self.batch_size = Histogram("reward_batch_size", "Items per device batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
         self.batch_seconds = Histogram("reward_batch_seconds", "Seconds per device batch", registry=self.registry)
         self.ready = Gauge("reward_ready", "1 when the models are loaded", registry=self.registry)
+        self.pending = Gauge("reward_requests_pending", "Scoring requests in flight (admitted)", registry=self.registry)
+        self.queued = Gauge("reward_queue_items", "Items waiting for the device", registry=self.registry)
 
     def on_batch(self, n: int, seconds: float) -> None:
         self.items.inc(n)
@@ -44,112 +70,78 @@ class _Metrics:
         self.batch_seconds.observe(seconds)
 
 
-def _validation_detail(exc: ValidationError) -> list[dict]:
-    return json.loads(exc.json(include_url=False))
-
-
 def create_app(settings: RewardSettings, models: RewardModels | None = None) -> FastAPI:
-    """The service; models are loaded at startup unless given (the CLI loads them first to fail fast)."""
+    """The service; without `models` they are loaded in the background once the port is open."""
     prom = _Metrics()
-    state: dict = {"models": models, "batcher": None}
+    state: dict = {"models": models, "batcher": None, "error": None}
+    admission = Admission(settings.max_pending_requests, settings.request_timeout_s)
+    prom.pending.set_function(lambda: admission.pending)
+    prom.queued.set_function(lambda: state["batcher"].queued if state["batcher"] else 0)
+    intake = Intake(settings)
+
+    async def bring_up() -> None:
+        try:
+            if state["models"] is None:
+                state["models"] = await run_in_threadpool(load_models, settings, resolve_device(settings.device))
+            batcher = MicroBatcher(Scorer(state["models"], settings), settings.micro_batch_size,
+                                   settings.micro_batch_wait_ms / 1000, settings.max_queue_items, prom.on_batch, prom.dropped.inc)
+            await batcher.start()
+        except Exception as exc:  # noqa: BLE001 - reported by /healthz and /readyz; the orchestrator restarts us
+            log.exception("loading the reward models failed")
+            state["error"] = f"loading the reward models failed: {type(exc).__name__}: {exc}"
+            return
+        state["batcher"] = batcher
+        prom.ready.set(1)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        if state["models"] is None:
-            state["models"] = await run_in_threadpool(load_models, settings, resolve_device(settings.device))
-        batcher = MicroBatcher(Scorer(state["models"], settings), settings.micro_batch_size, settings.micro_batch_wait_ms / 1000, prom.on_batch)
-        await batcher.start()
-        state["batcher"] = batcher
-        prom.ready.set(1)
+        loading = asyncio.create_task(bring_up())
         yield
         prom.ready.set(0)
-        state["batcher"] = None
-        await batcher.stop()
+        loading.cancel()
+        await asyncio.gather(loading, return_exceptions=True)
+        batcher, state["batcher"] = state["batcher"], None
+        if batcher is not None:
+            await batcher.stop()
 
-    app = FastAPI(title="IRPO reward service", version=__version__, lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-
+    app = FastAPI(title="IRPO reward service", version=__version__, lifespan=lifespan,
+                  description="Scores restorations with the IRPO reward (reward_server/README.md).")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     count_requests(app, prom.requests)
 
-    @app.exception_handler(ImageError)
-    @app.exception_handler(InvalidItemError)
-    @app.exception_handler(WireError)
-    async def _bad_input(_: Request, exc: ValueError):
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+    def problem(status: int, detail, retry: bool = False) -> JSONResponse:
+        headers = {"Retry-After": str(settings.retry_after_s)} if retry else None
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
-    @app.exception_handler(ValidationError)
-    async def _invalid(_: Request, exc: ValidationError):
-        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+    app.add_exception_handler(ValidationError, lambda r, e: problem(422, validation_detail(e)))
+    for bad in (BadJSON, ImageError, InvalidItemError, WireError):
+        app.add_exception_handler(bad, lambda r, e: problem(400, str(e)))
+    app.add_exception_handler(Overloaded, lambda r, e: problem(503, f"overloaded: {e}; retry later", retry=True))
+    app.add_exception_handler(DeadlineExceeded, lambda r, e: problem(503, str(e), retry=True))
+    app.add_exception_handler(ClientGone, lambda r, e: Response(status_code=499))  # nobody reads it; counted
+    app.add_exception_handler(ItemFailed, lambda r, e: problem(500, str(e)))
 
     require_token = bearer_guard(settings.token)
+    doc = ApiDoc()
 
     def batcher() -> MicroBatcher:
         if state["batcher"] is None:
-            raise HTTPException(503, "models are not loaded yet")
+            raise HTTPException(503, state["error"] or "models are loading", headers={"Retry-After": str(settings.retry_after_s)})
         return state["batcher"]
-
-    def to_item(images: dict, opts: ItemOptions, label: str = "") -> ScoreItem:
-        try:
-            weights = settings.weights.override(opts.weights)
-        except (ValueError, ValidationError) as exc:
-            raise InvalidItemError(f"{label}weights: {exc}") from None
-        return make_item(
-            images["restored"], images.get("reference"), images.get("degraded"),
-            task=opts.task, weights=weights, judge=opts.judge, settings=settings, label=label,
-        )
-
-    def decode_json_item(req: ScoreRequest, label: str = "") -> ScoreItem:
-        images = {}
-        for f in IMAGE_FIELDS:
-            text = getattr(req, f)
-            if text is not None:
-                arr = decode_base64_image(text, field=f"{label}{f}", max_pixels=settings.max_pixels)
-                images[f] = torch.from_numpy(arr).permute(2, 0, 1)
-        return to_item(images, req, label)
-
-    async def read_multipart(request: Request) -> ScoreItem:
-        form = await request.form(max_files=len(IMAGE_FIELDS), max_fields=len(IMAGE_FIELDS) + 3)
-        raw_images, options = {}, {}
-        for key, value in form.multi_items():
-            if key in IMAGE_FIELDS:
-                raw_images[key] = await value.read() if isinstance(value, UploadFile) else value
-            elif isinstance(value, str):
-                options[key] = value
-            else:
-                raise InvalidItemError(f"{key}: unexpected file upload; files go in {list(IMAGE_FIELDS)}")
-        if "restored" not in raw_images:
-            raise InvalidItemError("restored: required (multipart field `restored`)")
-        if "weights" in options:
-            try:
-                options["weights"] = json.loads(options["weights"])
-            except json.JSONDecodeError:
-                raise InvalidItemError("weights: not valid JSON (send e.g. weights='{\"psnr\": 0.3}')") from None
-        options = {k: (None if v == "" else v) for k, v in options.items()}
-        opts = ItemOptions.model_validate(options)
-
-        def decode() -> ScoreItem:
-            images = {}
-            for f, data in raw_images.items():
-                if isinstance(data, str):
-                    arr = decode_base64_image(data, field=f, max_pixels=settings.max_pixels)
-                else:
-                    arr = decode_image(data, field=f, max_pixels=settings.max_pixels)
-                images[f] = torch.from_numpy(arr).permute(2, 0, 1)
-            return to_item(images, opts)
-
-        return await run_in_threadpool(decode)
 
     def media_type(request: Request) -> str:
         return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=answers(503))
     async def healthz():
+        if state["error"]:
+            return problem(503, state["error"])
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=answers(503))
     async def readyz():
         if state["batcher"] is None:
-            return JSONResponse({"ready": False}, status_code=503)
+            return JSONResponse({"ready": False, "detail": state["error"] or "models are loading"}, status_code=503)
         return {"ready": True}
 
     @app.get("/metrics")
@@ -171,60 +163,65 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             "niqe_range": settings.niqe_range,
             "models": m.info() if m else None,
             "random_weights": m.random_terms() if m else None,
-            "convention": "RGB in [0,1] clamped; PSNR data_range 1; SSIM skimage default (7x7 uniform, sample covariance)",
+            "convention": "RGB in [0,1]; PSNR data_range 1; SSIM skimage default (7x7 uniform, sample covariance)",
             "limits": {
                 "max_pixels": settings.max_pixels,
                 "min_side": settings.min_side,
+                "min_side_by_term": table.min_sides(settings),
+                "min_side_for_weights": table.min_side_for(settings.weights, settings),
                 "max_body_bytes": settings.max_body_bytes,
                 "max_batch_items": settings.max_batch_items,
+                "max_request_pixels": settings.max_request_pixels,
+                "max_pending_requests": settings.max_pending_requests,
+                "max_queue_items": settings.max_queue_items,
+                "request_timeout_s": settings.request_timeout_s,
+                "body_timeout_s": settings.body_timeout_s,
             },
             "binary_media_type": MEDIA_TYPE,
         }
 
-    @app.post("/v1/score", response_model=ItemResult, dependencies=[Depends(require_token)])
+    async def scored(request: Request, read):
+        """Admit the request, read its items with `read()` (a coroutine), score them within the deadline."""
+        b = batcher()
+        async with admission.slot() as deadline:
+            items = await read()
+            return await admission.watch(request, deadline, lambda: b.submit(items))
+
+    @app.post("/v1/score", response_model=ItemResult, dependencies=[Depends(require_token)],
+              **doc.route({"application/json": ScoreRequest, "multipart/form-data": MULTIPART_SCHEMA}))
     async def score(request: Request):
         kind = media_type(request)
-        if kind == "application/json":
-            req = ScoreRequest.model_validate_json(await request.body())
-            item = await run_in_threadpool(decode_json_item, req)
-        elif kind == "multipart/form-data":
-            item = await read_multipart(request)
-        else:
-            raise HTTPException(415, f"content type {kind or 'none'!r}: send application/json or multipart/form-data")
-        [result] = await batcher().submit([item])
+        if kind not in ("application/json", "multipart/form-data"):
+            raise HTTPException(415, "content type not accepted: send application/json or multipart/form-data")
+
+        async def read():
+            if kind == "application/json":
+                req = validate(ScoreRequest, await request.body())
+                return await run_in_threadpool(intake.json_items, [req], [""])
+            raw, opts = await intake.multipart_form(request)
+            return [await run_in_threadpool(intake.multipart_item, raw, opts)]
+
+        [result] = await scored(request, read)
         return Response(result.model_dump_json(), media_type="application/json")
 
-    @app.post("/v1/score/batch", response_model=BatchResponse, dependencies=[Depends(require_token)])
+    @app.post("/v1/score/batch", response_model=BatchResponse, dependencies=[Depends(require_token)],
+              **doc.route({"application/json": BatchRequest, MEDIA_TYPE: BINARY_SCHEMA}))
     async def score_batch(request: Request):
         kind = media_type(request)
-        body = await request.body()
-        if kind == "application/json":
-            req = BatchRequest.model_validate_json(body)
+        if kind not in ("application/json", MEDIA_TYPE, "application/octet-stream"):
+            raise HTTPException(415, f"content type not accepted: send application/json or {MEDIA_TYPE}")
+
+        async def read():
+            body = await request.body()
+            if kind != "application/json":
+                return await run_in_threadpool(intake.binary_items, body)
+            req = validate(BatchRequest, body)
             if len(req.items) > settings.max_batch_items:
                 raise InvalidItemError(f"batch of {len(req.items)} items; allowed 1..{settings.max_batch_items}")
+            return await run_in_threadpool(intake.json_items, req.items, [f"items[{i}]." for i in range(len(req.items))])
 
-            def decode_all() -> list[ScoreItem]:
-                return [decode_json_item(r, f"items[{i}].") for i, r in enumerate(req.items)]
-
-            items = await run_in_threadpool(decode_all)
-        elif kind in (MEDIA_TYPE, "application/octet-stream"):
-
-            def decode_binary() -> list[ScoreItem]:
-                tensors, options = decode_batch(body, max_items=settings.max_batch_items, max_pixels=settings.max_pixels)
-                items = []
-                for i, raw in enumerate(options):
-                    label = f"items[{i}]."
-                    try:
-                        opts = ItemOptions.model_validate(raw)
-                    except ValidationError as exc:
-                        raise InvalidItemError(f"{label}{exc}") from None
-                    items.append(to_item({k: t[i] for k, t in tensors.items()}, opts, label))
-                return items
-
-            items = await run_in_threadpool(decode_binary)
-        else:
-            raise HTTPException(415, f"content type {kind or 'none'!r}: send application/json or {MEDIA_TYPE}")
-        results = await batcher().submit(items)
+        results = await scored(request, read)
         return Response(BatchResponse(results=results).model_dump_json(), media_type="application/json")
 
+    doc.install(app, auth=settings.token is not None)
     return app

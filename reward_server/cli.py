@@ -1,4 +1,4 @@
-"""`reward-server`: load the reward models, then serve the API with uvicorn."""
+"""`reward-server`: check the settings and the model files, open the port, load the models in the background."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from irpo_common.device import resolve_device
 from reward_server.app import create_app
 from reward_server.config import load_settings
-from reward_server.models import WeightsMissingError, load_models
+from reward_server.models import WeightsMissingError, find_weights
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,16 +38,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(args.config, **overrides)
         device = resolve_device(settings.device)
-        models = load_models(settings, device)
+        missing = [name for name, hit in find_weights(settings).items() if hit is None]
     except (FileNotFoundError, ValidationError, WeightsMissingError, ValueError) as exc:
         sys.exit(f"reward-server: cannot start: {exc}")
-    random_terms = models.random_terms()
-    if random_terms:
-        print(f"reward-server: RANDOM WEIGHTS (development flag) for terms: {', '.join(random_terms)}; "
+    if missing:
+        print(f"reward-server: RANDOM WEIGHTS (development flag) for: {', '.join(missing)}; "
               f"CLIP architecture {settings.clip_model}", file=sys.stderr, flush=True)
-    print(f"reward-server: device {device}, serving on http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(settings, models), host=settings.host, port=settings.port, log_level=args.log_level.lower())
-
+    print(f"reward-server: device {device}, serving on http://{settings.host}:{settings.port} "
+          "(models load in the background; /readyz answers 200 once they are)", file=sys.stderr, flush=True)
+    # the port opens first, so probes see "loading" (503 on /readyz) rather than a refused connection
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level.lower())
 
 if __name__ == "__main__":
     main()

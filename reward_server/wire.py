@@ -3,7 +3,7 @@
 Tensors: `restored` (N, 3, H, W) float32/float16/bfloat16 in [0, 1]; optional `reference` and `degraded`
 of the same shape. Metadata (safetensors' string map), each value JSON: `tasks` (list of N task names or
 null), `weights` (one mapping for all items, or a list of N mappings or null), `judge` (list of N floats
-or null). PNG would round candidates to 8 bits; this keeps the floats the trainer produced.
+or null); any other key is refused, as an extra JSON field is. PNG would round candidates to 8 bits; this keeps the floats the trainer produced.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from irpo_common.json_input import BadJSON, loads
+
 MEDIA_TYPE = "application/vnd.safetensors"
 IMAGE_KEYS = ("restored", "reference", "degraded")
+META_KEYS = ("tasks", "weights", "judge")
 _DTYPES = {"F32", "F16", "BF16"}
 
 
@@ -52,7 +55,7 @@ def encode_batch(
             shared = any(t.untyped_storage().data_ptr() == o.untyped_storage().data_ptr() for o in tensors.values())
             tensors[name] = t.clone() if shared else t
     meta = {}
-    for key, value in (("tasks", tasks), ("weights", weights), ("judge", judge)):
+    for key, value in zip(META_KEYS, (tasks, weights, judge)):
         if value is not None:
             meta[key] = json.dumps(value if isinstance(value, Mapping) else list(value))
     return st_save(tensors, metadata=meta or None)
@@ -65,21 +68,46 @@ def _header(data: bytes) -> dict:
     if n > len(data) - 8:
         raise WireError("body is not a safetensors file (header length exceeds the body)")
     try:
-        header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise WireError("body is not a safetensors file (header is not JSON)") from None
+        header = loads(data[8 : 8 + n], field="safetensors header")
+    except BadJSON as exc:
+        raise WireError(f"body is not a safetensors file ({exc})") from None
     if not isinstance(header, dict):
         raise WireError("safetensors header is not a JSON object")
     return header
+
+
+def _check_entry(name: str, info) -> list[int]:
+    """The shape of one tensor entry of the header, after checking every field of it."""
+    if not isinstance(info, dict):
+        raise WireError(f"{name}: header entry is not an object with dtype, shape and data_offsets")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise WireError(f"{name}: dtype {str(dtype)[:20]} is not accepted; send F32, F16 or BF16")
+    ints = lambda v, k: isinstance(v, list) and len(v) == k and all(type(x) is int and x >= 0 for x in v)  # noqa: E731
+    if not ints(shape, 4) or shape[1] != 3 or min(shape) < 1:
+        raise WireError(f"{name}: expected a shape (N, 3, H, W) of positive integers")
+    if not ints(offsets, 2):
+        raise WireError(f"{name}: data_offsets must be two non-negative integers")
+    return shape
+
+
+def _metadata(header: dict) -> dict[str, str]:
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise WireError("__metadata__ must map names to strings (safetensors' string map)")
+    unknown = sorted(set(meta) - set(META_KEYS))
+    if unknown:
+        raise WireError(f"unknown metadata key(s) {[k[:40] for k in unknown[:5]]}; allowed: {list(META_KEYS)}")
+    return meta
 
 
 def _per_item(meta: dict, key: str, n: int, allow_mapping: bool = False) -> list:
     if key not in meta:
         return [None] * n
     try:
-        value = json.loads(meta[key])
-    except json.JSONDecodeError:
-        raise WireError(f"metadata {key}: not valid JSON") from None
+        value = loads(meta[key], field=f"metadata {key}")
+    except BadJSON as exc:
+        raise WireError(str(exc)) from None
     if allow_mapping and isinstance(value, dict):
         return [value] * n
     if not isinstance(value, list) or len(value) != n:
@@ -87,36 +115,38 @@ def _per_item(meta: dict, key: str, n: int, allow_mapping: bool = False) -> list
     return value
 
 
-def decode_batch(data: bytes, *, max_items: int, max_pixels: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Decode and validate a binary batch: (image tensors as float32, per-item options dicts)."""
+def decode_batch(
+    data: bytes, *, max_items: int, max_pixels: int, max_request_pixels: int
+) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Decode and validate a binary batch: (image tensors as float32, per-item options dicts).
+    Every field of the header is checked, and the decoded size budgeted, before any tensor is read."""
     header = _header(data)
-    meta = header.pop("__metadata__", None) or {}
+    meta = _metadata(header)
     unknown = sorted(set(header) - set(IMAGE_KEYS))
     if unknown:
-        raise WireError(f"unknown tensor(s) {unknown}; allowed: {list(IMAGE_KEYS)}")
+        raise WireError(f"unknown tensor(s) {[k[:40] for k in unknown[:5]]}; allowed: {list(IMAGE_KEYS)}")
     if "restored" not in header:
         raise WireError("tensor 'restored' is required")
-    for name, info in header.items():
-        dtype, shape = info.get("dtype"), info.get("shape")
-        if dtype not in _DTYPES:
-            raise WireError(f"{name}: dtype {dtype} is not accepted; send F32, F16 or BF16")
-        if not isinstance(shape, list) or len(shape) != 4 or shape[1] != 3:
-            raise WireError(f"{name}: expected shape (N, 3, H, W), got {shape}")
-        if shape != header["restored"]["shape"]:
-            raise WireError(f"{name}: shape {shape} differs from restored {header['restored']['shape']}")
-    n, _, h, w = header["restored"]["shape"]
+    shapes = {name: _check_entry(name, info) for name, info in header.items()}
+    for name, shape in shapes.items():
+        if shape != shapes["restored"]:
+            raise WireError(f"{name}: shape {shape} differs from restored {shapes['restored']}")
+    n, _, h, w = shapes["restored"]
     if not 1 <= n <= max_items:
         raise WireError(f"batch of {n} items; allowed 1..{max_items}")
     if h * w > max_pixels:
         raise WireError(f"restored: {w}x{h} = {h * w} pixels exceeds the limit of {max_pixels}")
+    total = n * h * w * len(shapes)
+    if total > max_request_pixels:
+        raise WireError(f"{len(shapes)} tensor(s) of {n} images of {w}x{h} = {total} pixels exceed the request budget of {max_request_pixels}")
     try:
         tensors = st_load(data)
     except SafetensorError as exc:
-        raise WireError(f"body is not a valid safetensors file: {exc}") from None
+        raise WireError(f"body is not a valid safetensors file: {str(exc)[:200]}") from None
     for name, t in tensors.items():
         if not torch.isfinite(t).all():
             bad = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten().tolist()
-            raise WireError(f"{name}: NaN or infinite values in item(s) {bad}")
+            raise WireError(f"{name}: NaN or infinite values in item(s) {bad[:20]}")
     options = [
         {"task": t, "weights": wt, "judge": j}
         for t, wt, j in zip(_per_item(meta, "tasks", n), _per_item(meta, "weights", n, True), _per_item(meta, "judge", n))

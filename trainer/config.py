@@ -134,8 +134,8 @@ class RewardConfig(_Section):
     url: str = Field("http://127.0.0.1:8100", description="Base URL of the reward service.")
     token_env: str | None = Field(None, description="Environment variable holding the reward service's bearer token.")
     weights: RewardWeights = Field(default_factory=RewardWeights, description="Weights of R (irpo_common.reward_spec.RewardWeights: the generic terms, 'gen', 'judge', 'task'); unset ones keep the paper's values. The trainer combines the service's terms with the judge's using these, once.")
-    timeout_s: float = Field(60.0, gt=0, description="Timeout of one batch request.")
-    retries: int = Field(5, ge=0, description="Retries with exponential backoff before the run stops.")
+    timeout_s: float = Field(90.0, gt=0, description="Timeout of one batch request; must exceed the reward service's request_timeout_s (checked at start), so the service answers before the client gives up.")
+    retry_for_s: float = Field(300.0, ge=0, description="How long one batch request is resent (backoff 0.5 s doubling to 10 s) while the reward service is unreachable, times out or answers 5xx, before the step fails (and rollout.step_retries applies). It should cover a restart of the service, whose cold start loads its models: raise it when that takes longer.")
     start_local: bool = Field(False, description="Start a reward service on loopback for this run (the demo does); url is then ignored.")
     local_args: list[str] = Field(default_factory=list, description="Extra reward-server arguments for the local service, e.g. ['--random-weights', '--config', 'configs/reward-cpu.yaml'].")
     local_start_timeout_s: float = Field(600.0, gt=0, description="How long to wait for the local reward service to become ready.")
@@ -158,9 +158,9 @@ class JudgeConfig(_Section):
     url: str | None = Field(None, description="Base URL of the judge service; None = no judge term (its weight is renormalised away).")
     token_env: str | None = Field(None, description="Environment variable holding the judge service's bearer token.")
     mode: Literal["fast", "reasoned", "iqa"] = Field("fast", description="'fast': expected score from digit logprobs; 'reasoned': the IRPO verifier prompt; 'iqa': no-reference quality of the output alone, expected level over excellent..bad (Q-Align / DeQA-Score).")
-    timeout_s: float = Field(120.0, gt=0, description="Timeout of one batch request.")
-    retries: int = Field(3, ge=0, description="Retries with exponential backoff.")
-    on_outage: Literal["stop", "drop"] = Field("stop", description="When the judge stays unreachable: 'stop' the run, or 'drop' the judge term for that step with renormalised weights (counted in the logs).")
+    timeout_s: float = Field(120.0, gt=0, description="Timeout of one batch request; must exceed the judge service's request_timeout_s (checked at start), so the service answers before the client gives up. A timed-out request is not resent.")
+    retries: int = Field(3, ge=0, description="Resends, with exponential backoff, after a connection failure or a 5xx other than 503/504 (e.g. 502: a malformed answer of the judge's backend); 503 and 504 are not resent, the service has already retried its backend.")
+    on_outage: Literal["stop", "drop"] = Field("stop", description="When the judge stays unreachable, times out or fails (5xx after the retries, or refuses the batch): 'stop' the run, or 'drop' the judge term for that step with renormalised weights (counted in the logs).")
 
 
 class CheckpointConfig(_Section):

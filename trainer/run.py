@@ -303,7 +303,7 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
         if reward_url is not None:
             cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"url": reward_url})})
             trainer.cfg = cfg
-        random_terms = check_services(cfg.reward, cfg.judge)
+        random_terms = check_services(cfg.reward, cfg.judge, image_side=cfg.data.crop_size)
         if random_terms:
             print(f"[grpo] the reward service runs on RANDOM weights for: {', '.join(random_terms)} (its development flag; these terms carry no meaning)", flush=True)
         if not cfg.judge.url:

@@ -43,15 +43,18 @@ def test_the_term_table_holds_each_generic_term_once():
 
 
 def test_which_terms_are_present_follows_the_images_given():
+    from reward_server.config import RewardSettings
     from reward_server.terms import present_terms
 
-    present, skipped = present_terms(frozenset(), (64, 64), "derain", judge=False)
+    st = RewardSettings()
+
+    present, skipped = present_terms(frozenset(), (64, 64), "derain", judge=False, settings=st)
     assert sorted(present) == ["aesthetic", "brisque", "clip_iqa", "task"]
     assert skipped["psnr"] == "no reference given" and "judge" in skipped
     assert skipped["niqe"].startswith("NIQE needs at least 2 whole 96x96 patches")  # too small, whatever is given
-    present, skipped = present_terms(frozenset({"reference"}), (96, 192), "dehaze", judge=True)
+    present, skipped = present_terms(frozenset({"reference"}), (96, 192), "dehaze", judge=True, settings=st)
     assert set(present) == set(GEN_TERMS) | {"task", "judge"} and skipped == {}
-    _, skipped = present_terms(frozenset(), (64, 64), "dehaze", judge=True)
+    _, skipped = present_terms(frozenset(), (64, 64), "dehaze", judge=True, settings=st)
     assert skipped["task"].startswith("no reference given")
 
 

@@ -174,3 +174,13 @@ def test_secrets_example_names_token_settings():
     assert names and names <= reward_env_names() | judge_env_names()
     assert all(n.endswith("_TOKEN") for n in names)
     assert "secrets.env" in (REPO / "deploy" / ".gitignore").read_text().split()
+
+
+def test_published_ports_bind_loopback_by_default(compose):
+    for name, service in compose["services"].items():
+        for entry in with_defaults(service.get("ports", [])):
+            parts = str(entry).split(":")
+            assert len(parts) == 3 and parts[0] == "127.0.0.1", f"{name}: {entry} is published beyond loopback by default"
+    assert compose["services"]["vllm"]["ports"][0].startswith("127.0.0.1:"), "vLLM has no API key: loopback, always"
+    readme = (REPO / "deploy" / "README.md").read_text()
+    assert "REWARD_BIND" in readme and "JUDGE_BIND" in readme, "deploy/README.md says how to open the ports"

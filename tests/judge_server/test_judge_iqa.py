@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from judge_server.client import JudgeClient
+from judge_server.completion import Choice
 from judge_server.judge import first_token_logprobs, prepare
 from judge_server.parsing import LEVELS, expected_level_score
 from judge_server.prompts import chat_body
@@ -75,7 +76,7 @@ def test_iqa_against_real_vllm(vllm, serve_judge):
     assert raw.status_code == 200, raw.text
     choice = raw.json()["choices"][0]
     assert len(choice["logprobs"]["content"]) == 1 and len(choice["logprobs"]["content"][0]["top_logprobs"]) == 20
-    expected = expected_level_score(first_token_logprobs(choice), 0.0)
+    expected = expected_level_score(first_token_logprobs(Choice.model_validate(choice)), 0.0)
     with serve_judge(backend_url=vllm.url, model=vllm.served_name, min_level_mass=0.0) as url:
         one = httpx.post(f"{url}/v1/judge", json={"restored": b64(image_bytes(0)), "mode": "iqa"}, timeout=120).json()
         batch = httpx.post(f"{url}/v1/judge/batch", json={"items": [{"restored": b64(image_bytes(s)), "mode": "iqa"} for s in range(3)]},

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from judge_server.backend import BackendError
+from judge_server.completion import Choice
 from judge_server.judge import first_token_logprobs
 from judge_server.parsing import degradation_to_task, expected_digit_score, parse_assessment
 
@@ -117,10 +118,10 @@ def test_no_digits_gives_no_score_even_without_threshold():
 def test_first_token_logprobs_merges_the_sampled_token():
     choice = {"logprobs": {"content": [{"token": "2", "logprob": -3.0,
                                         "top_logprobs": [{"token": "4", "logprob": -0.5}, {"token": "x", "logprob": -1.0}]}]}}
-    assert first_token_logprobs(choice) == {"4": -0.5, "x": -1.0, "2": -3.0}
+    assert first_token_logprobs(Choice.model_validate({"message": {}, **choice})) == {"4": -0.5, "x": -1.0, "2": -3.0}
 
 
 @pytest.mark.parametrize("choice", [{}, {"logprobs": None}, {"logprobs": {"content": []}}])
 def test_missing_logprobs_is_a_backend_error(choice):
     with pytest.raises(BackendError, match="without the logprobs"):
-        first_token_logprobs(choice)
+        first_token_logprobs(Choice.model_validate({"message": {}, **choice}))

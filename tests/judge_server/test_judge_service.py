@@ -170,8 +170,8 @@ def test_bearer_token_guards_the_v1_routes(serve_judge, triple):
     with ScriptedBackend(logprobs=FAST) as backend, \
             serve_judge(backend_url=backend.url, model="judge-model", token="s3cret") as url:
         assert httpx.post(f"{url}/v1/judge", json=triple, timeout=30).status_code == 401
-        wrong = {"Authorization": "Bearer nope"}
-        assert httpx.get(f"{url}/v1/info", headers=wrong, timeout=30).status_code == 401
+        for wrong in ("Bearer nope", "Bearer", "s3cret", "Basic s3cret"):  # "Bearer" alone: an empty credential
+            assert httpx.get(f"{url}/v1/info", headers={"Authorization": wrong}, timeout=30).status_code == 401, wrong
         assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
         with JudgeClient(url, token="s3cret") as client:
             assert client.info()["auth"] is True

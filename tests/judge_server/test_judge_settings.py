@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -29,6 +30,14 @@ def test_env_overrides_yaml(tmp_path):
     assert "s3cret" not in repr(s)
 
 
+def test_an_empty_token_is_a_start_up_error_not_auth_with_an_empty_secret():
+    with pytest.raises(SettingsError, match="token is empty"):
+        load_settings(None, environ={"JUDGE_SERVER_TOKEN": ""})
+    done = subprocess.run([sys.executable, "-m", "judge_server.cli"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "JUDGE_SERVER_TOKEN": " "})
+    assert done.returncode == 2 and "token is empty" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_unknown_env_var_is_refused():
     with pytest.raises(SettingsError, match="unknown environment variable JUDGE_SERVER_MODLE"):
         load_settings(None, environ={"JUDGE_SERVER_MODLE": "x"})
@@ -53,6 +62,13 @@ def test_cli_stops_with_a_clear_message_on_a_bad_config(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "judge-server: invalid judge settings" in done.stderr and "port" in done.stderr
+
+
+def test_cli_refuses_an_impossible_port_without_a_traceback():
+    done = subprocess.run([sys.executable, "-m", "judge_server.cli", "--port", "99999"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "judge-server: invalid judge settings" in done.stderr and "port" in done.stderr and "65535" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_cli_serves_on_loopback(tmp_path):

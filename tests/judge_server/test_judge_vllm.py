@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from judge_server.client import JudgeClient
+from judge_server.completion import Choice
 from judge_server.judge import first_token_logprobs, prepare
 from judge_server.parsing import expected_digit_score
 from judge_server.prompts import chat_body
@@ -95,7 +96,7 @@ def test_service_score_matches_the_raw_vllm_logprobs(vllm, serve_judge, triple):
     choice = raw["choices"][0]
     assert len(choice["logprobs"]["content"]) == 1  # exactly one generated token
     assert len(choice["logprobs"]["content"][0]["top_logprobs"]) == settings.top_logprobs
-    expected = expected_digit_score(first_token_logprobs(choice), settings.min_digit_mass)
+    expected = expected_digit_score(first_token_logprobs(Choice.model_validate(choice)), settings.min_digit_mass)
     assert expected.score is not None
     # three images cost more prompt tokens than one: the images really reached the model
     assert raw["usage"]["prompt_tokens"] > raw_alone["usage"]["prompt_tokens"]

@@ -6,26 +6,17 @@ and error handling, not the quality judgements of the real models.
 
 from __future__ import annotations
 
-import sys
-
 import httpx
 import pytest
-from reward_support import LIMITS, TOKEN, tiny_clip_env
+from reward_support import TOKEN, reward_server
 
-from irpo_common.process import ManagedProcess, free_port
 from reward_server.client import RewardClient
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> str:
-    cfg = tmp_path_factory.mktemp("reward") / "reward.yaml"
-    cfg.write_text("".join(f"{k}: {v}\n" for k, v in LIMITS.items()) + "micro_batch_wait_ms: 100\n")
-    port = free_port()
-    env = {**tiny_clip_env(), "REWARD_SERVER_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "reward_server.cli", "--config", str(cfg), "--port", str(port), "--random-weights",
-           "--log-level", "warning"]
-    log = tmp_path_factory.mktemp("reward-log") / "server.log"
-    with ManagedProcess("reward server", cmd, f"http://127.0.0.1:{port}", env=env, log_path=log).start(180) as proc:
+    # a small admission limit, so that test_reward_burst sees shedding; other tests send at most 9 at once
+    with reward_server(tmp_path_factory.mktemp("reward"), micro_batch_wait_ms=100, max_pending_requests=16) as proc:
         yield proc.url
 
 

@@ -89,13 +89,15 @@ def test_judge_out_of_range_is_422(http):
     _assert_refused(http.post("/v1/score", json={"restored": GOOD, "judge": 4}), 422, "judge")
 
 
-def test_not_json_is_422(http):
+def test_not_json_is_400(http):  # as the judge service: unreadable JSON is 400, a schema mismatch 422
     resp = http.post("/v1/score", content=b"{not json", headers={"Content-Type": "application/json"})
-    _assert_refused(resp, 422, "json")
+    _assert_refused(resp, 400, "not valid JSON")
 
 
 def test_unsupported_content_type_is_415(http):
-    _assert_refused(http.post("/v1/score", content=b"x", headers={"Content-Type": "text/plain"}), 415, "text/plain")
+    resp = http.post("/v1/score", content=b"x", headers={"Content-Type": "text/plain; x=" + "y" * 1000})
+    _assert_refused(resp, 415, "application/json")
+    assert "text/plain" not in resp.text  # the header is not echoed
 
 
 def test_body_over_limit_is_413(http):
@@ -130,7 +132,7 @@ def _binary(resp_kwargs_tensors, **meta) -> bytes:
         (lambda: _binary([GT[None]], weights={"nope": 1.0}), ["items[0]", "nope"]),
         (lambda: _binary([np.zeros((1, 3, 250, 250), np.float32)]), ["exceeds the limit of 40000"]),
         (lambda: _binary([np.zeros((40, 3, 8, 8), np.float32)]), ["batch of 40 items"]),
-        (lambda: b"\x05\x00\x00\x00\x00\x00\x00\x00{abc}", ["header is not JSON"]),
+        (lambda: b"\x05\x00\x00\x00\x00\x00\x00\x00{abc}", ["safetensors header: not valid JSON"]),
         (lambda: b"\xff" * 4, ["not a safetensors file"]),
     ],
     ids=["nan", "inf-reference", "shape-mismatch", "metadata-length", "unknown-task", "judge-range", "unknown-weight",

@@ -33,7 +33,7 @@ def tiny_config(run_dir: Path, photos: Path, reward_url: str, **sections) -> Tra
         "grpo": {"group_size": 4, "train_on": "all"},
         "optim": {"lr": 3e-4, "max_steps": 6},
         "rollout": {"num_workers": 1, "max_staleness": 1},
-        "reward": {"url": reward_url, "retries": 8},
+        "reward": {"url": reward_url, "retry_for_s": 120.0},
         "checkpoint": {"dir": str(run_dir / "checkpoints"), "every_steps": 2},
         "logging": {"dir": str(run_dir), "progress": False},
     }

@@ -275,7 +275,7 @@ def test_scorer_combines_terms_and_applies_the_judge_outage_policy(reward):
     assert not torch.allclose(mixed.rewards[2:], no_judge.rewards[2:])
     assert mixed.terms["judge"][:2].isnan().all() and mixed.terms["judge"][2:].tolist() == [0.0, 1.0]
 
-    dead = Scorer(RewardConfig(url=f"http://127.0.0.1:{free_port()}", retries=0), JudgeConfig())
+    dead = Scorer(RewardConfig(url=f"http://127.0.0.1:{free_port()}", retry_for_s=0), JudgeConfig())
     with pytest.raises(ServiceUnavailable, match="reward service"):
         dead.score(**_scorer_inputs())
 

@@ -51,13 +51,14 @@ def _token(env_name: str | None) -> str | None:
     return value
 
 
-def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
-    """Stop before any work when a configured service is not ready or a setting is wrong.
+def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | None = None) -> list[str]:
+    """Stop before any work when a configured service is not ready or a setting is wrong;
+    `image_side` is the side of the images the run will send (its training crops), when known.
 
     Returns the reward terms the service computes with RANDOM model weights (its development flag).
     """
     token = _token(reward.token_env)
-    _token(judge.token_env)
+    judge_token = _token(judge.token_env)
     targets = [("reward", reward.url)] + ([("judge", judge.url)] if judge.url else [])
     for name, url in targets:
         try:
@@ -71,10 +72,35 @@ def check_services(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
             info = client.info()
         except (RewardRequestError, RewardServiceUnavailable) as exc:
             raise ServiceUnavailable(f"the reward service at {reward.url} refused /v1/info: {exc}") from None
+    limits = info.get("limits") or {}
+    check_fit("reward", reward.url, reward.timeout_s, limits.get("request_timeout_s"), limits.get("min_side_for_weights"), image_side)
+    if judge.url:
+        check_judge(judge, judge_token, image_side)
     served = tuple(info.get("psnr_range_db") or ())
     if reward.psnr_range_db is not None and served != tuple(reward.psnr_range_db):
         raise ConfigError(f"reward.psnr_range_db is {list(reward.psnr_range_db)} but the reward service at {reward.url} maps PSNR over {list(served)}: start it with REWARD_SERVER_PSNR_RANGE_DB='{list(reward.psnr_range_db)}' or unset reward.psnr_range_db")
     return list(info.get("random_weights") or [])
+
+
+def check_fit(service: str, url: str, timeout_s: float, deadline, min_side, image_side: int | None) -> None:
+    """The run and a service (as its /v1/info reports it) fit each other. The service answers
+    within its request_timeout_s; a client that gives up sooner resends work the service is still
+    doing (one item then costs several times the work). Images under the service's minimum side
+    would be refused or lose terms on every step."""
+    if isinstance(deadline, (int, float)) and timeout_s <= deadline:
+        raise ConfigError(f"{service}.timeout_s is {timeout_s:g} s but the {service} service at {url} may take up to its request_timeout_s of {deadline:g} s: set {service}.timeout_s above it (or lower {service.upper()}_SERVER_REQUEST_TIMEOUT_S)")
+    if image_side is not None and isinstance(min_side, int) and image_side < min_side:
+        raise ConfigError(f"data.crop_size is {image_side} px but the {service} service at {url} needs images of at least {min_side} px (what its models take): use crops of at least {min_side} px")
+
+
+def check_judge(judge: JudgeConfig, token: str | None, image_side: int | None = None) -> None:
+    """The judge service answers /v1/info and fits the run (check_fit)."""
+    with JudgeClient(judge.url, token=token, timeout_s=judge.timeout_s, retries=0) as client:
+        try:
+            info = client.info()
+        except (JudgeRequestError, JudgeUnavailable) as exc:
+            raise ServiceUnavailable(f"the judge service at {judge.url} refused /v1/info: {exc}") from None
+    check_fit("judge", judge.url, judge.timeout_s, info.get("request_timeout_s"), info.get("min_image_side"), image_side)
 
 
 def drop_judge_per_group(judge_rewards: list[float | None], group_size: int) -> list[float | None]:
@@ -105,7 +131,7 @@ class Scorer:
 
     def __init__(self, reward: RewardConfig, judge: JudgeConfig, concurrency: int = 1):
         self.weights = reward.weights
-        self.reward = RewardClient(reward.url, token=_token(reward.token_env), timeout_s=reward.timeout_s, retries=reward.retries)
+        self.reward = RewardClient(reward.url, token=_token(reward.token_env), timeout_s=reward.timeout_s, retry_for_s=reward.retry_for_s)
         self.judge_cfg = judge
         self.judge = JudgeClient(judge.url, token=_token(judge.token_env), timeout_s=judge.timeout_s, retries=judge.retries) if judge.url else None
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")

@@ -1,0 +1,187 @@
+"""The shared HTTP guards, on a small app over real HTTP: empty tokens, 500s counted without
+resetting the keep-alive connection, slow uploads, strict JSON and bounded 422s, the OpenAPI
+declarations."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from devtools.local_servers import ThreadedServer
+from irpo_common.http_guards import BearerToken, BodyLimit, bearer_guard, count_requests
+from irpo_common.json_input import BadJSON, loads, validate, validation_detail
+from irpo_common.openapi_doc import ApiDoc
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    score: float = Field(ge=0, le=1)
+
+
+def _app(token: str | None = "s3cret") -> tuple[FastAPI, Counter]:
+    app = FastAPI(title="guarded")
+    counter = Counter("requests", "requests", ["path", "status"], registry=CollectorRegistry())
+    app.add_middleware(BodyLimit, max_bytes=300_000, timeout_s=1.0)
+    count_requests(app, counter)
+    guard = bearer_guard(SecretStr(token) if token else None)
+    doc = ApiDoc()
+
+    @app.exception_handler(BadJSON)
+    async def bad(_, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(ValidationError)
+    async def invalid(_, exc):
+        return JSONResponse({"detail": validation_detail(exc)}, status_code=422)
+
+    @app.post("/v1/item", dependencies=[Depends(guard)], **doc.route({"application/json": Item}))
+    async def item(request: Request):
+        return validate(Item, await request.body()).model_dump()
+
+    @app.get("/v1/boom", dependencies=[Depends(guard)])
+    async def boom():
+        raise RuntimeError("a bug")
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    doc.install(app, auth=token is not None)
+    return app, counter
+
+
+@pytest.fixture(scope="module")
+def served():
+    app, counter = _app()
+    with ThreadedServer(app) as server:
+        yield server, counter
+
+
+def test_empty_token_is_a_startup_error():
+    class S(BaseModel):
+        token: BearerToken = None
+
+    for empty in ("", "   "):
+        with pytest.raises(ValidationError, match="token is empty"):
+            S(token=empty)
+    assert S().token is None and S(token="x").token.get_secret_value() == "x"
+    with pytest.raises(ValueError, match="token is empty"):
+        bearer_guard(SecretStr(""))
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer   ", "Basic s3cret", "Bearer wrong", "s3cret"])
+def test_bearer_refuses_empty_or_wrong_credentials(served, header):
+    server, _ = served
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:  # raw: httpx refuses "Bearer "
+        answer = _raw_get(sock, "/v1/boom", header)
+    assert answer.startswith(b"HTTP/1.1 401") and b"www-authenticate: Bearer" in answer.lower().replace(b"bearer", b"Bearer")
+
+
+def _raw_get(sock: socket.socket, path: str, auth: str = "Bearer s3cret") -> bytes:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def _counted(counter: Counter, path: str, status: str) -> bool:
+    """The guard counts after the answer is sent: give it a moment (no speed is asserted)."""
+    for _ in range(100):
+        if counter.labels(path, status)._value.get() >= 1:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_500_is_counted_and_keeps_the_connection(served):
+    server, counter = served
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        first = _raw_get(sock, "/v1/boom")
+        assert first.startswith(b"HTTP/1.1 500") and b"internal error" in first and b"a bug" not in first
+        second = _raw_get(sock, "/healthz")  # on the same keep-alive connection
+        assert second.startswith(b"HTTP/1.1 200"), second
+    assert _counted(counter, "/v1/boom", "500") and _counted(counter, "/healthz", "200")
+
+
+def test_slow_upload_gets_408(served):
+    server, counter = served
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/item HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"na")
+        time.sleep(1.5)  # past the 1 s body deadline, 96 bytes still owed
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert _counted(counter, "/v1/item", "408")
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ('{"name": "a", "score": 0.5}'.encode("utf-16"), "byte-order mark"),
+        ('{"name": "a", "score": 0.5}'.encode("utf-16-le"), "not UTF-8"),
+        (b'{"name": "\xff\xfe", "score": 0.5}', "not UTF-8"),
+        (b'{"name": "a", "score": NaN}', "NaN is not a JSON number"),
+        (b'{"name": "a", "score": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"name": "a", "score": 1e999}', "out of the float range"),
+        (b'{"name": "a", "score": 1' + b"0" * 400 + b"}", "out of the float range"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
+        (b'{"name": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b', "score": 0}', "nested deeper"),
+        (b"{not json", "not valid JSON"),
+    ],
+    ids=["utf16-bom", "utf16-le", "latin1", "nan", "neg-inf", "overflow", "huge-int", "deep-list", "deep-object", "syntax"],
+)
+def test_bad_json_is_400_with_a_precise_message(served, body, fragment):
+    server, _ = served
+    r = httpx.post(server.url + "/v1/item", content=body, headers={"Authorization": "Bearer s3cret", "Content-Type": "application/json"})
+    assert r.status_code == 400 and fragment in r.json()["detail"], r.text
+
+
+def test_422_is_bounded_and_never_echoes_the_input(served):
+    server, _ = served
+    big = "Q" * 5000
+    payload = {"name": 1, "score": 7, **{f"{big}{i}": big for i in range(15)}}
+    r = httpx.post(server.url + "/v1/item", json=payload, headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 422
+    assert len(r.content) < 4000 and big not in r.text
+    detail = r.json()["detail"]
+    assert detail[-1]["type"] == "truncated" and any(d["loc"] == ["score"] for d in detail)
+
+
+def test_validation_detail_survives_any_input():
+    with pytest.raises(ValidationError) as err:
+        Item.model_validate({"name": b"\xff", "score": float("nan")})
+    json.dumps(validation_detail(err.value), allow_nan=False)  # no NaN, no bytes: always renderable
+
+
+def test_loads_accepts_plain_json():
+    assert loads(b'{"a": [1, 2.5, null, true, "\xc3\xa9"]}') == {"a": [1, 2.5, None, True, "é"]}
+
+
+def test_openapi_declares_bodies_errors_and_bearer(served):
+    server, _ = served
+    doc = httpx.get(server.url + "/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+    post = doc["paths"]["/v1/item"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Item"}
+    assert {"400", "401", "413", "415", "422", "503"} <= set(post["responses"])
+    assert post["security"] == [{"bearerAuth": []}]
+    assert "security" not in doc["paths"]["/healthz"]["get"]
+    assert "open by design" in doc["info"]["description"]
+    assert doc["components"]["schemas"]["Item"]["additionalProperties"] is False
