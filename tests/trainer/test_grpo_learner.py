@@ -22,7 +22,7 @@ def _rollout(learner: Learner, step: int = 0, b: int = 2, g: int = 4) -> Rollout
     sample = learner.policy.sample(degraded, g, generator=gen)
     rewards = -(sample.images.clamp(0, 1) - target.repeat_interleave(g, 0)).abs().flatten(1).mean(1).view(b, g)
     return Rollout(step=step, version=learner.version, ids=[f"img{i}" for i in range(b)], tasks=["denoise"] * b,
-                   degraded=degraded, target=target, actions=sample.actions, old_log_prob=sample.log_prob,
+                   degraded=degraded, target=target, trajectory=sample.trajectory,
                    rewards=rewards, terms={})
 
 
