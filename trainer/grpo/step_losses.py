@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from trainer.grpo.losses import ppo_clip_objective
+from trainer.grpo.losses import mix_rl_and_sft, ppo_clip_objective, ratio_stats
 
 # Per-step statistics are logged over this many contiguous groups of steps (noisy ... clean).
 STEP_GROUPS = 3
@@ -68,21 +68,13 @@ def step_grpo_loss(
         if t.shape != (n, s):
             raise ValueError(f"{name} must be ({n}, {s}) like log_prob, got {tuple(t.shape)}")
     surrogate, ratio, clipped = ppo_clip_objective(log_prob, old_log_prob, advantages, coefs.clip_eps)
-    rl_per_image = surrogate.view(b, -1).mean(dim=1)
-    sft_per_image = coefs.sft * sft_loss
-    if sample_weights is None:
-        weighted = rl_per_image + sft_per_image
-    else:
-        weighted = sample_weights * rl_per_image + (1.0 - sample_weights) * sft_per_image
+    weighted = mix_rl_and_sft(surrogate.view(b, -1).mean(dim=1), coefs.sft * sft_loss, sample_weights)
     loss = weighted.mean() + coefs.kl * kl.mean()
     stats = {
         "loss/ppo": surrogate.mean().item(),
         "loss/sft": sft_loss.mean().item(),
         "kl": kl.mean().item(),
-        "ratio/mean": ratio.mean().item(),
-        "ratio/max": ratio.max().item(),
-        "ratio/min": ratio.min().item(),
-        "clip_fraction": clipped.float().mean().item(),
+        **ratio_stats(ratio, clipped),
         **per_step_stats(ratio, clipped, kl.detach()),
     }
     if gt_log_prob is not None:
