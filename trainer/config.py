@@ -21,10 +21,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ModelConfig(_Section):
+class _PolicySection(_Section):
+    """A policy family's section: its registry key and the field that holds its starting weights."""
+
+    kind: ClassVar[str]  # the registry key (trainer/policies/registry.py)
+    weights_field: ClassVar[str]
+
+    @property
+    def weights(self) -> Path | None:
+        return getattr(self, self.weights_field)
+
+    def with_weights(self, path: Path) -> "_PolicySection":
+        return self.model_copy(update={self.weights_field: Path(path)})
+
+
+class ModelConfig(_PolicySection):
     """The IRPO family (`policy.kind: irpo`): AdaIR backbone + GDM Beta heads (trainer/model)."""
 
-    kind: ClassVar[str] = "irpo"  # the registry key (trainer/policies/registry.py)
+    kind: ClassVar[str] = "irpo"
+    weights_field: ClassVar[str] = "checkpoint"
     dim: int = Field(48, gt=0, description="Base channel width of the AdaIR/Restormer U-Net.")
     num_blocks: list[int] = Field([4, 6, 6, 8], min_length=4, max_length=4, description="Transformer blocks per encoder level (level 1..4, latent last).")
     num_refinement_blocks: int = Field(4, ge=0, description="Transformer blocks in the full-resolution refinement stage.")
@@ -49,13 +64,6 @@ class ModelConfig(_Section):
             raise ValueError("model.beta_init_concentration must exceed model.beta_min_concentration")
         return self
 
-    @property
-    def weights(self) -> Path | None:
-        return self.checkpoint
-
-    def with_weights(self, path: Path) -> "ModelConfig":
-        return self.model_copy(update={"checkpoint": Path(path)})
-
 
 class DiffusionRLConfig(_Section):
     """How the denoising chain is trained as a policy (DDPO) with the options of seeds 2 and 3."""
@@ -72,12 +80,13 @@ class DiffusionRLConfig(_Section):
     gt_likelihood_coef: float = Field(0.0, ge=0, description="Seed 3 (LRPO) ground-truth-guided likelihood regularisation: minus this times the per-step log-density of the GT-consistent step mean (the DDIM posterior mean of q(x_{t-1} | x_t, x_0 = GT)) under the current policy.")
 
 
-class DiffusionConfig(_Section):
+class DiffusionConfig(_PolicySection):
     """The diffusion family (`policy.kind: diffusion`): a conditional denoising U-Net (diffusers UNet2DModel) that
     restores by sampling from noise. Defaults: DDPO (eta 1.0, per-step PPO ratio, clip 1e-4) and the seed papers
     (method.md, "Diffusion restorers as policies")."""
 
-    kind: ClassVar[str] = "diffusion"  # the registry key (trainer/policies/registry.py)
+    kind: ClassVar[str] = "diffusion"
+    weights_field: ClassVar[str] = "pretrained"
     pretrained: Path | None = Field(None, description="Starting weights: a local diffusers folder (UNet2DModel.save_pretrained layout: config.json + weights; never a hub id), or one of our .safetensors files of the whole policy (pre-training output, a checkpoint's policy.safetensors; the architecture then comes from the fields below). None = build from the fields below with RANDOM weights (logged).")
     space: Literal["pixel"] = Field("pixel", description="Where the chain runs: 'pixel' (images mapped to [-1, 1]); a latent space with a VAE plugs in at trainer/policies/diffusion/codec.py.")
     block_out_channels: list[int] = Field([16, 32, 64], min_length=1, description="U-Net channels per resolution level (tiny CPU preset: 16, 32, 64, about 0.64 M parameters).")
@@ -105,12 +114,6 @@ class DiffusionConfig(_Section):
             raise ValueError(f"rl.reward_steps {bad_steps} must lie in [0, sampling_steps - 1) = [0, {self.sampling_steps - 1}): the last step is the final output")
         return self
 
-    @property
-    def weights(self) -> Path | None:
-        return self.pretrained
-
-    def with_weights(self, path: Path) -> "DiffusionConfig":
-        return self.model_copy(update={"pretrained": Path(path)})
 
 
 class PolicyConfig(_Section):
@@ -282,7 +285,8 @@ class TrainConfig(_Section):
     @property
     def policy_weights_field(self) -> str:
         """Where the configured family's starting weights are set (for messages)."""
-        return "policy.diffusion.pretrained" if self.policy.kind == "diffusion" else "model.checkpoint"
+        section = "policy.diffusion" if self.policy.kind == "diffusion" else "model"
+        return f"{section}.{self.policy_section.weights_field}"
 
     def with_policy_weights(self, path: Path) -> "TrainConfig":
         """A copy whose policy starts from `path` (model.checkpoint or policy.diffusion.pretrained)."""
