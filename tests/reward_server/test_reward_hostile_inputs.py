@@ -230,3 +230,15 @@ def test_pixel_budget_is_checked_from_headers_before_any_decoding(monkeypatch):
     reqs = [ScoreRequest(restored=zeros, reference=zeros)]
     with pytest.raises(ImageError, match="hold 8388608 pixels, over the budget of 4194304"):
         reader.json_items(reqs, [""])
+
+
+def test_openapi_declares_every_body_the_errors_and_the_bearer_scheme(http):
+    doc = http.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    single, batch = doc["paths"]["/v1/score"]["post"], doc["paths"]["/v1/score/batch"]["post"]
+    assert set(single["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert set(batch["requestBody"]["content"]) == {"application/json", MEDIA_TYPE}
+    for op in (single, batch):
+        assert {"400", "401", "408", "413", "415", "422", "503"} <= set(op["responses"]) and op["security"]
+    assert "retry-after" in {h.lower() for h in single["responses"]["503"]["headers"]}
+    assert doc["components"]["schemas"]["ScoreRequest"]["required"] == ["restored"]
