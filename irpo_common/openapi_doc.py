@@ -44,7 +44,7 @@ class ApiDoc:
         self._models[model.__name__] = model
         return {"$ref": _REF.format(model=model.__name__)}
 
-    def route(self, content: dict[str, dict | type[BaseModel]], errors: tuple[int, ...] = (400, 413, 415, 422)) -> dict:
+    def route(self, content: dict[str, dict | type[BaseModel]], errors: tuple[int, ...] = (400, 408, 413, 415, 422)) -> dict:
         """Route keyword arguments declaring a required body (media type -> schema or model) and the
         route's error answers; 401 and 503 are declared on every /v1 route at install."""
         body = {mt: {"schema": self.schema(s) if isinstance(s, type) else s} for mt, s in content.items()}

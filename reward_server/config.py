@@ -57,8 +57,9 @@ class RewardSettings(BaseSettings):
         "Retry-After (a bounded queue, like TorchServe's and Triton's)."
     )
     request_timeout_s: float = Field(
-        60.0, gt=0, description="Deadline of a scoring request from its arrival; past it, its queued items are dropped "
-        "and it gets 503. Keep it below the client's timeout, so that no work outlives its client."
+        45.0, gt=0, description="Deadline of a scoring request from its arrival; past it, its queued items are dropped "
+        "and it gets 503. Keep it below the client's timeout (the trainer's reward.timeout_s, 60 s), so that no work "
+        "outlives its client."
     )
     body_timeout_s: float = Field(30.0, gt=0, description="Time to receive a whole request body; slower uploads get 408.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 503 (overloaded, not ready).")

@@ -180,7 +180,7 @@ def test_openapi_declares_bodies_errors_and_bearer(served):
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
     post = doc["paths"]["/v1/item"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Item"}
-    assert {"400", "401", "413", "415", "422", "503"} <= set(post["responses"])
+    assert {"400", "401", "408", "413", "415", "422", "503"} <= set(post["responses"])
     assert post["security"] == [{"bearerAuth": []}]
     assert "security" not in doc["paths"]["/healthz"]["get"]
     assert "open by design" in doc["info"]["description"]

@@ -209,3 +209,36 @@ def test_binary_batch_round_trips_within_the_limits():
     assert tensors["restored"].shape == (1, 3, 64, 64) and options[0]["task"] == "denoise"
     with pytest.raises(WireError, match="request budget of 8000"):
         decode_batch(encode_batch(GT[None], GT[None]), max_items=8, max_pixels=10_000, max_request_pixels=8_000)
+
+
+# --- decoded-pixel budget, from the headers ------------------------------------------------------
+
+def test_pixel_budget_is_checked_from_headers_before_any_decoding(monkeypatch):
+    """A few KB of zero-filled 2048x2048 PNGs would decode to 50 MB each: refused before decoding."""
+    from irpo_common.imaging import ImageError
+    from reward_server import intake as intake_module
+    from reward_server.config import RewardSettings
+    from reward_server.schemas import ScoreRequest
+
+    def never(*a, **k):
+        raise AssertionError("pixels were decoded before the budget check")
+
+    zeros = encode_base64_png(np.zeros((2048, 2048, 3), np.uint8))
+    assert len(zeros) < 30_000
+    monkeypatch.setattr(intake_module, "load_pixels", never)
+    reader = intake_module.Intake(RewardSettings(max_pixels=2048 * 2048, max_request_pixels=2**22))
+    reqs = [ScoreRequest(restored=zeros, reference=zeros)]
+    with pytest.raises(ImageError, match="hold 8388608 pixels, over the budget of 4194304"):
+        reader.json_items(reqs, [""])
+
+
+def test_openapi_declares_every_body_the_errors_and_the_bearer_scheme(http):
+    doc = http.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    single, batch = doc["paths"]["/v1/score"]["post"], doc["paths"]["/v1/score/batch"]["post"]
+    assert set(single["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert set(batch["requestBody"]["content"]) == {"application/json", MEDIA_TYPE}
+    for op in (single, batch):
+        assert {"400", "401", "408", "413", "415", "422", "503"} <= set(op["responses"]) and op["security"]
+    assert "retry-after" in {h.lower() for h in single["responses"]["503"]["headers"]}
+    assert doc["components"]["schemas"]["ScoreRequest"]["required"] == ["restored"]
