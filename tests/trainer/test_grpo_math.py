@@ -56,6 +56,17 @@ def test_history_tracker_uses_batch_stats_until_min_count_then_the_image_history
     assert t.state_dict()["a"] == [2.0, 3.0, 4.0, 5.0]
 
 
+def test_history_with_batch_normalises_by_the_image_history_together_with_the_current_batch():
+    t = HistoryTracker(buffer_size=4, min_count=2, eps=0.0, with_batch=True)
+    r = torch.tensor([[0.0, 1.0], [10.0, 14.0]])
+    out = t.advantages(["a", "b"], r)
+    for i in range(2):  # each image: its own history (its 2 rewards) plus all 4 rewards of the batch
+        pool = torch.cat([r[i], r.flatten()])
+        torch.testing.assert_close(out[i], (r[i] - pool.mean()) / pool.std(unbiased=False))
+    history_only = HistoryTracker(buffer_size=4, min_count=2, eps=0.0).advantages(["a", "b"], r)
+    assert not torch.allclose(out, history_only)
+
+
 def test_history_tracker_state_round_trip():
     t = HistoryTracker(buffer_size=3, min_count=1)
     t.advantages(["x"], torch.tensor([[1.0, 2.0, 3.0, 4.0]]))

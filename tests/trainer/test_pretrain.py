@@ -55,7 +55,7 @@ def test_pretrain_of_the_diffusion_family_lowers_the_diffusion_loss_and_writes_l
     cfg = TrainConfig(
         policy={"kind": "diffusion", "diffusion": {"block_out_channels": [16, 32], "sampling_steps": 4}},
         data={"root": root, "tasks": ["lowlight"], "crop_size": 32},
-        pretrain={"steps": 30, "batch_size": 3, "lr": 3e-3, "log_every": 10, "output": tmp_path / "w/model.safetensors"},
+        pretrain={"steps": 20, "batch_size": 3, "lr": 3e-3, "log_every": 10, "output": tmp_path / "w/model.safetensors"},
     )
     batch = [build_train_dataset(cfg.data)[i] for i in range(3)]
     x, y = torch.stack([b["degraded"] for b in batch]), torch.stack([b["target"] for b in batch])

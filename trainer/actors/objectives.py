@@ -16,7 +16,6 @@ from torch import Tensor
 from trainer.actors.messages import Rollout
 from trainer.grpo import LossCoefs, best_candidate_index, difficulty_weights, grpo_loss, linear_anneal
 from trainer.grpo.step_losses import StepLossCoefs, step_grpo_loss
-from trainer.policies.diffusion.objective import gt_step_log_prob, step_advantages
 
 if TYPE_CHECKING:
     from trainer.actors.learner import Learner
@@ -69,6 +68,9 @@ def _sft_generator(seed: int, step: int, epoch: int) -> torch.Generator:
 def diffusion_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, StepLoss]:
     """DDPO per-step PPO against the recorded log-probs, per-step KL to the reference, step-wise and
     noise-level advantages; L_SFT the diffusion loss (seed 2's adaptive weights), LRPO's GT likelihood."""
+    # imported here: the family's package imports diffusers (seconds per process), which an IRPO run never needs
+    from trainer.policies.diffusion.objective import gt_step_log_prob, step_advantages
+
     rl = learner.cfg.policy.diffusion.rl
     dev = learner.device
     policy, reference = learner.policy, learner.reference

@@ -2,7 +2,8 @@
 
 from trainer.model.policy import BetaEvaluation, BetaTrajectory, PolicyEval, RestorationPolicy, build_policy
 from trainer.model.presets import model_preset
-from trainer.model.weights_io import LoadReport, WeightsError, load_policy_weights, save_policy
+from trainer.model.weights_io import LoadReport, WeightsError, load_policy_weights
+from trainer.policies.weights import save_policy
 
 __all__ = [
     "PolicyEval",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from trainer.policies.weights import WeightsError, check_fits, load_policy_state, save_policy  # noqa: F401 (save_policy: trainer.model exports it)
+from trainer.policies.weights import WeightsError, check_fits, load_policy_state
 
 if TYPE_CHECKING:
     from trainer.model.policy import RestorationPolicy

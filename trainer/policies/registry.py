@@ -1,7 +1,8 @@
 """Policy families by name: the keys are the config's `policy.kind` choices (as verl's registries).
 
-The built-in families register when their module is imported. They are imported on first use,
-not by this package, because the IRPO family's model (trainer/model) itself imports the interface.
+The built-in families register when their module is imported. Each is imported when first asked
+for, not by this package: the IRPO family's model (trainer/model) itself imports the interface, and
+an IRPO run should not pay for importing diffusers (seconds, in every actor process).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from trainer.policies.interface import Policy
 # only (rollout actors receive their weights with every call; preflight checks shapes on it)
 Builder = Callable[[Any, bool], Policy]
 
-BUILTIN_FAMILIES = ("trainer.policies.irpo", "trainer.policies.diffusion")
+BUILTIN_FAMILIES = {"irpo": "trainer.policies.irpo", "diffusion": "trainer.policies.diffusion"}
 
 _FAMILIES: dict[str, Builder] = {}
 
@@ -32,20 +33,21 @@ def register_family(kind: str) -> Callable[[Builder], Builder]:
     return add
 
 
-def _load_builtins() -> None:
-    for module in BUILTIN_FAMILIES:
-        importlib.import_module(module)
+def _load_builtin(kind: str) -> None:
+    if kind in BUILTIN_FAMILIES:
+        importlib.import_module(BUILTIN_FAMILIES[kind])
 
 
 def build_policy(section: Any, load_weights: bool = True) -> Policy:
     """The policy of the family named by `section.kind`, with the section's starting weights unless load_weights=False."""
-    _load_builtins()
     kind = getattr(section, "kind", None)
+    _load_builtin(kind)
     if kind not in _FAMILIES:
         raise ValueError(f"unknown policy kind {kind!r} (registered: {sorted(_FAMILIES)})")
     return _FAMILIES[kind](section, load_weights)
 
 
 def families() -> list[str]:
-    _load_builtins()
+    for kind in BUILTIN_FAMILIES:
+        _load_builtin(kind)
     return sorted(_FAMILIES)
