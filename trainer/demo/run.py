@@ -64,7 +64,8 @@ def _stage(name: str, t0: float) -> None:
 def _reward_fn(scorer: Scorer):
     """R of one image's deterministic output, scored as the GRPO rollouts are (same service, weights, judge)."""
     def reward(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> float:
-        return scorer.score(out[None], target[None], degraded[None], [task], group_size=1).rewards[0].item()
+        # the clamped output, as its PSNR is measured (the reward service refuses values outside [0, 1])
+        return scorer.score(out.clamp(0, 1)[None], target[None], degraded[None], [task], group_size=1).rewards[0].item()
     return reward
 
 
