@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     if random_terms:
         print(f"reward-server: RANDOM WEIGHTS (development flag) for terms: {', '.join(random_terms)}; "
               f"CLIP architecture {settings.clip_model}", file=sys.stderr, flush=True)
-    print(f"reward-server: device {device}, serving on http://{settings.host}:{settings.port}", file=sys.stderr, flush=True)
+    print(f"reward-server: device {device}, precision {models.precision}, serving on http://{settings.host}:{settings.port}",
+          file=sys.stderr, flush=True)
     uvicorn.run(create_app(settings, models), host=settings.host, port=settings.port, log_level=args.log_level.lower())
 
 
