@@ -17,6 +17,7 @@ from .schemas import JudgeResult, Mode
 from .settings import JudgeSettings
 
 IMAGE_FIELDS = ("degraded", "restored", "reference")
+PROMPT_ORDER = ("degraded", "reference", "restored")  # shared by a group first, the candidate last (prompts.py)
 
 
 class RequestError(ValueError):
@@ -27,7 +28,7 @@ class RequestError(ValueError):
 class PreparedItem:
     mode: Mode
     task: str | None
-    pngs: list[bytes]  # degraded, restored, reference; or restored alone (no-reference)
+    pngs: list[bytes]  # PROMPT_ORDER, or restored alone (no-reference)
     key: str
 
 
@@ -50,7 +51,7 @@ def prepare(
                 f"{prefix}{', '.join(missing)}: required in {mode} mode with a reference; "
                 "only `fast` accepts `restored` alone (no-reference rating)"
             )
-    names = IMAGE_FIELDS if len(given) == 3 else ("restored",)
+    names = PROMPT_ORDER if len(given) == 3 else ("restored",)
     pngs = []
     for name in names:
         data, field = given[name], prefix + name
