@@ -3,6 +3,7 @@
 The layout serves vLLM's prefix cache: the G candidates of one image share the instruction text,
 the degraded input and the reference, so those come first and the restored image (the only part
 that differs) last: text, degraded, reference, restored (the templates refer to them by that order).
+The iqa mode keeps Q-Align's layout, image then question (docs/judge-iqa.md).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def chat_body(settings: JudgeSettings, mode: str, images: list[bytes], task: str
     """The /chat/completions body for one judgement; `images` are PNG bytes: degraded, reference,
     restored, or restored alone."""
     text = template(template_name(mode, len(images) == 1)).format(task_hint=_task_hint(task)).strip()
-    content = [{"type": "text", "text": text}] + [_image_part(png) for png in images]
+    parts = [{"type": "text", "text": text}], [_image_part(png) for png in images]
+    content = parts[1] + parts[0] if mode == "iqa" else parts[0] + parts[1]
     body: dict = {"model": settings.model, "messages": [{"role": "user", "content": content}]}
     if mode == "reasoned":
         body.update(max_tokens=settings.reasoned_max_tokens, temperature=settings.temperature)
