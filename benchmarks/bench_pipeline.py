@@ -43,7 +43,7 @@ from judge_server.settings import JudgeSettings
 from trainer.config import TrainConfig, load_config
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics
-from trainer.run import init_ray, train
+from trainer.run import Trainer, init_ray, train
 
 STAGES = ("time/sample", "time/reward", "time/judge", "time/update", "time/weight_sync")
 
@@ -98,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             proxy = stack.enter_context(ThreadedServer(latency_proxy(service.url, args.judge_latency_ms / 1000)))
             judge = judge.model_copy(update={"url": proxy.url, "mode": "fast", "token_env": None})
         init_ray(base)
+        # The run's start-up diagnostic (25 forward passes per image) is not part of a step; at the paper's
+        # model size on a CPU it costs more than the steps measured here.
+        Trainer._log_action_sensitivity = lambda self: None
         results = {}
         for name, variant in configs.items():
             for s in args.staleness:
                 label = f"{name}, staleness={s}"
-                run_dir = Path("runs/bench/pipeline") / label.replace(", ", "_").replace("=", "-")
+                run_dir = args.output.with_suffix("") / label.replace(", ", "_").replace("=", "-")  # one folder per bench run
                 shutil.rmtree(run_dir, ignore_errors=True)
                 cfg = variant.model_copy(update={
                     "model": variant.model.model_copy(update={"checkpoint": start}),

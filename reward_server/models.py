@@ -26,7 +26,7 @@ from torch import nn
 
 from reward_server.config import RewardSettings
 from reward_server.nr_iqa import Brisque, Niqe, provenance_note
-from reward_server.precision import DTYPES, LowPrecision, network_precisions
+from reward_server.precision import DTYPES, LowPrecision, native_bf16, network_precisions
 from reward_server.terms import TERMS, random_terms
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
     PrecisionError when the device cannot run the requested precision."""
     weights = settings.weights
     precision = network_precisions(settings.precision, device, clip_iqa_weighted=weights.clip_iqa > 0 and weights.gen > 0)
+    log.info("precision %s of %s: %s (%s)", settings.precision, device, precision, native_bf16(device) or "no native bfloat16")
     if settings.clip_model_config is not None:
         open_clip.add_model_config(settings.clip_model_config)
     if settings.clip_model not in open_clip.list_models():
