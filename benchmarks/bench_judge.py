@@ -1,6 +1,8 @@
-"""Throughput and latency of the judge service's `fast` vs `reasoned` modes against vLLM on the CPU.
+"""Throughput and latency of the judge service's `fast` vs `reasoned` modes against vLLM on the CPU,
+and the fast-mode gain of vLLM's prefix cache for GRPO groups (G candidates sharing input and reference).
 
     .venv/bin/python -m benchmarks.bench_judge [--fast-requests 64] [--reasoned-requests 8] [--out FILE]
+    .venv/bin/python -m benchmarks.bench_judge --prefix-cache [--groups 8] [--group-size 4] [--rounds 3]
 
 Starts a vLLM CPU server (from .venv-vllm, built by scripts/setup_vllm_cpu.sh) serving the tiny
 RANDOM-WEIGHT Qwen2.5-VL, and the judge service (`python -m judge_server.cli`, cache off) in
@@ -8,6 +10,10 @@ front of it, both on 127.0.0.1; then sends judge requests with 3 images (128x128
 scikit-image's astronaut photo) at concurrency 1 and 8. With that model a reasoned answer never
 ends early, so every reasoned request generates the full max_tokens (512): the worst case.
 The numbers measure the serving path (prompting, vLLM scheduling, decoding, parsing), not a 7B model.
+
+--prefix-cache starts two vLLM servers, prefix caching on and off, each behind its own judge service,
+and sends the same groups to both in alternating rounds (the machine's load hits both alike): each
+group is one /v1/judge/batch request of G fast judgements sharing degraded input and reference.
 """
 
 from __future__ import annotations
@@ -31,14 +37,16 @@ from irpo_common.imaging import encode_base64_png
 from irpo_common.process import ManagedProcess, free_port
 
 
-def payloads(n: int) -> list[dict]:
+def payloads(n: int, group_size: int = 1, seed: int = 0) -> list[dict]:
+    """n judge requests on 128x128 crops; each run of `group_size` shares its crop (a GRPO group)."""
     photo = data.astronaut().astype(np.float32) / 255.0
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        y, x = rng.integers(0, photo.shape[0] - 128, size=2)
-        clean = photo[y:y + 128, x:x + 128]
-        noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1)
+        if i % group_size == 0:
+            y, x = rng.integers(0, photo.shape[0] - 128, size=2)
+            clean = photo[y:y + 128, x:x + 128]
+            noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1)
         restored = np.clip(clean + rng.normal(0, 0.03, clean.shape), 0, 1)
         out.append({name: encode_base64_png(img) for name, img in
                     (("degraded", noisy), ("restored", restored), ("reference", clean))})
@@ -84,16 +92,57 @@ def judge_service(backend_url: str, model: str, max_tokens: int) -> ManagedProce
     return ManagedProcess("judge-server", cmd, f"http://127.0.0.1:{port}", env=env).start(60)
 
 
+def prefix_cache_gain(groups: int, group_size: int, rounds: int) -> dict:
+    """Fast judgements per second with vLLM's prefix cache on and off, best of `rounds` alternating runs."""
+    with LocalVLLM(prefix_caching=True) as on, LocalVLLM(prefix_caching=False) as off, \
+            judge_service(on.url, on.served_name, 16) as judge_on, judge_service(off.url, off.served_name, 16) as judge_off:
+        best = {"on": float("inf"), "off": float("inf")}
+        for r in range(rounds + 1):  # round 0 warms both servers up, not counted
+            # new groups every round (as in training): only the instruction text repeats across groups
+            items = payloads(groups * group_size, group_size, seed=r)
+            batches = [{"items": [{**it, "mode": "fast", "task": "denoise"} for it in items[i:i + group_size]]}
+                       for i in range(0, len(items), group_size)]
+            for arm, url in (("on", judge_on.url), ("off", judge_off.url)):
+                start = time.perf_counter()
+                for body in batches:
+                    httpx.post(f"{url}/v1/judge/batch", json=body, timeout=600).raise_for_status()
+                if r:
+                    best[arm] = min(best[arm], time.perf_counter() - start)
+        hit_rate = prefix_hit_rate(on.url.removesuffix("/v1"))
+    rates = {arm: round(groups * group_size / t, 2) for arm, t in best.items()}
+    return {"groups": groups, "group_size": group_size, "rounds": rounds, "fast_judgements_per_s": rates,
+            "gain": round(rates["on"] / rates["off"], 3), "prompt_tokens_from_prefix_cache": hit_rate,
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2)}
+
+
+def prefix_hit_rate(server: str) -> float:
+    """Share of prompt tokens vLLM served from its prefix cache (its Prometheus counters, whole run)."""
+    totals = {}
+    for line in httpx.get(f"{server}/metrics", timeout=30).text.splitlines():
+        for name in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"):
+            if line.startswith(name):
+                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return round(totals["vllm:prefix_cache_hits_total"] / totals["vllm:prefix_cache_queries_total"], 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast-requests", type=int, default=64)
     parser.add_argument("--reasoned-requests", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--prefix-cache", action="store_true", help="measure only the prefix cache's gain for groups")
+    parser.add_argument("--groups", type=int, default=8, help="groups per round (--prefix-cache)")
+    parser.add_argument("--group-size", type=int, default=4, help="candidates per group, G (--prefix-cache)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per arm (--prefix-cache)")
     args = parser.parse_args()
     if reason := vllm_unavailable_reason():
         sys.exit(f"bench_judge: {reason}")
     print("bench_judge: the judge model is a tiny Qwen2.5-VL with RANDOM weights (serving-path benchmark)")
+    if args.prefix_cache:
+        print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                          **prefix_cache_gain(args.groups, args.group_size, args.rounds)}, indent=2))
+        return
     start = time.perf_counter()
     with LocalVLLM() as vllm:
         print(f"vLLM ready in {time.perf_counter() - start:.0f} s")

@@ -1,12 +1,15 @@
 """Images per second for the full reward (all terms, reference given, task set), three ways:
 
-1. in-process batched: reward_server.scorer.Scorer on one (N, 3, H, W) batch;
+1. in-process batched: reward_server.scorer.Scorer on one (N, 3, H, W) batch (and the same in float32);
 2. over HTTP batched: a real `reward-server` subprocess on 127.0.0.1, RewardClient.score_batch (safetensors);
-3. naive per-image loop: scikit-image PSNR/SSIM, lpips, CLIP and the aesthetic head one image at a time.
+3. naive per-image loop: scikit-image PSNR/SSIM, lpips, CLIP and the aesthetic head one image at a time,
+   always in float32 (what one would write without the service).
+
+The service (1 and 2) runs in the precision of --precision (default: the service's 'auto').
 
 Runs on RANDOM weights (the real ones cannot be downloaded here); timings do not depend on weight values.
 Usage: .venv/bin/python -m benchmarks.bench_reward [--size 128] [--batch 16] [--clip-model ViT-B-32]
-       [--candidates-per-reference 1]
+       [--candidates-per-reference 1] [--precision auto]
 """
 
 from __future__ import annotations
@@ -89,19 +92,22 @@ def main() -> None:
     p.add_argument("--clip-model", default="ViT-B-32")
     p.add_argument("--device", default="auto")
     p.add_argument("--candidates-per-reference", type=int, default=1, help="Restorations sharing one reference (GRPO: G = 4).")
+    p.add_argument("--precision", default="auto", help="The service's precision (the naive loop is always float32).")
     args = p.parse_args()
 
     env = {**os.environ, "REWARD_SERVER_CLIP_MODEL": args.clip_model, "REWARD_SERVER_DEVICE": args.device,
-           "REWARD_SERVER_MICRO_BATCH_SIZE": str(max(32, args.batch))}
+           "REWARD_SERVER_MICRO_BATCH_SIZE": str(max(32, args.batch)), "REWARD_SERVER_PRECISION": args.precision}
     os.environ.update(env)
     settings = load_settings(None, random_weights=True)
     models = load_models(settings, resolve_device(settings.device))
-    scorer = Scorer(models, settings)
+    settings32 = load_settings(None, random_weights=True, precision="float32")
+    naive_models = load_models(settings32, models.device)
+    scorer, scorer32 = Scorer(models, settings), Scorer(naive_models, settings32)
     restored, gt = images(args.batch, args.size, args.candidates_per_reference)
     tasks = [TASKS[i % len(TASKS)] for i in range(args.batch)]
     rt, gtt = torch.from_numpy(restored), torch.from_numpy(gt)
 
-    def in_process():
+    def in_process(scorer=scorer):
         items = [make_item(rt[i], gtt[i], None, task=tasks[i], weights=settings.weights, judge=None, settings=settings)
                  for i in range(args.batch)]
         scorer.score(items)
@@ -109,13 +115,15 @@ def main() -> None:
     with start_server(env) as server, RewardClient(server.url, retries=0) as client:  # idle while the other two run
         rates = interleaved_rates({
             "in_process_batched": in_process,
+            "in_process_batched_float32": lambda: in_process(scorer32),
             "http_batched": lambda: client.score_batch(restored, gt, tasks=tasks),
-            "naive_per_image_loop": lambda: naive_loop(models, restored, gt, tasks),
+            "naive_per_image_loop": lambda: naive_loop(naive_models, restored, gt, tasks),
         }, args.batch, args.repeats)
 
     load = os.getloadavg()[0]
     report = {
         "what": f"full reward at {args.size}x{args.size}, batch {args.batch} ({args.candidates_per_reference} per reference), CLIP {args.clip_model} (RANDOM weights), lpips-alex",
+        "service_precision": models.precision, "naive_precision": naive_models.precision,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}, device {resolve_device(args.device)}",
         "load_average_1min_at_end": round(load, 2),
         "images_per_s": {k: round(v, 2) for k, v in rates.items()},

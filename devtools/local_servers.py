@@ -32,7 +32,8 @@ def vllm_unavailable_reason() -> str | None:
 
 
 class LocalVLLM(ManagedProcess):
-    def __init__(self, model_dir: Path = TINY_MODEL, served_name: str = "tiny-qwen2.5-vl", log_path: Path | None = None):
+    def __init__(self, model_dir: Path = TINY_MODEL, served_name: str = "tiny-qwen2.5-vl", log_path: Path | None = None,
+                 prefix_caching: bool = True):
         self.model_dir, self.served_name = model_dir, served_name
         self.port = free_port()
         env = {
@@ -54,6 +55,11 @@ class LocalVLLM(ManagedProcess):
             "--distributed-executor-backend", "uni",
             "--limit-mm-per-prompt", json.dumps({"image": 3, "video": 0}),
             "--uvicorn-log-level", "warning",
+            # as in docker-compose.yml: a group's G judge prompts share text, degraded input and reference
+            # (judge_server/prompts.py); vLLM reuses cached KV blocks of a shared prefix. 32-token blocks
+            # (the CPU default is 128, GPUs use 16) so that a prefix of a few small images fills whole blocks.
+            "--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching", "--block-size", "32",
+            "--enable-prompt-tokens-details",  # usage.prompt_tokens_details.cached_tokens: tests see the reuse
         ]
         super().__init__("vLLM", cmd, f"http://127.0.0.1:{self.port}/v1", ready_path="/models", env=env, log_path=log_path)
 

@@ -18,6 +18,7 @@ from .schemas import JudgeResult, Mode
 from .settings import JudgeSettings
 
 IMAGE_FIELDS = ("degraded", "restored", "reference")
+PROMPT_ORDER = ("degraded", "reference", "restored")  # shared by a group first, the candidate last (prompts.py)
 
 
 class RequestError(ValueError):
@@ -28,7 +29,7 @@ class RequestError(ValueError):
 class PreparedItem:
     mode: Mode
     task: str | None
-    pngs: list[bytes]  # degraded, restored, reference; or restored alone (no-reference)
+    pngs: list[bytes]  # PROMPT_ORDER, or restored alone (no-reference)
     key: str
 
 
@@ -51,7 +52,7 @@ def prepare(
                 f"{prefix}{', '.join(missing)}: required in {mode} mode with a reference; "
                 "only `fast` accepts `restored` alone (no-reference rating)"
             )
-    names = IMAGE_FIELDS if len(given) == 3 else ("restored",)
+    names = PROMPT_ORDER if len(given) == 3 else ("restored",)
     arrays = {}
     for name in names:
         data, field = given[name], prefix + name
@@ -62,7 +63,7 @@ def prepare(
             raise ImageError(f"{field}: {w}x{h} is smaller than the judge model's minimum side of {settings.min_image_side} px")
     sizes = {f"{w}x{h}" for h, w, _ in (a.shape for a in arrays.values())}
     if len(sizes) > 1:  # the prompt compares them pixel for pixel
-        shown = ", ".join(f"{name} {a.shape[1]}x{a.shape[0]}" for name, a in arrays.items())
+        shown = ", ".join(f"{name} {arrays[name].shape[1]}x{arrays[name].shape[0]}" for name in IMAGE_FIELDS)
         raise RequestError(f"{prefix}degraded, restored, reference: the three images must have one size, got {shown}")
     pngs = [encode_png(a) for a in arrays.values()]
     digest = hashlib.sha256(f"{mode}|{task}|{settings.model}|{len(pngs)}".encode())

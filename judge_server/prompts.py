@@ -1,7 +1,9 @@
 """Chat requests for the judge model, built from the prompt templates in prompts/.
 
-Images go first, in the order degraded, restored, reference (the templates refer to them by
-that order), then the instruction text.
+The layout serves vLLM's prefix cache: the G candidates of one image share the instruction text,
+the degraded input and the reference, so those come first and the restored image (the only part
+that differs) last: text, degraded, reference, restored (the templates refer to them by that order).
+The iqa mode keeps Q-Align's layout, image then question (docs/judge-iqa.md).
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ def _image_part(png: bytes) -> dict:
 
 
 def chat_body(settings: JudgeSettings, mode: str, images: list[bytes], task: str | None) -> dict:
-    """The /chat/completions body for one judgement; `images` are PNG bytes (1 or 3 of them)."""
+    """The /chat/completions body for one judgement; `images` are PNG bytes: degraded, reference,
+    restored, or restored alone."""
     text = template(template_name(mode, len(images) == 1)).format(task_hint=_task_hint(task)).strip()
-    content = [_image_part(png) for png in images] + [{"type": "text", "text": text}]
+    parts = [{"type": "text", "text": text}], [_image_part(png) for png in images]
+    content = parts[1] + parts[0] if mode == "iqa" else parts[0] + parts[1]
     body: dict = {"model": settings.model, "messages": [{"role": "user", "content": content}]}
     if mode == "reasoned":
         body.update(max_tokens=settings.reasoned_max_tokens, temperature=settings.temperature)

@@ -163,7 +163,8 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             "niqe_range": settings.niqe_range,
             "models": m.info() if m else None,
             "random_weights": m.random_terms() if m else None,
-            "convention": "RGB in [0,1]; PSNR data_range 1; SSIM skimage default (7x7 uniform, sample covariance)",
+            "precision": m.precision if m else None,
+            "convention": "RGB in [0,1] (values outside are refused); PSNR data_range 1; SSIM skimage default (7x7 uniform, sample covariance)",
             "limits": {
                 "max_pixels": settings.max_pixels,
                 "min_side": settings.min_side,

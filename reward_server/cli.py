@@ -13,6 +13,7 @@ from irpo_common.device import resolve_device
 from reward_server.app import create_app
 from reward_server.config import load_settings
 from reward_server.models import WeightsMissingError, find_weights
+from reward_server.precision import network_precisions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,12 +40,15 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(args.config, **overrides)
         device = resolve_device(settings.device)
         missing = [name for name, hit in find_weights(settings).items() if hit is None]
+        # checked before the port opens: a precision the device cannot run stops the service at once
+        weights = settings.weights
+        precision = network_precisions(settings.precision, device, clip_iqa_weighted=weights.clip_iqa > 0 and weights.gen > 0)
     except (FileNotFoundError, ValidationError, WeightsMissingError, ValueError) as exc:
         sys.exit(f"reward-server: cannot start: {exc}")
     if missing:
         print(f"reward-server: RANDOM WEIGHTS (development flag) for: {', '.join(missing)}; "
               f"CLIP architecture {settings.clip_model}", file=sys.stderr, flush=True)
-    print(f"reward-server: device {device}, serving on http://{settings.host}:{settings.port} "
+    print(f"reward-server: device {device}, precision {precision}, serving on http://{settings.host}:{settings.port} "
           "(models load in the background; /readyz answers 200 once they are)", file=sys.stderr, flush=True)
     # the port opens first, so probes see "loading" (503 on /readyz) rather than a refused connection
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level.lower())

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from irpo_common.http_guards import BearerToken
 from irpo_common.reward_spec import RewardWeights
+from reward_server.precision import Precision
 
 
 class RewardSettings(BaseSettings):
@@ -32,6 +33,12 @@ class RewardSettings(BaseSettings):
     aesthetic_range: tuple[float, float] = Field((1.0, 10.0), description="Aesthetic rating mapped linearly onto [0, 1].")
     brisque_range: tuple[float, float] = Field((0.0, 150.0), description="BRISQUE values mapped onto [1, 0] (lower is better; pyiqa's 0-150).")
     niqe_range: tuple[float, float] = Field((0.0, 100.0), description="NIQE values mapped onto [1, 0] (lower is better; pyiqa's 0-100).")
+    precision: Precision = Field(
+        "auto",
+        description="Precision of the CLIP tower and the LPIPS backbone: float32, bfloat16, float16 (CUDA only), or "
+        "'auto' = bfloat16 where the device has native bf16 (CUDA compute capability >= 8.0; CPU with AMX or "
+        "AVX512-BF16), else float32. PSNR, SSIM, task terms and BRISQUE/NIQE always run in float32.",
+    )
     lpips_net: Literal["alex", "vgg", "squeeze"] = Field("alex", description="LPIPS backbone network.")
     iqa_prompts: tuple[str, str] = Field(("Good photo.", "Bad photo."), description="CLIP-IQA antonym prompts.")
     psnr_range_db: tuple[float, float] = Field((20.0, 40.0), description="PSNR thresholds tau_min, tau_max mapped onto [0, 1].")

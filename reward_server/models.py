@@ -26,12 +26,14 @@ from torch import nn
 
 from reward_server.config import RewardSettings
 from reward_server.nr_iqa import Brisque, Niqe, provenance_note
-from reward_server.terms import random_terms
+from reward_server.precision import DTYPES, LowPrecision, native_bf16, network_precisions
+from reward_server.terms import TERMS, random_terms
 
 log = logging.getLogger(__name__)
 
 PAPER_CLIP = "ViT-L-14"
 CLIP_SUFFIXES = (".safetensors", ".bin", ".pt")
+_OPEN_CLIP_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # open_clip keeps LayerNorm in float32
 _LPIPS_BACKBONES = {
     "alex": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
     "vgg": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
@@ -87,6 +89,7 @@ class RewardModels:
     clip_mean: torch.Tensor
     clip_std: torch.Tensor
     clip_size: tuple[int, int]
+    clip_dtype: torch.dtype  # the CLIP tower's input dtype (its precision)
     iqa_text: torch.Tensor  # (2, D) normalised embeddings of the (good, bad) prompts
     aesthetic: AestheticHead
     lpips: nn.Module
@@ -94,9 +97,14 @@ class RewardModels:
     niqe: Niqe
     provenance: dict[str, Provenance]
     device: torch.device
+    precision: dict[str, str]  # network -> the precision it runs in; every other term is float32
 
     def random_terms(self) -> list[str]:
         return random_terms(self.provenance)
+
+    def precision_of(self, terms: dict[str, float]) -> dict[str, str]:
+        """The precision of each network that fed one of `terms`."""
+        return {c: self.precision[c] for t in TERMS if t.name in terms for c in t.components if c in self.precision}
 
     def info(self) -> dict[str, dict]:
         return {name: {**asdict(p), "random": p.random} for name, p in self.provenance.items()}
@@ -134,16 +142,16 @@ def _find_aesthetic(settings: RewardSettings) -> tuple[str, str] | None:
     return ("weights_dir", str(p)) if p.is_file() else None
 
 
-def _build_clip(settings: RewardSettings, found: tuple[str, str] | None) -> tuple[nn.Module, Provenance]:
+def _build_clip(settings: RewardSettings, found: tuple[str, str] | None, precision: str) -> tuple[nn.Module, Provenance]:
     cfg = open_clip.get_pretrained_cfg(settings.clip_model, settings.clip_pretrained)
-    quick_gelu = bool(cfg.get("quick_gelu", False))
+    kwargs = dict(force_quick_gelu=bool(cfg.get("quick_gelu", False)), precision=_OPEN_CLIP_PRECISION[precision])
     paper = "" if settings.clip_model == PAPER_CLIP else f"not the paper's {PAPER_CLIP}"
     if found is None:
-        model = open_clip.create_model(settings.clip_model, pretrained=None, force_quick_gelu=quick_gelu)
+        model = open_clip.create_model(settings.clip_model, pretrained=None, **kwargs)
         note = "; ".join(filter(None, ["RANDOM WEIGHTS (development flag)", paper]))
         return model, Provenance(settings.clip_model, "random", None, note)
     source, path = found
-    model = open_clip.create_model(settings.clip_model, pretrained=path, force_quick_gelu=quick_gelu)
+    model = open_clip.create_model(settings.clip_model, pretrained=path, **kwargs)
     return model, Provenance(f"{settings.clip_model}/{settings.clip_pretrained}", source, path, paper)
 
 
@@ -163,20 +171,24 @@ def _build_aesthetic(in_dim: int, found: tuple[str, str] | None, clip_model: str
     return head, Provenance("laion-aesthetic-mlp", source, path)
 
 
-def _build_lpips(net: str, found: tuple[str, str] | None) -> tuple[nn.Module, Provenance]:
+def _build_lpips(net: str, found: tuple[str, str] | None, precision: str) -> tuple[nn.Module, Provenance]:
     # pnet_rand skips torchvision's download; the backbone is filled from our file below. The linear
     # calibration layers ship inside the lpips package and are always the real ones.
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=` argument
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
     if found is None:
-        return model, Provenance(f"lpips-{net}", "random", None, "RANDOM backbone (development flag); real lpips linear layers")
-    source, path = found
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    # lpips splits torchvision's `features` into slices that keep the original layer indices.
-    mapped = {name: state[f"features.{name.split('.', 1)[1]}"] for name in model.net.state_dict()}
-    model.net.load_state_dict(mapped)
-    return model, Provenance(f"lpips-{net}", source, path)
+        prov = Provenance(f"lpips-{net}", "random", None, "RANDOM backbone (development flag); real lpips linear layers")
+    else:
+        source, path = found
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # lpips splits torchvision's `features` into slices that keep the original layer indices.
+        mapped = {name: state[f"features.{name.split('.', 1)[1]}"] for name in model.net.state_dict()}
+        model.net.load_state_dict(mapped)
+        prov = Provenance(f"lpips-{net}", source, path)
+    if precision != "float32":  # only the backbone: lpips' unit normalisation, linear layers and means stay float32
+        model.net = LowPrecision(model.net, DTYPES[precision])
+    return model, prov
 
 
 def find_weights(settings: RewardSettings) -> dict[str, tuple[str, str] | None]:
@@ -212,14 +224,18 @@ def find_weights(settings: RewardSettings) -> dict[str, tuple[str, str] | None]:
 
 
 def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
-    """Load all reward models on `device`; raises WeightsMissingError when files are missing."""
+    """Load all reward models on `device`; raises WeightsMissingError when files are missing and
+    PrecisionError when the device cannot run the requested precision."""
+    weights = settings.weights
+    precision = network_precisions(settings.precision, device, clip_iqa_weighted=weights.clip_iqa > 0 and weights.gen > 0)
+    log.info("precision %s of %s: %s (%s)", settings.precision, device, precision, native_bf16(device) or "no native bfloat16")
     found = find_weights(settings)
 
     torch.manual_seed(settings.seed)
-    clip, clip_prov = _build_clip(settings, found["clip"])
+    clip, clip_prov = _build_clip(settings, found["clip"], precision["clip"])
     embed_dim = clip.text_projection.shape[1] if hasattr(clip, "text_projection") else clip.visual.output_dim
     aesthetic, aes_prov = _build_aesthetic(embed_dim, found["aesthetic"], settings.clip_model)
-    lp, lp_prov = _build_lpips(settings.lpips_net, found["lpips_backbone"])
+    lp, lp_prov = _build_lpips(settings.lpips_net, found["lpips_backbone"], precision["lpips_backbone"])
     for m in (clip, aesthetic, lp):
         m.eval().requires_grad_(False).to(device)
 
@@ -234,6 +250,7 @@ def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
         clip_mean=torch.tensor(clip.visual.image_mean, device=device).view(1, 3, 1, 1),
         clip_std=torch.tensor(clip.visual.image_std, device=device).view(1, 3, 1, 1),
         clip_size=size,
+        clip_dtype=DTYPES[precision["clip"]],
         iqa_text=text.float(),
         aesthetic=aesthetic,
         lpips=lp,
@@ -246,6 +263,7 @@ def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
             **{name: Provenance(name.upper(), "package", None, provenance_note(name)) for name in ("brisque", "niqe")},
         },
         device=device,
+        precision=precision,
     )
     if models.random_terms():
         log.warning("terms running on RANDOM weights (development only): %s", ", ".join(models.random_terms()))

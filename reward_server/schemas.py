@@ -36,6 +36,8 @@ class ItemResult(BaseModel):
     skipped: dict[str, str] = Field(description="Terms not computed, with the reason.")
     renormalised: bool = Field(description="True when a term with a positive weight was skipped and the others renormalised.")
     random_weights: list[str] = Field(description="Computed terms that ran on RANDOM model weights (development flag).")
+    precision: dict[str, str] = Field(description="Network behind the computed terms -> the precision it ran in (float32, "
+                                      "bfloat16, float16); every other term ran in float32.")
 
 
 class BatchResponse(BaseModel):

@@ -130,4 +130,5 @@ class Scorer:
             skipped=skipped,
             renormalised=renormalised,
             random_weights=[t for t in self.models.random_terms() if t in terms],
+            precision=self.models.precision_of(terms),
         )

@@ -48,7 +48,7 @@ class Batch:
         x = F.interpolate(images, size=(max(th, round(h * s)), max(tw, round(w * s))), mode="bicubic", antialias=True, align_corners=False)
         top, left = (x.shape[-2] - th) // 2, (x.shape[-1] - tw) // 2
         x = x[..., top : top + th, left : left + tw].clamp(0, 1)
-        emb = m.clip.encode_image((x - m.clip_mean) / m.clip_std).float()
+        emb = m.clip.encode_image(((x - m.clip_mean) / m.clip_std).to(m.clip_dtype)).float()
         return emb / emb.norm(dim=-1, keepdim=True)
 
     @cached_property

@@ -125,6 +125,7 @@ def test_vllm_serves_what_the_judge_asks_for(compose):
     assert settings.backend_url == f"http://vllm:{port}/v1"
     assert settings.model == (flag_value(args, "--served-model-name") or flag_value(args, "--model"))
     limits = json.loads(flag_value(args, "--limit-mm-per-prompt"))
+    assert "--enable-prefix-caching" in args  # a group's judge prompts share text, degraded input and reference
     assert limits["image"] >= len(IMAGE_FIELDS), "the judge sends degraded, restored and reference in one prompt"
     assert judge["depends_on"]["vllm"]["condition"] == "service_healthy"
     assert "ipc" in vllm and any(v.endswith(":/root/.cache/huggingface") for v in vllm["volumes"])

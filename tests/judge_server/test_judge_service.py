@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
+from irpo_common.imaging import decode_base64_image
 from irpo_common.process import free_port
 from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
 
@@ -27,11 +28,14 @@ def test_fast_mode_request_shape_and_expected_score(serve_judge, triple):
     assert answer["score"] == pytest.approx((4 * 0.6 + 3 * 0.3) / 0.9)
     assert answer["reward"] == pytest.approx((answer["score"] - 1) / 4)
     assert answer["digit_mass"] == pytest.approx(0.9)
-    # what went to the backend: 3 images then the prompt, one token with top logprobs, answer prefilled
+    # what went to the backend: the prompt then 3 images, the candidate last (what a group shares comes first,
+    # for vLLM's prefix cache), one token with top logprobs, answer prefilled
     content = body["messages"][0]["content"]
-    assert [part["type"] for part in content] == ["image_url"] * 3 + ["text"]
-    assert content[0]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert "known to be degraded by noise" in content[3]["text"]
+    assert [part["type"] for part in content] == ["text"] + ["image_url"] * 3
+    assert "known to be degraded by noise" in content[0]["text"]
+    sent = [decode_base64_image(part["image_url"]["url"], field="sent") for part in content[1:]]
+    for got, name in zip(sent, ("degraded", "reference", "restored")):
+        assert np.array_equal(got, decode_base64_image(triple[name], field=name)), name
     assert (body["max_tokens"], body["logprobs"], body["top_logprobs"]) == (1, True, 20)
     assert body["messages"][-1] == {"role": "assistant", "content": "<Score>"} and body["continue_final_message"]
 

@@ -20,7 +20,7 @@ from judge_server.parsing import expected_digit_score
 from judge_server.prompts import chat_body
 from judge_server.settings import JudgeSettings
 
-from judge_images import image_bytes, sample_image
+from judge_images import b64, image_bytes, sample_image
 
 pytestmark = pytest.mark.vllm
 
@@ -126,3 +126,20 @@ def test_client_batches_from_tensors(judge):
     assert [r.task for r in fast] == ["denoise", None, "derain", "deblur", "dehaze"]
     assert all(r.reference_free for r in no_ref) and all(1 <= r.score <= 5 for r in no_ref)
     assert [(r.status, r.score, r.reward) for r in reasoned] == [("unparsed", None, None)] * 2
+
+
+def test_a_group_of_candidates_reuses_the_shared_prompt_prefix(vllm, triple):
+    """The G candidates of one image share the text, the degraded input and the reference, which come
+    first: vLLM's prefix cache serves them to the second candidate, all but its restored image."""
+    settings = JudgeSettings(backend_url=vllm.url, model=vllm.served_name)
+    candidates = [triple, {**triple, "restored": b64(image_bytes(7))}]
+    usage = [httpx.post(f"{vllm.url}/chat/completions", timeout=120,
+                        json=chat_body(settings, "fast", prepare(c, "fast", "dehaze", settings).pngs, "dehaze")).json()["usage"]
+             for c in candidates]
+    alone = prepare({"restored": triple["restored"]}, "fast", None, settings)
+    image_tokens = httpx.post(f"{vllm.url}/chat/completions", timeout=120,
+                              json=chat_body(settings, "fast", alone.pngs, None)).json()["usage"]["prompt_tokens"]
+    cached, total = usage[1]["prompt_tokens_details"]["cached_tokens"], usage[1]["prompt_tokens"]
+    print(f"prompt {total} tokens, {cached} served from the prefix cache; a one-image prompt has {image_tokens}")
+    assert usage[0]["prompt_tokens"] == total  # same layout, same size
+    assert cached > 0 and total - cached < image_tokens  # only the tail (restored image, answer prefix) was computed

@@ -26,7 +26,7 @@ from reward_server.schemas import ItemResult
 GOOD = {"restored": encode_base64_png(im.hwc(im.photo(0, size=32))), "weights": {"gen": 0.0, "judge": 1.0}, "judge": 0.5}
 POISON = {**GOOD, "restored": encode_base64_png(im.hwc(im.photo(0, size=33)))}  # the stand-in fails on 33 px
 RESULT = ItemResult(reward=0.5, task=None, terms={"judge": 0.5}, metrics={}, weights={"judge": 1.0}, skipped={},
-                    renormalised=False, random_weights=[])
+                    renormalised=False, random_weights=[], precision={})
 
 
 class GatedScorer:

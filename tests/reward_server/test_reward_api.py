@@ -9,9 +9,11 @@ import httpx
 import numpy as np
 import pytest
 import reward_images as im
+import torch
 
 from irpo_common.imaging import encode_base64_png, encode_png
 from irpo_common.process import free_port
+from reward_server import precision
 from reward_server.client import RewardClient, RewardServiceUnavailable
 
 from reward_support import TOKEN
@@ -30,6 +32,8 @@ def test_probes_and_info(http):
     assert info["random_weights"] == RANDOM_TERMS
     assert info["models"]["clip"]["random"] is True and "not the paper's ViT-L-14" in info["models"]["clip"]["note"]
     assert info["limits"]["max_pixels"] == 40000  # from the YAML given with --config
+    expected = precision.resolve_precision("auto", torch.device(info["device"]))  # bfloat16 where the device has it natively
+    assert info["precision"] == {"clip": expected, "lpips_backbone": expected}
 
 
 def test_multipart_upload_matches_json(http):
@@ -73,6 +77,7 @@ def test_no_reference_scoring_uses_no_reference_terms(http):
     assert body["weights"] == {"aesthetic": 1.0, "clip_iqa": 0.0, "brisque": 0.0}  # R_gen keeps its whole share
     assert body["reward"] == pytest.approx(body["terms"]["aesthetic"])
     assert body["random_weights"] == ["aesthetic", "clip_iqa"]
+    assert set(body["precision"]) == {"clip"}  # only the networks behind computed terms
 
 
 def test_per_request_weights_and_degraded_metrics(client):

@@ -48,13 +48,18 @@ def weights_dir(tmp_path, tiny_env):
 
 def test_loads_every_model_from_weights_dir(weights_dir):
     root, saved = weights_dir
-    models = load_models(load_settings(None, weights_dir=root), torch.device("cpu"))
+    models = load_models(load_settings(None, weights_dir=root, precision="float32"), torch.device("cpu"))  # bit for bit
     assert models.random_terms() == []
     assert {p.source for n, p in models.provenance.items() if n not in ("brisque", "niqe")} == {"weights_dir"}
-    clip_key = "visual.conv1.weight"
+    clip_key, lpips_key = "visual.conv1.weight", "3.squeeze.weight"
     assert torch.equal(models.clip.state_dict()[clip_key], saved["clip"][clip_key])
     assert torch.equal(models.aesthetic.layers[7].weight, saved["aesthetic"]["layers.7.weight"])
-    assert torch.equal(models.lpips.net.slice2.state_dict()["3.squeeze.weight"], saved["lpips_backbone"]["features.3.squeeze.weight"])
+    assert torch.equal(models.lpips.net.slice2.state_dict()[lpips_key], saved["lpips_backbone"]["features.3.squeeze.weight"])
+    # bfloat16: the files' weights are loaded first, then rounded (the aesthetic head stays float32)
+    half = load_models(load_settings(None, weights_dir=root, precision="bfloat16"), torch.device("cpu"))
+    assert torch.equal(half.clip.state_dict()[clip_key], saved["clip"][clip_key].bfloat16())
+    assert torch.equal(half.lpips.net.inner.slice2.state_dict()[lpips_key], saved["lpips_backbone"]["features.3.squeeze.weight"].bfloat16())
+    assert torch.equal(half.aesthetic.layers[7].weight, saved["aesthetic"]["layers.7.weight"])
 
 
 def test_weights_check_command_reports_provenance(weights_dir, capsys):
