@@ -44,8 +44,6 @@ def assign_to_steps(advantages: Tensor, estimate_steps: Tensor, num_stochastic: 
     """(N, R + 1) column advantages -> (N, num_stochastic): step k takes the first column whose
     estimate step is >= k (the estimate its action leads to), the final column after the last one."""
     steps = torch.arange(num_stochastic)
-    if estimate_steps.numel() == 0:  # final reward only: every step takes the final column
-        return advantages[:, -1:].expand(-1, num_stochastic)
     later = estimate_steps.view(1, -1) >= steps.view(-1, 1)  # (S, R)
     col = torch.where(later.any(dim=1), later.float().argmax(dim=1), torch.full_like(steps, estimate_steps.numel()))
     return advantages[:, col]
