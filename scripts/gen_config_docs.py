@@ -79,6 +79,21 @@ def table(model: type[BaseModel], key_column: str, key_of) -> list[str]:
     return lines
 
 
+def subsections(model: type[BaseModel], prefix: str) -> list[str]:
+    """A heading and table per section of `model`, then its own sections (e.g. policy.diffusion.rl)."""
+    out = []
+    for name, field in model.model_fields.items():
+        if not is_section(field):
+            continue
+        key = f"{prefix}{name}"
+        out += ["", f"### `{key}`", ""]
+        if field.annotation.__doc__:
+            out += [field.annotation.__doc__.strip(), ""]
+        out += table(field.annotation, "key", lambda n, k=key: f"`{k}.{n}`")
+        out += subsections(field.annotation, key + ".")
+    return out
+
+
 def render() -> str:
     out = [
         "# Configuration reference",
@@ -100,13 +115,7 @@ def render() -> str:
         "",
     ]
     out += table(TrainConfig, "key", lambda n: f"`{n}`")
-    for section, field in TrainConfig.model_fields.items():
-        if not is_section(field):
-            continue
-        out += ["", f"### `{section}`", ""]
-        if field.annotation.__doc__:
-            out += [field.annotation.__doc__.strip(), ""]
-        out += table(field.annotation, "key", lambda n, s=section: f"`{s}.{n}`")
+    out += subsections(TrainConfig, "")
     out += ["", "## Reward service (reward_server/config.py)", ""]
     out += table(RewardSettings, "YAML key / environment variable", lambda n: f"`{n}` / `{REWARD_ENV_PREFIX}{n.upper()}`")
     for name, field in RewardSettings.model_fields.items():

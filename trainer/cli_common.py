@@ -9,7 +9,7 @@ from pathlib import Path
 
 from irpo_common.device import resolve_device
 from trainer.config import ConfigError, TrainConfig, load_config
-from trainer.model import RestorationPolicy, WeightsError, build_policy
+from trainer.policies import Policy, WeightsError, build_policy
 
 
 def parser(description: str, weights: bool = True) -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def parser(description: str, weights: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, type=Path, help="YAML config file (trainer/config.py).")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="Override a config value, e.g. --set pretrain.steps=100 (repeatable).")
     if weights:
-        p.add_argument("--weights", type=Path, help="Policy weights; default model.checkpoint, else pretrain.output.")
+        p.add_argument("--weights", type=Path, help="Policy weights; default the policy's starting weights (model.checkpoint or policy.diffusion.pretrained), else pretrain.output.")
     return p
 
 
@@ -29,13 +29,13 @@ def load(args: argparse.Namespace) -> TrainConfig:
         sys.exit(f"error: {exc}")
 
 
-def policy_for(cfg: TrainConfig, weights: Path | None) -> RestorationPolicy:
-    """The policy to score or evaluate; refuses to run on random weights by accident."""
-    path = weights or cfg.model.checkpoint or cfg.pretrain.output
-    if not Path(path).is_file():
-        sys.exit(f"error: no weights at {path}: pass --weights, set model.checkpoint, or run python -m trainer.pretrain first")
+def policy_for(cfg: TrainConfig, weights: Path | None) -> Policy:
+    """The configured family's policy to score or evaluate; refuses to run on random weights by accident."""
+    path = weights or cfg.policy_section.weights or cfg.pretrain.output
+    if not Path(path).exists():  # a file, or a diffusers folder for the diffusion family
+        sys.exit(f"error: no weights at {path}: pass --weights, set {cfg.policy_weights_field}, or run python -m trainer.pretrain first")
     try:
-        policy = build_policy(cfg.model.model_copy(update={"checkpoint": Path(path)}))
+        policy = build_policy(cfg.with_policy_weights(Path(path)).policy_section)
     except WeightsError as exc:
         sys.exit(f"error: {exc}")
     return policy.to(resolve_device(cfg.device)).eval()

@@ -8,7 +8,7 @@ shrinks them for a CPU. Unknown keys are errors, so a typo stops the run before 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -21,7 +21,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ModelConfig(_Section):
+class _PolicySection(_Section):
+    """A policy family's section: its registry key and the field that holds its starting weights."""
+
+    kind: ClassVar[str]  # the registry key (trainer/policies/registry.py)
+    weights_field: ClassVar[str]
+
+    @property
+    def weights(self) -> Path | None:
+        return getattr(self, self.weights_field)
+
+    def with_weights(self, path: Path) -> "_PolicySection":
+        return self.model_copy(update={self.weights_field: Path(path)})
+
+
+class ModelConfig(_PolicySection):
+    """The IRPO family (`policy.kind: irpo`): AdaIR backbone + GDM Beta heads (trainer/model)."""
+
+    kind: ClassVar[str] = "irpo"
+    weights_field: ClassVar[str] = "checkpoint"
     dim: int = Field(48, gt=0, description="Base channel width of the AdaIR/Restormer U-Net.")
     num_blocks: list[int] = Field([4, 6, 6, 8], min_length=4, max_length=4, description="Transformer blocks per encoder level (level 1..4, latent last).")
     num_refinement_blocks: int = Field(4, ge=0, description="Transformer blocks in the full-resolution refinement stage.")
@@ -47,6 +65,62 @@ class ModelConfig(_Section):
         return self
 
 
+class DiffusionRLConfig(_Section):
+    """How the denoising chain is trained as a policy (DDPO) with the options of seeds 2 and 3."""
+
+    clip_eps: float = Field(1e-4, gt=0, description="PPO clip range of the per-step ratio (DDPO: 1e-4; the per-step log-density is a mean over dimensions, so ratios stay near 1).")
+    adv_clip: float = Field(5.0, gt=0, description="Advantages are clipped to [-adv_clip, adv_clip] (DDPO: 5).")
+    kl_coef: float = Field(0.01, ge=0, description="Weight of the per-step KL to the frozen reference, closed form between the step Gaussians (flow_grpo: 0.01-0.04).")
+    reward_at: Literal["final", "stepwise"] = Field("final", description="'final': every step gets the advantage of the final output's reward; 'stepwise' (seed 2): each step gets the advantage of the first scored estimate at or after it (see reward_steps).")
+    reward_steps: list[int] = Field(default_factory=list, description="Sampling steps (0-based, the first is the noisiest) whose estimate after the action is also scored when reward_at='stepwise'; the final output is always scored.")
+    step_reward_on: Literal["x0_hat", "x_prev"] = Field("x0_hat", description="What an intermediate step's reward scores: 'x0_hat' (seed 2's enhanced target): the denoised estimate of x_{t-1} by one extra denoising step, which the next step computes anyway; 'x_prev': the plain noisy x_{t-1}.")
+    noise_level_weighting: Literal["uniform", "linear", "snr"] = Field("uniform", description="Seed 3 (LRPO) noise-level advantage assignment, each step's advantage times a weight normalised to mean 1 over the stochastic steps: 'uniform' 1; 'linear' proportional to t / T_train (noisier steps weigh more); 'snr' proportional to alpha_bar_t / (1 - alpha_bar_t) (cleaner, detail-setting steps weigh more).")
+    adaptive_weighting: bool = Field(False, description="Seed 2's automatic weight w_i = ||y_i - g_i|| / max_j ||y_j - g_j|| (y_i: the deterministic output of image i): loss = sum (1 - w_i) L_diff + sum w_i L_RL + L_KL.")
+    sft_coef: float = Field(1.0, ge=0, description="Weight of the diffusion loss L_diff (epsilon MSE on the ground truth) in the RL objective; with adaptive_weighting it is scaled per image by 1 - w_i. 0 = RL only.")
+    gt_likelihood_coef: float = Field(0.0, ge=0, description="Seed 3 (LRPO) ground-truth-guided likelihood regularisation: minus this times the per-step log-density of the GT-consistent step mean (the DDIM posterior mean of q(x_{t-1} | x_t, x_0 = GT)) under the current policy.")
+
+
+class DiffusionConfig(_PolicySection):
+    """The diffusion family (`policy.kind: diffusion`): a conditional denoising U-Net (diffusers UNet2DModel) that
+    restores by sampling from noise. Defaults: DDPO (eta 1.0, per-step PPO ratio, clip 1e-4) and the seed papers
+    (method.md, "Diffusion restorers as policies")."""
+
+    kind: ClassVar[str] = "diffusion"
+    weights_field: ClassVar[str] = "pretrained"
+    pretrained: Path | None = Field(None, description="Starting weights: a local diffusers folder (UNet2DModel.save_pretrained layout: config.json + weights; never a hub id), or one of our .safetensors files of the whole policy (pre-training output, a checkpoint's policy.safetensors; the architecture then comes from the fields below). None = build from the fields below with RANDOM weights (logged).")
+    space: Literal["pixel"] = Field("pixel", description="Where the chain runs: 'pixel' (images mapped to [-1, 1]); a latent space with a VAE plugs in at trainer/policies/diffusion/codec.py.")
+    block_out_channels: list[int] = Field([16, 32, 64], min_length=1, description="U-Net channels per resolution level (tiny CPU preset: 16, 32, 64, about 0.64 M parameters).")
+    layers_per_block: int = Field(1, ge=1, description="ResNet layers per U-Net block.")
+    attention: bool = Field(False, description="Self-attention blocks at the lowest resolution (AttnDownBlock2D/AttnUpBlock2D); off in the tiny preset.")
+    norm_num_groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every entry of block_out_channels.")
+    train_timesteps: int = Field(1000, ge=2, description="T of the DDPM training schedule.")
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field("linear", description="DDPM beta schedule (diffusers names).")
+    prediction_type: Literal["epsilon", "v_prediction"] = Field("epsilon", description="What the U-Net predicts: the noise epsilon (DDPM/DDPO) or v = sqrt(a) eps - sqrt(1 - a) x_0.")
+    sampling_steps: int = Field(10, ge=2, description="DDIM steps per sample (flow_grpo: 10 in training); the last goes to t = 0 without noise and carries no log-density.")
+    eta: float = Field(1.0, gt=0, le=1, description="DDIM eta: step noise sigma_t = eta * sqrt(DDPM posterior variance); > 0 makes every step a Gaussian policy (DDPO: 1.0).")
+    clip_x0: bool = Field(True, description="Clamp the predicted clean image to [-1, 1] inside each step (diffusers clip_sample).")
+    logprob_reduction: Literal["mean", "sum"] = Field("mean", description="Per-step log-density over the C*H*W dimensions: 'mean' (DDPO, resolution-independent ratios and KL) or 'sum' (the exact joint log-density).")
+    rl: DiffusionRLConfig = Field(default_factory=DiffusionRLConfig, description="How the chain is trained as a policy (DDPO, seeds 2 and 3).")
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> "DiffusionConfig":
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if bad:
+            raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide block_out_channels {bad}")
+        if self.sampling_steps > self.train_timesteps:
+            raise ValueError(f"sampling_steps={self.sampling_steps} exceeds train_timesteps={self.train_timesteps}")
+        bad_steps = [s for s in self.rl.reward_steps if not 0 <= s < self.sampling_steps - 1]
+        if bad_steps:
+            raise ValueError(f"rl.reward_steps {bad_steps} must lie in [0, sampling_steps - 1) = [0, {self.sampling_steps - 1}): the last step is the final output")
+        return self
+
+
+
+class PolicyConfig(_Section):
+    kind: Literal["irpo", "diffusion"] = Field("irpo", description="Policy family (trainer/policies/registry.py): 'irpo' = AdaIR + GDM Beta heads, configured by the `model:` section; 'diffusion' = a conditional diffusion restorer (DDPO-style GRPO), configured by `policy.diffusion`. The actors, learner, checkpoints, pre-training, mining and evaluation run either.")
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig, description="The diffusion family's settings (read when kind is 'diffusion'). Its `rl` section replaces grpo.clip_eps, grpo.kl_coef, grpo.adaptive_weighting and the IRPO-only terms (entropy, sup_coef, cons_coef); grpo.group_size, grpo.advantage and grpo.ppo_epochs apply to both families.")
+
+
 class DataConfig(_Section):
     source: Literal["demo", "adair", "paired"] = Field("demo", description="'demo': real photos fetched at setup with synthetic degradations; 'adair': AdaIR folder layout under root; 'paired': input/ + target/ folders under root.")
     root: Path = Field(Path("data/demo"), description="Dataset root folder.")
@@ -58,12 +132,12 @@ class DataConfig(_Section):
 
 
 class PretrainConfig(_Section):
-    steps: int = Field(2000, ge=0, description="Supervised L1 steps used when no pre-trained checkpoint is at hand.")
+    steps: int = Field(2000, ge=0, description="Supervised steps with the family's loss (L1 of the deterministic output for irpo, the diffusion loss for diffusion) used when no pre-trained weights are at hand.")
     batch_size: int = Field(8, gt=0, description="Pre-training batch size.")
     lr: float = Field(2e-4, gt=0, description="Pre-training AdamW learning rate (cosine decay).")
     output: Path = Field(Path("runs/pretrain/model.safetensors"), description="Where the pre-trained weights are written.")
     crop_size: int | None = Field(None, ge=16, description="Training crop for pre-training (multiple of 8); None = data.crop_size. Smaller crops make CPU pre-training cheaper.")
-    log_every: int = Field(50, gt=0, description="Print the running L1 and PSNR every N steps.")
+    log_every: int = Field(50, gt=0, description="Print the running loss and the PSNR every N steps.")
 
 
 class MiningConfig(_Section):
@@ -87,7 +161,7 @@ class EvalConfig(_Section):
 
 class GRPOConfig(_Section):
     group_size: int = Field(4, ge=2, description="G: stochastic candidates per image (IRPO: 4).")
-    advantage: Literal["group", "group_no_std", "history"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': per-image reward history with the batch (difficulty-adaptive paper).")
+    advantage: Literal["group", "group_no_std", "history", "history_batch"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': statistics of each image's reward history (DDPO's per-prompt tracker; batch statistics until history_min_count rewards are tracked); 'history_batch': of the image's history together with the current batch (difficulty-adaptive paper, which beats history only).")
     advantage_eps: float = Field(1e-6, gt=0, description="eps in the advantage denominator.")
     history_buffer: int = Field(32, gt=0, description="Rewards kept per image for the 'history' advantage.")
     history_min_count: int = Field(8, gt=0, description="Below this many tracked rewards the 'history' advantage uses batch statistics.")
@@ -109,7 +183,7 @@ class GRPOConfig(_Section):
 
 class OptimConfig(_Section):
     lr: float = Field(3e-5, gt=0, description="Adam learning rate of the backbone (IRPO: 3e-5).")
-    head_lr_mult: float = Field(6.0, gt=0, description="Learning-rate multiplier of the policy heads (IRPO: x6).")
+    head_lr_mult: float = Field(6.0, gt=0, description="Learning-rate multiplier of the policy's 'heads' parameter group: the IRPO family's Beta heads (IRPO: x6); the diffusion family has none.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
@@ -188,6 +262,7 @@ class TrainConfig(_Section):
     name: str = Field("irpo", description="Run name.")
     seed: int = Field(0, description="Global seed.")
     device: str = Field("auto", description="'auto' (cuda when available, else cpu), 'cpu' or 'cuda'.")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
@@ -202,6 +277,24 @@ class TrainConfig(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
+    @property
+    def policy_section(self) -> ModelConfig | DiffusionConfig:
+        """The configured family's section: what trainer.policies.build_policy builds from."""
+        return self.policy.diffusion if self.policy.kind == "diffusion" else self.model
+
+    @property
+    def policy_weights_field(self) -> str:
+        """Where the configured family's starting weights are set (for messages)."""
+        section = "policy.diffusion" if self.policy.kind == "diffusion" else "model"
+        return f"{section}.{self.policy_section.weights_field}"
+
+    def with_policy_weights(self, path: Path) -> "TrainConfig":
+        """A copy whose policy starts from `path` (model.checkpoint or policy.diffusion.pretrained)."""
+        section = self.policy_section.with_weights(path)
+        if self.policy.kind == "diffusion":
+            return self.model_copy(update={"policy": self.policy.model_copy(update={"diffusion": section})})
+        return self.model_copy(update={"model": section})
+
     @model_validator(mode="after")
     def _check_heads_divide_width(self) -> "TrainConfig":
         for level, h in enumerate(self.model.heads):
@@ -215,9 +308,11 @@ class TrainConfig(_Section):
         # w_i = ||y_i - g_i|| / max_j ||y_j - g_j|| is 1 for the only image of a step: every image
         # would then drop its supervised terms entirely.
         per_step = self.rollout.num_workers * self.rollout.images_per_worker
-        if self.grpo.adaptive_weighting and per_step < 2:
+        name = "policy.diffusion.rl.adaptive_weighting" if self.policy.kind == "diffusion" else "grpo.adaptive_weighting"
+        on = self.policy.diffusion.rl.adaptive_weighting if self.policy.kind == "diffusion" else self.grpo.adaptive_weighting
+        if on and per_step < 2:
             raise ValueError(
-                f"grpo.adaptive_weighting needs at least 2 images per learner step, got {per_step} "
+                f"{name} needs at least 2 images per learner step, got {per_step} "
                 "(rollout.num_workers x rollout.images_per_worker): with one image its weight w = 1 zeroes the "
                 "supervised terms (L_sup, L_cons) for every image; raise rollout.images_per_worker or turn it off"
             )

@@ -48,13 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         degraded, target, tasks = training_sample(cfg, args.images)
     except TrainDataError as exc:
         sys.exit(f"error: {exc}")
-    print(f"[diagnose] weights {args.weights or cfg.model.checkpoint or cfg.pretrain.output}; {len(tasks)} training crops of {degraded.shape[-1]} px")
+    print(f"[diagnose] weights {args.weights or cfg.policy_section.weights or cfg.pretrain.output}; {len(tasks)} training crops of {degraded.shape[-1]} px")
     x = degraded.to(device)
     sens = action_sensitivity(policy, x)
-    print(sens.table())
-    warning = sens.warning()
-    if warning:
-        print(f"WARNING: {warning}")
+    if sens is None:
+        print(f"[diagnose] action sensitivity: not measured (the {cfg.policy.kind} policy has no named actions)")
+    else:
+        print(sens.table())
+        if sens.warning():
+            print(f"WARNING: {sens.warning()}")
     gen = torch.Generator().manual_seed(cfg.seed)
     with contextlib.ExitStack() as stack:
         score = None

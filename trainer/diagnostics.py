@@ -9,7 +9,8 @@ GRPO can only learn what its candidates differ in. Two measurements say how much
   min) of their PSNR and SSIM against the target, and of their reward R when a scorer is given.
 
 `python -m trainer.diagnose` prints both for any checkpoint; every training run logs the action
-sensitivity at its start (trainer/actors/learner.py) and warns when most actions are inert.
+sensitivity at its start (trainer/actors/learner.py) and warns when most actions are inert. The
+sensitivity needs a policy with a few named actions (the IRPO family); the spread works for any.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import logging
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from trainer.metrics import psnr_ssim
-from trainer.model import RestorationPolicy
 from trainer.model.policy import NUM_MODULES
+from trainer.policies import Policy
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,15 @@ MIN_LIVE_SHARE = 0.5
 
 # restored (N, 3, H, W) in [0, 1], reference, degraded, tasks -> rewards (N,)
 Score = Callable[[Tensor, Tensor, Tensor, list[str]], Tensor]
+
+
+@runtime_checkable
+class NamedActions(Protocol):
+    """A policy whose output depends on a few named actions (the IRPO family's 12, ACTION_NAMES)."""
+
+    def mean_actions(self, x: Tensor) -> Tensor: ...
+
+    def evaluate_actions(self, x: Tensor, actions: Tensor): ...
 
 
 @dataclass
@@ -83,8 +94,11 @@ class Sensitivity:
 
 
 @torch.no_grad()
-def action_sensitivity(policy: RestorationPolicy, x: Tensor, low: float = 0.05, high: float = 0.95) -> Sensitivity:
-    """Sensitivity of the output of `policy` to each action on images x (N, 3, H, W)."""
+def action_sensitivity(policy: Policy, x: Tensor, low: float = 0.05, high: float = 0.95) -> Sensitivity | None:
+    """Sensitivity of the output of `policy` to each action on images x (N, 3, H, W); None for a policy
+    without named actions (a diffusion restorer acts on the whole image at every step)."""
+    if not isinstance(policy, NamedActions):
+        return None
     if not 0.0 < low < high < 1.0:
         raise ValueError(f"need 0 < low < high < 1, got low={low}, high={high}")
     base = policy.mean_actions(x)
@@ -128,7 +142,7 @@ class Spread:
 
 
 @torch.no_grad()
-def group_spread(policy: RestorationPolicy, degraded: Tensor, target: Tensor, tasks: list[str], group_size: int,
+def group_spread(policy: Policy, degraded: Tensor, target: Tensor, tasks: list[str], group_size: int,
                  generator: torch.Generator | None = None, score: Score | None = None) -> Spread:
     """Sample G candidates per image as a rollout does and measure how far apart they land."""
     if group_size < 2:

@@ -1,7 +1,7 @@
 """Paper-style evaluation (IRPO Table 2 form): per-column PSNR/SSIM and their average.
 
 Columns are the tasks (denoising split per sigma) of the in-distribution test set, or of the
-OOD set. The policy runs deterministically (Beta means); images are cut to multiples of 16 by
+OOD set. The policy of either family runs deterministically (policy.deterministic); images are cut to multiples of 16 by
 the loader (or centre-cropped to eval.crop) and restored whole or in tiles (eval.tile). Metrics follow eval.convention
 (trainer/metrics.py).
 
@@ -22,7 +22,7 @@ from trainer.config import TrainConfig
 from trainer.data import build_eval_sets
 from trainer.inference import restore
 from trainer.metrics import psnr_ssim
-from trainer.model import RestorationPolicy
+from trainer.policies import Policy
 
 # IRPO's Table 2 averages five columns, denoising at sigma 25 only; our default denoises at
 # 15/25/50, so the average over all columns is not comparable to its 31.03 / 30.20 dB.
@@ -45,7 +45,7 @@ def table2_average(columns: dict) -> dict | None:
 RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], float]
 
 
-def evaluate(cfg: TrainConfig, policy: RestorationPolicy, ood: bool = False, reward: RewardFn | None = None) -> dict:
+def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: RewardFn | None = None) -> dict:
     """{"convention", "ood", "columns": {col: {"psnr", "ssim", "n"}}, "average": {"psnr", "ssim"},
     "average_table2": {"psnr", "ssim"} or None, "per_image": [{"id", "column", "psnr", "ssim",
     "input_psnr", "input_ssim"}], "seconds"}.

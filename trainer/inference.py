@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from trainer.model import RestorationPolicy
+from trainer.policies import Policy
 
-# The U-Net downsamples three times, so every input side must be a multiple of 8.
+# AdaIR's U-Net downsamples three times, so every input side must be a multiple of 8 (the tiny
+# diffusion U-Nets need 4 or 8; a deeper one says so itself).
 SIDE_MULTIPLE = 8
 
 
@@ -17,8 +18,8 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
-def restore(policy: RestorationPolicy, degraded: Tensor, tile: int | None = None, overlap: int = 32) -> Tensor:
-    """Deterministic (Beta-mean) output for (N, 3, H, W), H and W multiples of 8.
+def restore(policy: Policy, degraded: Tensor, tile: int | None = None, overlap: int = 32) -> Tensor:
+    """Deterministic output (policy.deterministic: Beta means, or the fixed-noise eta = 0 chain) for (N, 3, H, W), H and W multiples of 8.
 
     With `tile`, overlapping tile x tile windows are restored separately and averaged where
     they overlap; each window's actions come from that window, as in AdaIR's tiled testing.

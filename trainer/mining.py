@@ -25,10 +25,10 @@ from trainer.data import build_full_train_set
 from trainer.data.degradations import stable_seed
 from trainer.inference import restore
 from trainer.metrics import psnr_ssim
-from trainer.model import RestorationPolicy
+from trainer.policies import Policy
 
 
-def score_training_set(cfg: TrainConfig, policy: RestorationPolicy) -> list[dict]:
+def score_training_set(cfg: TrainConfig, policy: Policy) -> list[dict]:
     """One record per training pair: id, task and the metrics of the deterministic output."""
     m = cfg.mining
     dataset = build_full_train_set(cfg.data, m.crop)
@@ -90,7 +90,7 @@ def read_manifest(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def mine(cfg: TrainConfig, policy: RestorationPolicy) -> list[str]:
+def mine(cfg: TrainConfig, policy: Policy) -> list[str]:
     m = cfg.mining
     t0 = time.perf_counter()
     records = score_training_set(cfg, policy)

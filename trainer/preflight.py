@@ -1,7 +1,7 @@
 """Checks that stop a run with a clear message before Ray or any actor starts.
 
-The learner and the rollout actors build the policy from model.checkpoint and, on resume, load the
-checkpoint's states; a bad file found there ends in an actor traceback seconds into the run. So the
+The learner and the rollout actors build the configured family's policy from its starting weights
+(model.checkpoint or policy.diffusion.pretrained) and, on resume, load the checkpoint's states; a bad file found there ends in an actor traceback seconds into the run. So the
 driver does the same loads once, on the CPU, first.
 """
 
@@ -11,7 +11,7 @@ import torch
 
 from trainer.checkpointing import Checkpoint, CheckpointError, resolve_resume
 from trainer.config import TrainConfig
-from trainer.model import RestorationPolicy, WeightsError, load_policy_weights
+from trainer.policies import WeightsError, build_policy
 
 
 class PreflightError(RuntimeError):
@@ -19,20 +19,21 @@ class PreflightError(RuntimeError):
 
 
 def check_policy_and_resume(cfg: TrainConfig, resume: str, num_images: int) -> Checkpoint | None:
-    """Load model.checkpoint into the configured policy and verify the resume checkpoint against it.
+    """Load the starting weights into the configured policy and verify the resume checkpoint against it.
 
     Returns the verified checkpoint to resume from (None = fresh run).
     """
     ckpt = resolve_resume(cfg.checkpoint.dir, resume)
-    if cfg.model.checkpoint is not None:
+    section = cfg.policy_section
+    if section.weights is not None:
         try:
-            load_policy_weights(RestorationPolicy(cfg.model), cfg.model.checkpoint)
+            build_policy(section)
         except WeightsError as exc:
-            raise PreflightError(f"model.checkpoint: {exc}") from None
+            raise PreflightError(f"{cfg.policy_weights_field}: {exc}") from None
     if ckpt is None:
         return None
     with torch.device("meta"):  # no memory: load_state_dict checks keys and shapes against it
-        policy = RestorationPolicy(cfg.model)
+        policy = build_policy(section, load_weights=False)
     if ckpt.extra.get("num_images") != num_images:
         raise CheckpointError(f"{ckpt.path} was written for {ckpt.extra.get('num_images')} training images, the data now has {num_images}: same subset needed to resume")
     states = {"policy": ckpt.learner["policy"], "reference": ckpt.learner["reference"]}
@@ -42,5 +43,5 @@ def check_policy_and_resume(cfg: TrainConfig, resume: str, num_images: int) -> C
             policy.load_state_dict(state, assign=True)
         except RuntimeError as exc:
             detail = (str(exc).splitlines()[1:2] or [str(exc)])[0].strip()
-            raise CheckpointError(f"{ckpt.path}: its {part} do not fit the configured model ({detail}); resume with the model config it was written with") from None
+            raise CheckpointError(f"{ckpt.path}: its {part} do not fit the configured model ({detail}); resume with the policy config it was written with") from None
     return ckpt

@@ -1,9 +1,11 @@
-"""Supervised L1 training of the deterministic output: pre-training, and the demo's SFT control arm.
+"""Supervised training with the family's loss (policy.supervised_loss): pre-training, and the demo's SFT control arm.
 
-pretrain() is the starting model when no AdaIR checkpoint is at hand: it trains the whole policy on
-its deterministic output (Beta means), so the backbone and the heads' means start from a model that
-restores; AdamW with cosine decay, seeded crops and batches. Writes pretrain.output (safetensors)
-and returns its path. fit_l1() is the loop itself, for any optimiser and batch order.
+pretrain() is the starting model when no pre-trained weights are at hand. The IRPO family trains the
+whole policy on L1 of its deterministic output (Beta means), so the backbone and the heads' means
+start from a model that restores; the diffusion family trains its U-Net with the standard diffusion
+loss. Both on the same data and degradations, AdamW with cosine decay, seeded crops and batches.
+Writes pretrain.output (safetensors of the whole policy, which the family's starting-weights field
+loads) and returns its path. fit_supervised() is the loop itself, for any optimiser and batch order.
 
     python -m trainer.pretrain --config F
 """
@@ -22,7 +24,7 @@ from irpo_common.device import resolve_device
 from trainer import cli_common
 from trainer.config import TrainConfig
 from trainer.data import build_train_dataset
-from trainer.model import RestorationPolicy, build_policy, save_policy
+from trainer.policies import Policy, build_policy, save_policy
 
 
 def _psnr(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -30,19 +32,22 @@ def _psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def fit_l1(policy: RestorationPolicy, batch: Callable[[int], list[dict]], optimizer: torch.optim.Optimizer, steps: int, *,
-           schedule=None, grad_clip: float | None = None, log_every: int = 50, tag: str = "pretrain") -> None:
-    """`steps` updates of L1(deterministic output, target); batch(step) gives that step's items ({"degraded", "target"})."""
+def fit_supervised(policy: Policy, batch: Callable[[int], list[dict]], optimizer: torch.optim.Optimizer, steps: int, *,
+                   schedule=None, grad_clip: float | None = None, log_every: int = 50, tag: str = "pretrain", seed: int = 0) -> None:
+    """`steps` updates of policy.supervised_loss; batch(step) gives that step's items ({"degraded", "target"}).
+
+    Logs the mean loss since the last log and the deterministic output's PSNR on the logged step's batch.
+    """
     device = next(policy.parameters()).device
     policy.train()
+    draws = torch.Generator().manual_seed(seed)  # the diffusion loss's timesteps and noise
     t0 = time.perf_counter()
-    window: list[tuple[float, float, float]] = []
+    window: list[float] = []
     for step in range(1, steps + 1):
         items = batch(step - 1)
         x = torch.stack([it["degraded"] for it in items]).to(device)
         y = torch.stack([it["target"] for it in items]).to(device)
-        out = policy.deterministic(x)
-        loss = F.l1_loss(out, y)
+        loss = policy.supervised_loss(x, y, draws).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -50,12 +55,12 @@ def fit_l1(policy: RestorationPolicy, batch: Callable[[int], list[dict]], optimi
         optimizer.step()
         if schedule is not None:
             schedule.step()
-        window.append((loss.item(), _psnr(out.detach(), y), _psnr(x, y)))
+        window.append(loss.item())
         if step % log_every == 0 or step == steps:
-            k = len(window)
-            l1, psnr, psnr_in = (sum(w[j] for w in window) / k for j in range(3))
+            with torch.no_grad():
+                psnr = _psnr(policy.deterministic(x), y)
             rate = step / (time.perf_counter() - t0)
-            print(f"[{tag}] step {step}/{steps} L1 {l1:.4f} PSNR out {psnr:.2f} dB vs input {psnr_in:.2f} dB ({rate:.2f} steps/s, ETA {(steps - step) / rate:.0f} s)", flush=True)
+            print(f"[{tag}] step {step}/{steps} loss {sum(window) / len(window):.4f} PSNR out {psnr:.2f} dB vs input {_psnr(x, y):.2f} dB ({rate:.2f} steps/s, ETA {(steps - step) / rate:.0f} s)", flush=True)
             window.clear()
 
 
@@ -63,8 +68,9 @@ def pretrain(cfg: TrainConfig) -> Path:
     p = cfg.pretrain
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    start = "from " + str(cfg.model.checkpoint) if cfg.model.checkpoint else "from RANDOM initialisation"
-    policy = build_policy(cfg.model).to(device).train()
+    section = cfg.policy_section
+    start = f"from {section.weights}" if section.weights else "from RANDOM initialisation"
+    policy = build_policy(section).to(device).train()
     dataset = build_train_dataset(cfg.data, crop_size=p.crop_size)
     n = len(dataset)
     if n == 0:
@@ -72,7 +78,7 @@ def pretrain(cfg: TrainConfig) -> Path:
     optimizer = torch.optim.AdamW(policy.parameters(), lr=p.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(p.steps, 1))
     order = torch.Generator().manual_seed(cfg.seed)
-    print(f"[pretrain] {p.steps} steps, batch {p.batch_size}, crop {dataset.crop_size}, {n} training pairs, {sum(q.numel() for q in policy.parameters())} parameters, {start}, device {device}")
+    print(f"[pretrain] {cfg.policy.kind} policy, {p.steps} steps, batch {p.batch_size}, crop {dataset.crop_size}, {n} training pairs, {sum(q.numel() for q in policy.parameters())} parameters, {start}, device {device}")
     t0 = time.perf_counter()
     state = {"perm": torch.randperm(n, generator=order), "pos": 0, "epoch": 0}
 
@@ -88,14 +94,14 @@ def pretrain(cfg: TrainConfig) -> Path:
             state["pos"] += 1
         return [dataset[i] for i in idx]
 
-    fit_l1(policy, batch, optimizer, p.steps, schedule=schedule, log_every=p.log_every)
+    fit_supervised(policy, batch, optimizer, p.steps, schedule=schedule, log_every=p.log_every, seed=cfg.seed)
     path = save_policy(policy, p.output)
     print(f"[pretrain] wrote {path} after {time.perf_counter() - t0:.0f} s")
     return path
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = cli_common.parser("Supervised L1 pre-training of the restoration policy.", weights=False).parse_args(argv)
+    args = cli_common.parser("Supervised pre-training of the configured policy (L1 for irpo, the diffusion loss for diffusion).", weights=False).parse_args(argv)
     pretrain(cli_common.load(args))
 
 

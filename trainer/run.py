@@ -195,13 +195,16 @@ class Trainer:
         self.workers = [worker_cls.remote(self.cfg, rank) for rank in range(r.num_workers)]
         info = ray.get(self.learner.describe.remote())
         devices = ray.get([w.ping.remote() for w in self.workers])
-        print(f"[grpo] learner on {info['device']}, {info['parameters'] / 1e6:.2f} M parameters; weights: {info['weights']}", flush=True)
+        print(f"[grpo] learner on {info['device']}, {info['policy']} policy, {info['parameters'] / 1e6:.2f} M parameters; weights: {info['weights']}", flush=True)
         print(f"[grpo] {len(self.workers)} rollout actor(s) on {', '.join(devices)}; G={self.cfg.grpo.group_size}, {self.images_per_step} image(s)/step, staleness bound {r.max_staleness}", flush=True)
 
     def _log_action_sensitivity(self) -> None:
         """Say at the start whether exploration reaches the output (trainer/diagnostics.py); warn when it mostly does not."""
         degraded = torch.stack([self.data[i]["degraded"] for i in range(min(SENSITIVITY_IMAGES, len(self.data)))])
         sens = ray.get(self.learner.action_sensitivity.remote(degraded))
+        if sens is None:
+            print(f"[grpo] action sensitivity: not measured (the {self.cfg.policy.kind} policy has no named actions)", flush=True)
+            return
         print("[grpo] " + sens.table().replace("\n", "\n[grpo] "), flush=True)
         self.cfg.logging.dir.mkdir(parents=True, exist_ok=True)
         (self.cfg.logging.dir / "action_sensitivity.json").write_text(json.dumps(sens.metrics(), indent=1))
@@ -269,6 +272,10 @@ class Trainer:
             if v.numel():
                 m[f"reward_terms/{name}/mean"] = v.mean().item()
                 m[f"reward_terms/{name}/std"] = v.std().item() if v.numel() > 1 else 0.0
+        if rollout.estimate_rewards is not None:  # step-wise rewards: the estimate of each scored sampling step
+            for col, s in enumerate(rollout.estimate_steps):
+                m[f"reward/at_step{s}/mean"] = rollout.estimate_rewards[:, :, col].mean().item()
+                m[f"reward/at_step{s}/group_std"] = rollout.estimate_rewards[:, :, col].std(dim=1).mean().item()
         for stage, seconds in rollout.times.items():
             m[f"time/{stage}"] = seconds
         m["time/weight_sync"] = stats["time/weight_export"] + rollout.times.get("weight_sync", 0.0)

@@ -14,7 +14,9 @@ from trainer.demo.corpus import write_standin_corpus
 from trainer.evaluate import TABLE2_COLUMNS, evaluate, format_table, input_baseline, write_results
 from trainer.inference import restore
 from trainer.metrics import psnr_ssim
+from trainer.mining import mine, read_manifest
 from trainer.model import model_preset
+from trainer.policies import build_policy
 
 
 
@@ -109,3 +111,15 @@ def test_table2_average_uses_five_columns_with_denoising_at_sigma_25(tmp_path):
     table = format_table({"input": input_baseline(res), "model": res})
     assert "| Average (7 columns) | Table 2 average (5 columns, denoise sigma 25) |" in table
     assert f"{res['average']['psnr']:.2f} / {res['average']['ssim']:.4f} | {res['average_table2']['psnr']:.2f} / {res['average_table2']['ssim']:.4f} |" in table
+
+
+def test_a_diffusion_policy_is_evaluated_and_mined_by_the_same_code(tmp_path):
+    root = write_standin_corpus(tmp_path / "demo", n_train=2, n_test=1, size=(40, 56))
+    cfg = TrainConfig(policy={"kind": "diffusion", "diffusion": {"block_out_channels": [16, 32], "sampling_steps": 2}},
+                      data={"root": root, "tasks": ["denoise"], "noise_sigmas": [25]},
+                      mining={"manifest": tmp_path / "m.jsonl", "subset": tmp_path / "s.json", "fraction": 0.5})
+    torch.manual_seed(0)
+    policy = build_policy(cfg.policy_section).eval()
+    first, again = evaluate(cfg, policy), evaluate(cfg, policy)
+    assert list(first["columns"]) == ["denoise"] and first["per_image"] == again["per_image"]  # the deterministic chain
+    assert mine(cfg, policy) and len(read_manifest(cfg.mining.manifest)) == 2

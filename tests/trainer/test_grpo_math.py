@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trainer.config import OptimConfig
+from trainer.policies import ParameterGroup
 from trainer.grpo import (
     HistoryTracker,
     LossCoefs,
@@ -187,16 +188,14 @@ class _TwoPart(torch.nn.Module):
         self.head = torch.nn.Linear(2, 1)
         self.overlap = overlap
 
-    def head_parameters(self):
-        return list(self.head.parameters()) + (list(self.body.parameters()) if self.overlap else [])
-
-    def backbone_parameters(self):
-        return self.body.parameters()
+    def parameter_groups(self):
+        heads = list(self.head.parameters()) + (list(self.body.parameters()) if self.overlap else [])
+        return [ParameterGroup("backbone", list(self.body.parameters())), ParameterGroup("heads", heads)]
 
 
 def test_optimizer_gives_the_heads_their_multiplier():
     opt = build_optimizer(_TwoPart(), OptimConfig(lr=1e-4, head_lr_mult=6.0))
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == {"backbone": pytest.approx(1e-4), "heads": pytest.approx(6e-4)}
-    with pytest.raises(ValueError, match="partition"):
+    with pytest.raises(ValueError, match="overlaps an earlier group"):
         build_optimizer(_TwoPart(overlap=True), OptimConfig())

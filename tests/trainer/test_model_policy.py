@@ -30,13 +30,18 @@ def _beta_log_density(x, a, b):
 def test_sample_shapes_order_and_log_prob_match_evaluate_actions():
     policy, x = seeded_policy(), _images(b=2)
     s = policy.sample(x, group_size=3, generator=torch.Generator().manual_seed(0))
+    actions, log_prob = s.trajectory.actions, s.trajectory.log_prob
     assert policy.action_dim == 12
-    assert s.images.shape == (6, 3, 32, 32) and s.actions.shape == (6, 12) and s.log_prob.shape == (6,)
-    assert bool(((s.actions > 0) & (s.actions < 1)).all())
+    assert s.images.shape == (6, 3, 32, 32) and actions.shape == (6, 12) and log_prob.shape == (6, 1)
+    assert bool(((actions > 0) & (actions < 1)).all())
     # image-major: rows 3..5 are image 1; replaying their actions on image 1 gives the same result
-    ev = policy.evaluate_actions(x[1:2].expand(3, -1, -1, -1), s.actions[3:6])
+    ev = policy.evaluate_actions(x[1:2].expand(3, -1, -1, -1), actions[3:6])
     torch.testing.assert_close(ev.images, s.images[3:6], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(ev.log_prob, s.log_prob[3:6], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ev.log_prob, log_prob[3:6, 0], atol=1e-4, rtol=1e-4)
+    # the interface's evaluate of the whole recorded trajectory: ratio 1 at equal weights
+    whole = policy.evaluate(x, s.trajectory)
+    torch.testing.assert_close(whole.log_prob, log_prob, atol=1e-4, rtol=1e-4)
+    assert torch.equal(whole.kl(whole), torch.zeros(6, 1))
 
 
 def test_log_prob_and_entropy_agree_with_beta():
@@ -89,11 +94,12 @@ def test_sampling_gives_distinct_candidates_and_generator_reproduces():
     s1 = policy.sample(x, 4, generator=torch.Generator().manual_seed(7))
     s2 = policy.sample(x, 4, generator=torch.Generator().manual_seed(7))
     s3 = policy.sample(x, 4, generator=torch.Generator().manual_seed(8))
-    assert torch.equal(s1.actions, s2.actions) and torch.equal(s1.images, s2.images)
-    assert not torch.equal(s1.actions, s3.actions)
+    a1, a2, a3 = (s.trajectory.actions for s in (s1, s2, s3))
+    assert torch.equal(a1, a2) and torch.equal(s1.images, s2.images)
+    assert not torch.equal(a1, a3)
     for i in range(4):
         for j in range(i + 1, 4):
-            assert not torch.allclose(s1.actions[i], s1.actions[j])
+            assert not torch.allclose(a1[i], a1[j])
             assert (s1.images[i] - s1.images[j]).abs().max() > 1e-4
 
 

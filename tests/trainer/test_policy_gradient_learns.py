@@ -4,7 +4,7 @@ held-out images, and the same run with shuffled advantages does not.
 The reward is in-process and one the actions can reach: closeness of the output to what the
 starting policy produces with the three g_f gates at TARGET_GATE (the other actions at 0.5). So the
 best deterministic policy moves its g_f means from 0.5 to TARGET_GATE. Everything else is the real
-trainer: RestorationPolicy.sample / evaluate_actions, group_advantages, grpo_loss with the
+trainer: RestorationPolicy.sample / evaluate, group_advantages, grpo_loss with the
 supervised and consistency coefficients at 0, the learner's optimiser builder.
 """
 
@@ -76,10 +76,10 @@ def train(shuffle_advantages: bool) -> tuple[float, float, float]:
         adv = group_advantages(rewards).flatten()
         if shuffle_advantages:
             adv = adv[torch.randperm(adv.numel(), generator=gen)]
-        ev = policy.evaluate_actions(x.repeat_interleave(GROUP, dim=0), sample.actions)
+        ev = policy.evaluate(x, sample.trajectory)
         best = ev.images[best_candidate_index(rewards)]
-        loss, _ = grpo_loss(log_prob=ev.log_prob, old_log_prob=sample.log_prob, advantages=adv, entropy=ev.entropy,
-                            kl=torch.zeros_like(ev.log_prob), best_images=best, target=target, deterministic=best, coefs=coefs)
+        loss, _ = grpo_loss(log_prob=ev.log_prob[:, 0], old_log_prob=sample.trajectory.log_prob[:, 0], advantages=adv, entropy=ev.entropy[:, 0],
+                            kl=torch.zeros_like(ev.log_prob[:, 0]), best_images=best, target=target, deterministic=best, coefs=coefs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)

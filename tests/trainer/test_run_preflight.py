@@ -111,3 +111,20 @@ def test_bad_policy_weights_and_checkpoints_stop_before_ray(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no intact checkpoint" in err and "policy.safetensors is damaged" in err
     assert not ray.is_initialized()
+
+
+def test_the_diffusion_family_is_checked_before_ray_too(tmp_path, capsys):
+    photos = write_photos(tmp_path / "photos")
+    policy = {"kind": "diffusion", "diffusion": {"block_out_channels": [16, 32], "sampling_steps": 4, "pretrained": str(tmp_path / "no-unet")}}
+    cfg = tiny_config(tmp_path / "run", photos, "http://127.0.0.1:9", policy=policy)
+    assert main(["--config", _write(tmp_path, cfg)]) == 2
+    assert "policy.diffusion.pretrained: diffusion pretrained=" in capsys.readouterr().err
+
+    # an AdaIR checkpoint under a diffusion config
+    state = {k: v.detach().clone() for k, v in RestorationPolicy(model_preset("micro")).state_dict().items()}
+    learner = {"policy": state, "reference": state, "optimizer": {}, "tracker": None, "version": 2, "torch_rng": torch.get_rng_state()}
+    save_checkpoint(tmp_path / "run" / "checkpoints", 2, learner, {}, {"num_images": 3}, keep=2)
+    cfg = tiny_config(tmp_path / "run", photos, "http://127.0.0.1:9", policy={**policy, "diffusion": {**policy["diffusion"], "pretrained": None}})
+    assert main(["--config", _write(tmp_path, cfg), "--resume", "auto"]) == 2
+    assert "do not fit the configured model" in capsys.readouterr().err
+    assert not ray.is_initialized()

@@ -1,4 +1,8 @@
-"""The learner: advantages and the GRPO update of the policy against a frozen reference copy."""
+"""The learner: the GRPO update of the policy against a frozen reference copy.
+
+It knows the policy through the interface (trainer/policies); the objective of the configured
+family (trainer/actors/objectives.py) turns a step's rollout into advantages and a loss.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,11 @@ import torch
 
 from irpo_common.device import resolve_device
 from trainer.actors.messages import Rollout
+from trainer.actors.objectives import OBJECTIVES
 from trainer.config import TrainConfig
 from trainer.diagnostics import Sensitivity, action_sensitivity
-from trainer.grpo import (
-    HistoryTracker,
-    LossCoefs,
-    beta_kl,
-    best_candidate_index,
-    build_optimizer,
-    difficulty_weights,
-    group_advantages,
-    grpo_loss,
-    linear_anneal,
-)
-from trainer.model import build_policy
+from trainer.grpo import HistoryTracker, build_optimizer, group_advantages
+from trainer.policies import build_policy
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -40,81 +35,53 @@ class Learner:
         self.total_steps = total_steps
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.policy = build_policy(cfg.model).to(self.device).train()
+        self.policy = build_policy(cfg.policy_section).to(self.device).train()
         self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.policy, cfg.optim)
+        self.objective = OBJECTIVES[cfg.policy.kind]
         g = cfg.grpo
-        self.tracker = HistoryTracker(g.history_buffer, g.history_min_count, g.advantage_eps) if g.advantage == "history" else None
+        tracked = g.advantage in ("history", "history_batch")
+        self.tracker = HistoryTracker(g.history_buffer, g.history_min_count, g.advantage_eps, with_batch=g.advantage == "history_batch") if tracked else None
         self.version = 0
 
     def describe(self) -> dict:
+        weights = self.cfg.policy_section.weights
         return {
             "device": str(self.device),
+            "policy": self.cfg.policy.kind,
             "parameters": sum(p.numel() for p in self.policy.parameters()),
-            "weights": str(self.cfg.model.checkpoint) if self.cfg.model.checkpoint else "RANDOM initialisation (model.checkpoint is not set)",
+            "weights": str(weights) if weights else "RANDOM initialisation (no starting weights configured)",
         }
 
-    def action_sensitivity(self, degraded: torch.Tensor) -> Sensitivity:
-        """How far each action moves the current policy's output on these images (trainer/diagnostics.py)."""
+    def action_sensitivity(self, degraded: torch.Tensor) -> Sensitivity | None:
+        """How far each action moves the current policy's output on these images (trainer/diagnostics.py);
+        None for a policy without named actions."""
         return action_sensitivity(self.policy, degraded.to(self.device))
 
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
         return self.version, cpu_state(self.policy)
 
-    def _advantages(self, rollout: Rollout) -> torch.Tensor:
+    def normalise(self, keys: list[str], rewards: torch.Tensor) -> torch.Tensor:
+        """(B, G) rewards of images `keys` -> advantages, as grpo.advantage says (the history is recorded)."""
         g = self.cfg.grpo
         if self.tracker is not None:
-            return self.tracker.advantages(rollout.ids, rollout.rewards)
-        return group_advantages(rollout.rewards, g.advantage_eps, normalize_std=g.advantage == "group")
+            return self.tracker.advantages(keys, rewards)
+        return group_advantages(rewards, g.advantage_eps, normalize_std=g.advantage == "group")
 
     def update(self, *parts: Rollout) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """One GRPO update on a step's rollout (the parts of its actors, given as object references that
         Ray resolves here); returns (metrics, new weights). Metrics are for the step's log."""
         t0 = time.perf_counter()
         rollout = Rollout.concat(list(parts))
-        g, o = self.cfg.grpo, self.cfg.optim
-        step = rollout.step
-        rewards = rollout.rewards
-        group = rewards.shape[1]
-        dev = self.device
-        adv = self._advantages(rollout).flatten().to(dev)
-        x = rollout.degraded.to(dev)
-        target = rollout.target.to(dev)
-        xg = x.repeat_interleave(group, dim=0)
-        actions = rollout.actions.to(dev)
-        old_log_prob = rollout.old_log_prob.to(dev)
-        best = best_candidate_index(rewards).to(dev)
-        coefs = LossCoefs(
-            clip_eps=g.clip_eps,
-            kl=g.kl_coef,
-            entropy=g.entropy_coef,
-            sup=linear_anneal(*g.sup_coef, step, self.total_steps),
-            cons=linear_anneal(*g.cons_coef, step, self.total_steps),
-        )
-        with torch.no_grad():
-            ref = self.reference.evaluate_actions(xg, actions)
+        adv, step_loss = self.objective(self, rollout)
         stats: dict[str, float] = {}
-        for _ in range(g.ppo_epochs):
-            ev = self.policy.evaluate_actions(xg, actions)
-            deterministic = self.policy.deterministic(x)
-            weights = difficulty_weights(deterministic, target) if g.adaptive_weighting else None
-            loss, stats = grpo_loss(
-                log_prob=ev.log_prob,
-                old_log_prob=old_log_prob,
-                advantages=adv,
-                entropy=ev.entropy,
-                kl=beta_kl(ev.alpha, ev.beta, ref.alpha, ref.beta),
-                best_images=ev.images[best],
-                target=target,
-                deterministic=deterministic,
-                coefs=coefs,
-                sample_weights=weights,
-            )
+        for epoch in range(self.cfg.grpo.ppo_epochs):
+            loss, stats = step_loss(epoch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step}: non-finite loss {loss.item()} ({stats})")
+                raise FloatingPointError(f"step {rollout.step}: non-finite loss {loss.item()} ({stats})")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), o.grad_clip))
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip))
             self.optimizer.step()
         self.version += 1
         stats.update({
@@ -146,7 +113,7 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.tracker is not None:
             if state["tracker"] is None:
-                raise ValueError("the checkpoint has no advantage history but grpo.advantage is 'history'")
+                raise ValueError(f"the checkpoint has no advantage history but grpo.advantage is {self.cfg.grpo.advantage!r}")
             self.tracker.load_state_dict(state["tracker"])
         self.version = state["version"]
         torch.set_rng_state(state["torch_rng"])

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from trainer.policies import Trajectory
+
 
 @dataclass
 class ImageBatch:
@@ -32,6 +34,10 @@ class RolloutStats:
     judge_dropped: int = 0  # candidates scored without the judge because it was down (outage policy 'drop')
     judge_unscored: int = 0  # candidates whose judge answer held no score
     times: dict[str, float] = field(default_factory=dict)  # seconds: sample, reward, judge, score, weight_sync
+    # step-wise rewards: (B, G, R) rewards of the intermediate estimates the policy offered (R = 0 for none),
+    # column r scoring the estimate produced by sampling step estimate_steps[r]
+    estimate_rewards: torch.Tensor | None = None
+    estimate_steps: list[int] = field(default_factory=list)
 
     def stats(self) -> "RolloutStats":
         return RolloutStats(**{f.name: getattr(self, f.name) for f in fields(RolloutStats)})
@@ -41,6 +47,8 @@ class RolloutStats:
         """One step's stats from the parts of several actors (all sampled by the same version)."""
         if len({p.version for p in parts}) != 1 or len({p.step for p in parts}) != 1:
             raise ValueError("rollout parts of one step must share step and policy version")
+        if len({tuple(p.estimate_steps) for p in parts}) != 1:
+            raise ValueError("rollout parts of one step must score the same estimate steps")
         names = sorted(set().union(*(p.terms for p in parts)))
 
         def term(p: RolloutStats, name: str) -> torch.Tensor:
@@ -53,6 +61,8 @@ class RolloutStats:
             terms={n: torch.cat([term(p, n) for p in parts]) for n in names},
             judge_dropped=sum(p.judge_dropped for p in parts),
             judge_unscored=sum(p.judge_unscored for p in parts),
+            estimate_rewards=None if parts[0].estimate_rewards is None else torch.cat([p.estimate_rewards for p in parts]),
+            estimate_steps=parts[0].estimate_steps,
             # actors run side by side: a stage takes as long as its slowest actor
             times={k: max(p.times.get(k, 0.0) for p in parts) for k in set().union(*(p.times for p in parts))},
         )
@@ -60,15 +70,14 @@ class RolloutStats:
 
 @dataclass(kw_only=True)
 class Rollout(RolloutStats):
-    """G scored candidates per image, with the actions and log-probs of the policy that sampled them;
+    """G scored candidates per image, with the trajectory (and log-probs) of the policy that sampled them;
     it travels from the rollout actor to the learner through the object store, not the driver."""
 
     ids: list[str]
     tasks: list[str]
     degraded: torch.Tensor  # (B, 3, H, W)
     target: torch.Tensor  # (B, 3, H, W)
-    actions: torch.Tensor  # (B*G, 12), image-major
-    old_log_prob: torch.Tensor  # (B*G,)
+    trajectory: Trajectory  # B*G rows, image-major; trajectory.log_prob (B*G, S) is the sampling policy's
 
     @staticmethod
     def concat(parts: list["Rollout"]) -> "Rollout":
@@ -81,6 +90,5 @@ class Rollout(RolloutStats):
             tasks=[t for p in parts for t in p.tasks],
             degraded=torch.cat([p.degraded for p in parts]),
             target=torch.cat([p.target for p in parts]),
-            actions=torch.cat([p.actions for p in parts]),
-            old_log_prob=torch.cat([p.old_log_prob for p in parts]),
+            trajectory=type(parts[0].trajectory).cat([p.trajectory for p in parts]),
         )

@@ -1,4 +1,9 @@
-"""A rollout actor: holds a policy copy, samples G candidates per image in one batched forward, scores them."""
+"""A rollout actor: holds a policy copy, samples G candidates per image in one batched call, scores them.
+
+It knows the policy only through the interface (trainer/policies): the family comes from policy.kind.
+When the policy offers intermediate estimates (step-wise rewards), they are scored in the same
+request as the final outputs.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from irpo_common.device import resolve_device
 from trainer.actors.messages import ImageBatch, Rollout, RolloutStats
 from trainer.actors.scoring import Scorer
 from trainer.config import TrainConfig
-from trainer.model import RestorationPolicy
+from trainer.policies import build_policy
 
 
 def sampling_seed(seed: int, step: int, rank: int) -> int:
@@ -29,7 +34,7 @@ class RolloutWorker:
         self.rank = rank
         self.device = resolve_device(cfg.device)
         # no checkpoint load here: the learner's weights come with every rollout call
-        self.policy = RestorationPolicy(cfg.model).to(self.device).eval()
+        self.policy = build_policy(cfg.policy_section, load_weights=False).to(self.device).eval()
         self.version = -1
         self._policy_lock = threading.Lock()
         self.scorer = Scorer(cfg.reward, cfg.judge, concurrency=cfg.rollout.max_staleness + 1)
@@ -57,14 +62,20 @@ class RolloutWorker:
             gen = torch.Generator().manual_seed(sampling_seed(self.cfg.seed, batch.step, self.rank))
             sample = self.policy.sample(batch.degraded.to(self.device), g, generator=gen)
             t1 = time.perf_counter()
+        b = len(batch.ids)
+        n = b * g
+        # the final outputs, then each estimate column: blocks of N rows, each image-major in groups of G
+        estimates = [] if sample.estimates is None else list(sample.estimates.clamp(0.0, 1.0).cpu().unbind(dim=1))
+        blocks = 1 + len(estimates)
         scored = self.scorer.score(
-            restored=sample.images.clamp(0.0, 1.0).cpu(),
-            reference=batch.target.repeat_interleave(g, dim=0),
-            degraded=batch.degraded.repeat_interleave(g, dim=0),
-            tasks=[t for t in batch.tasks for _ in range(g)],
+            restored=torch.cat([sample.images.clamp(0.0, 1.0).cpu(), *estimates]),
+            reference=batch.target.repeat_interleave(g, dim=0).repeat(blocks, 1, 1, 1),
+            degraded=batch.degraded.repeat_interleave(g, dim=0).repeat(blocks, 1, 1, 1),
+            tasks=[t for t in batch.tasks for _ in range(g)] * blocks,
             group_size=g,
         )
-        b = len(batch.ids)
+        rewards = scored.rewards.view(blocks, b, g)
+        trajectory = sample.trajectory.to("cpu")
         rollout = Rollout(
             step=batch.step,
             version=version,
@@ -72,10 +83,11 @@ class RolloutWorker:
             tasks=batch.tasks,
             degraded=batch.degraded,
             target=batch.target,
-            actions=sample.actions.cpu(),
-            old_log_prob=sample.log_prob.cpu(),
-            rewards=scored.rewards.view(b, g),
-            terms={k: v.view(b, g) for k, v in scored.terms.items()},
+            trajectory=trajectory,
+            rewards=rewards[0],
+            terms={k: v[:n].view(b, g) for k, v in scored.terms.items()},
+            estimate_rewards=rewards[1:].permute(1, 2, 0) if estimates else None,
+            estimate_steps=sample.estimate_steps,
             judge_dropped=scored.judge_dropped,
             judge_unscored=scored.judge_unscored,
             times={"sample": t1 - t0, "weight_sync": sync, **scored.times},

@@ -1,7 +1,7 @@
 """The demo's four arms, all from the same pre-trained weights, at the same updates and images per update.
 
 - pretrained:  the starting policy itself;
-- sft_control: supervised L1 of the deterministic output on the hard subset, with GRPO's images, crops and
+- sft_control: the family's supervised loss (L1 of the deterministic output, or the diffusion loss) on the hard subset, with GRPO's images, crops and
                order per step, its optimiser (Adam, head lr multiplier, gradient clip) and its step count:
                what the same budget buys without any RL term;
 - grpo_hard:   GRPO on the mined hard subset (IRPO);
@@ -20,8 +20,8 @@ from trainer.config import TrainConfig
 from trainer.data.post_training import DataCursor, load_training_data, step_items
 from trainer.grpo import build_optimizer
 from trainer.mining import read_manifest, select, write_subset
-from trainer.model import build_policy, save_policy
-from trainer.pretrain import fit_l1
+from trainer.policies import build_policy, save_policy
+from trainer.pretrain import fit_supervised
 from trainer.run import total_steps, train
 
 ARMS = ("pretrained", "sft_control", "grpo_hard", "grpo_random")
@@ -41,8 +41,7 @@ def arm_config(cfg: TrainConfig, arm: str, pretrained: Path) -> TrainConfig:
     mining = cfg.mining
     if arm == "grpo_random":
         mining = mining.model_copy(update={"selection": "random", "subset": _random_subset(cfg)})
-    return cfg.model_copy(update={
-        "model": cfg.model.model_copy(update={"checkpoint": pretrained}),
+    return cfg.with_policy_weights(pretrained).model_copy(update={
         "mining": mining,
         "logging": cfg.logging.model_copy(update={"dir": cfg.logging.dir / arm}),
         "checkpoint": cfg.checkpoint.model_copy(update={"dir": cfg.checkpoint.dir / arm}),
@@ -67,14 +66,14 @@ def fresh_run_dirs(cfg: TrainConfig) -> None:
 def sft_control(cfg: TrainConfig) -> tuple[Path, int]:
     """Train the SFT control arm (cfg from arm_config); returns its weights and its number of updates."""
     torch.manual_seed(cfg.seed)
-    policy = build_policy(cfg.model).to(resolve_device(cfg.device))
+    policy = build_policy(cfg.policy_section).to(resolve_device(cfg.device))
     data = load_training_data(cfg)
     per_step = cfg.rollout.num_workers * cfg.rollout.images_per_worker
     steps = total_steps(cfg, len(data))
     cursor = DataCursor(len(data), cfg.seed)
-    print(f"[sft_control] {steps} steps of {per_step} images ({len(data)} in the subset), Adam lr {cfg.optim.lr} (heads x{cfg.optim.head_lr_mult}), from {cfg.model.checkpoint}", flush=True)
-    fit_l1(policy, lambda step: step_items(data, cursor, step, per_step), build_optimizer(policy, cfg.optim), steps,
-           grad_clip=cfg.optim.grad_clip, log_every=max(1, steps // 5), tag="sft_control")
+    print(f"[sft_control] {steps} steps of {per_step} images ({len(data)} in the subset), Adam lr {cfg.optim.lr} (heads x{cfg.optim.head_lr_mult}), from {cfg.policy_section.weights}", flush=True)
+    fit_supervised(policy, lambda step: step_items(data, cursor, step, per_step), build_optimizer(policy, cfg.optim), steps,
+                   grad_clip=cfg.optim.grad_clip, log_every=max(1, steps // 5), tag="sft_control", seed=cfg.seed)
     return save_policy(policy, cfg.logging.dir / "policy.safetensors"), steps
 
 

@@ -20,7 +20,7 @@ from trainer.evaluate import format_table, input_baseline  # noqa: E402
 from trainer.inference import restore  # noqa: E402
 from trainer.metrics import psnr_ssim  # noqa: E402
 from trainer.metrics_log import read_metrics  # noqa: E402
-from trainer.model import RestorationPolicy  # noqa: E402
+from trainer.policies import Policy  # noqa: E402
 
 
 SPLITS = {"id": "in-distribution", "ood": "OOD"}
@@ -135,7 +135,7 @@ def _show(img: torch.Tensor):
 
 
 @torch.no_grad()
-def image_grid(cfg: TrainConfig, policies: dict[str, RestorationPolicy], path: Path) -> Path:
+def image_grid(cfg: TrainConfig, policies: dict[str, Policy], path: Path) -> Path:
     """One test image per column of the in-distribution set: degraded / each policy / ground truth,
     each restoration titled with its PSNR."""
     sets = build_eval_sets(cfg.data, ood=False, crop=cfg.eval.crop)

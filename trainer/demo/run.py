@@ -40,12 +40,12 @@ from trainer.evaluate import evaluate
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics
 from trainer.mining import calibrate_psnr_range, mine
-from trainer.model import RestorationPolicy, build_policy
+from trainer.policies import Policy, build_policy
 from trainer.run import STOP_ERRORS
 
 
-def _policy(cfg: TrainConfig, weights: Path) -> RestorationPolicy:
-    policy = build_policy(cfg.model.model_copy(update={"checkpoint": weights}))
+def _policy(cfg: TrainConfig, weights: Path) -> Policy:
+    policy = build_policy(cfg.with_policy_weights(weights).policy_section)
     return policy.to(resolve_device(cfg.device)).eval()
 
 

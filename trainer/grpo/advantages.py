@@ -27,15 +27,18 @@ class HistoryTracker:
     """Per-image reward history (difficulty-adaptive paper; DDPO's per-prompt stat tracker).
 
     Each image keeps its last `buffer_size` rewards. An image with fewer than `min_count` tracked
-    rewards is normalised by the statistics of the whole current batch instead.
+    rewards is normalised by the statistics of the whole current batch instead. With `with_batch`
+    (difficulty-adaptive paper), a tracked image is normalised by its history together with the
+    current batch's rewards rather than by its history alone.
     """
 
-    def __init__(self, buffer_size: int, min_count: int, eps: float = 1e-6):
+    def __init__(self, buffer_size: int, min_count: int, eps: float = 1e-6, with_batch: bool = False):
         if min_count > buffer_size:
             raise ValueError(f"min_count {min_count} exceeds buffer_size {buffer_size}: the history could never be used")
         self.buffer_size = buffer_size
         self.min_count = min_count
         self.eps = eps
+        self.with_batch = with_batch
         self._history: dict[str, deque[float]] = {}
 
     def advantages(self, keys: list[str], rewards: torch.Tensor) -> torch.Tensor:
@@ -52,6 +55,8 @@ class HistoryTracker:
                 mean, std = batch_mean, batch_std
             else:
                 h = torch.tensor(list(hist), dtype=rewards.dtype)
+                if self.with_batch:
+                    h = torch.cat([h, rewards.flatten()])
                 mean, std = h.mean(), torch.sqrt(h.var(unbiased=False) + self.eps)
             out[i] = (rewards[i] - mean) / std
         return out

@@ -58,6 +58,23 @@ def difficulty_weights(prediction: torch.Tensor, target: torch.Tensor) -> torch.
     return err / err.max().clamp_min(1e-12)
 
 
+def mix_rl_and_sft(rl_per_image: torch.Tensor, sft_per_image: torch.Tensor, sample_weights: torch.Tensor | None) -> torch.Tensor:
+    """(B,) per-image loss: RL + SFT, or with difficulty weights w (B,): w RL + (1 - w) SFT (seed 2)."""
+    if sample_weights is None:
+        return rl_per_image + sft_per_image
+    return sample_weights * rl_per_image + (1.0 - sample_weights) * sft_per_image
+
+
+def ratio_stats(ratio: torch.Tensor, clipped: torch.Tensor) -> dict[str, float]:
+    """Mean, max and min of the PPO ratio and the fraction where the clip acted (any shape)."""
+    return {
+        "ratio/mean": ratio.mean().item(),
+        "ratio/max": ratio.max().item(),
+        "ratio/min": ratio.min().item(),
+        "clip_fraction": clipped.float().mean().item(),
+    }
+
+
 @dataclass(frozen=True)
 class LossCoefs:
     clip_eps: float
@@ -97,11 +114,7 @@ def grpo_loss(
     rl_per_image = (surrogate - coefs.entropy * entropy).view(b, -1).mean(dim=1)
     sup = per_image_l1(best_images, target)
     cons = per_image_l1(deterministic, best_images.detach())
-    sft_per_image = coefs.sup * sup + coefs.cons * cons
-    if sample_weights is None:
-        weighted = rl_per_image + sft_per_image
-    else:
-        weighted = sample_weights * rl_per_image + (1.0 - sample_weights) * sft_per_image
+    weighted = mix_rl_and_sft(rl_per_image, coefs.sup * sup + coefs.cons * cons, sample_weights)
     loss = weighted.mean() + coefs.kl * kl.mean()
     stats = {
         "loss/total": loss.item(),
@@ -110,10 +123,7 @@ def grpo_loss(
         "loss/cons_l1": cons.mean().item(),
         "kl": kl.mean().item(),
         "entropy": entropy.mean().item(),
-        "ratio/mean": ratio.mean().item(),
-        "ratio/max": ratio.max().item(),
-        "ratio/min": ratio.min().item(),
-        "clip_fraction": clipped.float().mean().item(),
+        **ratio_stats(ratio, clipped),
         "coef/sup": coefs.sup,
         "coef/cons": coefs.cons,
     }

@@ -4,23 +4,27 @@ Actions, 12 per image, in module order fre1, fre2, fre3: [r_h, r_l, g_f, g_o] ea
 r_h, r_l set the low-pass mask of the frequency split (trainer/model/adair.py); g_f, g_o blend
 the decoder feature with the module output. The fuse heads see decoder features that depend on
 earlier actions, so every quantity is computed along one trajectory in a single forward pass.
+It is the 'irpo' family of the policy interface (trainer/policies/interface.py): one action step
+per rollout (S = 1), the joint draw of the 12 actions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
-from typing import Iterator, Literal
+from dataclasses import dataclass, replace
+from typing import Iterator, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Beta
 
 from trainer.config import ModelConfig
+from trainer.grpo.losses import beta_kl
 from trainer.model.adair import AdaIR
 from trainer.model.heads import BetaHead
 from trainer.model.weights_io import load_policy_weights
+from trainer.policies.interface import ParameterGroup, PolicySample
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +36,34 @@ ACTION_EPS = 1e-6
 
 
 @dataclass
-class PolicySample:
-    images: Tensor  # (B*G, 3, H, W), raw network output (not clamped)
-    actions: Tensor  # (B*G, 12) in (0, 1)
-    log_prob: Tensor  # (B*G,) joint log-density of the actions
+class BetaTrajectory:
+    """What a rollout of this family records: the 12 actions of each row and their joint log-density."""
+
+    actions: Tensor  # (N, 12) in (0, 1)
+    log_prob: Tensor  # (N, 1): one action step per row
+
+    def to(self, device: torch.device | str) -> "BetaTrajectory":
+        return replace(self, actions=self.actions.to(device), log_prob=self.log_prob.to(device))
+
+    @classmethod
+    def cat(cls, parts: Sequence["BetaTrajectory"]) -> "BetaTrajectory":
+        return cls(torch.cat([p.actions for p in parts]), torch.cat([p.log_prob for p in parts]))
+
+
+@dataclass
+class BetaEvaluation:
+    """A recorded trajectory under current parameters: the interface's Evaluation, plus the images its
+    actions give now (IRPO's supervised terms use the best candidate's)."""
+
+    log_prob: Tensor  # (N, 1)
+    entropy: Tensor  # (N, 1) sum of the 12 Beta entropies
+    images: Tensor  # (N, 3, H, W), differentiable
+    alpha: Tensor  # (N, 12)
+    beta: Tensor  # (N, 12)
+
+    def kl(self, reference: "BetaEvaluation") -> Tensor:
+        """(N, 1) closed-form Beta KL to the reference along the same actions."""
+        return beta_kl(self.alpha, self.beta, reference.alpha, reference.beta)[:, None]
 
 
 @dataclass
@@ -59,6 +87,7 @@ class _Trajectory:
 
 
 class RestorationPolicy(nn.Module):
+    kind = "irpo"
     action_dim = NUM_MODULES * ACTIONS_PER_MODULE
 
     def __init__(self, cfg: ModelConfig):
@@ -145,7 +174,16 @@ class RestorationPolicy(nn.Module):
             if generator is not None:
                 torch.manual_seed(seed)
             traj = self._trajectory(x, "sample", group=group_size)
-        return PolicySample(traj.images, traj.actions, traj.distribution().log_prob(traj.actions).sum(1))
+        return PolicySample(traj.images, BetaTrajectory(traj.actions, traj.distribution().log_prob(traj.actions).sum(1, keepdim=True)))
+
+    def evaluate(self, x: Tensor, trajectory: BetaTrajectory) -> BetaEvaluation:
+        """The recorded actions of the len(x) * G rows under the current parameters (the encoder runs once per image)."""
+        n = trajectory.actions.shape[0]
+        if n % x.shape[0]:
+            raise ValueError(f"{n} trajectory rows do not split into {x.shape[0]} images")
+        traj = self._trajectory(x, "given", trajectory.actions, group=n // x.shape[0])
+        dist = traj.distribution()
+        return BetaEvaluation(dist.log_prob(traj.actions).sum(1, keepdim=True), dist.entropy().sum(1, keepdim=True), traj.images, traj.alpha, traj.beta)
 
     def evaluate_actions(self, x: Tensor, actions: Tensor) -> PolicyEval:
         """Images, log-prob and entropy of given actions under the current parameters."""
@@ -161,6 +199,14 @@ class RestorationPolicy(nn.Module):
     def mean_actions(self, x: Tensor) -> Tensor:
         """The (N, 12) actions of the deterministic output (each head's Beta mean along that trajectory)."""
         return self._trajectory(x, "mean").actions
+
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """The backbone and the Beta heads (IRPO trains the heads at a multiple of the lr: optim.head_lr_mult)."""
+        return [ParameterGroup("backbone", list(self.backbone_parameters())), ParameterGroup("heads", list(self.head_parameters()))]
+
+    def supervised_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """(B,) L1 of the deterministic output (Beta means) per image: pre-training and the SFT control."""
+        return (self.deterministic(x) - target).abs().flatten(1).mean(dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.deterministic(x)

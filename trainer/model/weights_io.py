@@ -1,4 +1,4 @@
-"""Policy weights: our .safetensors files and AdaIR's Lightning .ckpt checkpoints."""
+"""AdaIR family weights: our .safetensors files (trainer/policies/weights.py) and AdaIR's Lightning .ckpt checkpoints."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, save_file
+
+from trainer.policies.weights import WeightsError, check_fits, load_policy_state, save_policy  # noqa: F401 (save_policy: trainer.model exports it)
 
 if TYPE_CHECKING:
     from trainer.model.policy import RestorationPolicy
@@ -16,10 +17,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIGHTNING_PREFIX = "net."
-
-
-class WeightsError(ValueError):
-    """A weights file is missing, unreadable or does not fit the policy; the message says how."""
 
 
 @dataclass
@@ -34,14 +31,6 @@ class LoadReport:
         if self.fresh_heads:
             text += f"; policy heads freshly initialised ({len(self.fresh_heads)} tensors not in the file)"
         return text
-
-
-def save_policy(policy: RestorationPolicy, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "irpo-policy"})
-    return path
 
 
 def _read_lightning(path: Path) -> dict[str, torch.Tensor]:
@@ -60,21 +49,6 @@ def _read_lightning(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _check(path: Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = [f"{k}: file {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}" for k in sorted(set(expected) & set(found)) if found[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {missing[:8]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[:8]})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches (first: {shapes[:4]})")
-        raise WeightsError(f"{path} does not fit the policy (check the model config): " + "; ".join(parts))
-
-
 def load_policy_weights(policy: RestorationPolicy, path: str | Path) -> LoadReport:
     """Load strictly: our .safetensors must match the whole policy; an AdaIR .ckpt the whole backbone.
 
@@ -84,16 +58,10 @@ def load_policy_weights(policy: RestorationPolicy, path: str | Path) -> LoadRepo
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # safetensors raises its own error types for bad headers
-            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
-        _check(path, policy.state_dict(), state)
-        policy.load_state_dict(state)
-        report = LoadReport(path, "safetensors", len(state))
+        report = LoadReport(path, "safetensors", load_policy_state(policy, path))
     elif path.suffix in (".ckpt", ".pth", ".pt"):
         state = _read_lightning(path)
-        _check(path, policy.backbone.state_dict(), state)
+        check_fits(path, policy.backbone.state_dict(), state)
         policy.backbone.load_state_dict(state)
         heads = [k for k in policy.state_dict() if not k.startswith("backbone.")]
         report = LoadReport(path, "adair-ckpt", len(state), heads)

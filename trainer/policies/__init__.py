@@ -1,10 +1,11 @@
 """Policy families behind one interface (interface.py), built by name (registry.py).
 
-Importing this package registers the families it ships: 'diffusion' (trainer/policies/diffusion).
+The families it ships, imported on first use by the registry: 'irpo' (trainer/policies/irpo.py over
+trainer/model) and 'diffusion' (trainer/policies/diffusion).
 """
 
 from trainer.policies.interface import Evaluation, ParameterGroup, Policy, PolicySample, Trajectory, optimizer_groups
 from trainer.policies.registry import build_policy, families, register_family
-from trainer.policies import diffusion  # noqa: F401  (registers the family)
+from trainer.policies.weights import WeightsError, load_policy_state, save_policy
 
-__all__ = ["Evaluation", "ParameterGroup", "Policy", "PolicySample", "Trajectory", "optimizer_groups", "build_policy", "families", "register_family"]
+__all__ = ["Evaluation", "ParameterGroup", "Policy", "PolicySample", "Trajectory", "WeightsError", "build_policy", "families", "load_policy_state", "optimizer_groups", "register_family", "save_policy"]

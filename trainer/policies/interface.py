@@ -9,7 +9,7 @@ per stochastic denoising step; the last, noiseless step to t = 0 is no action).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
 import torch
@@ -51,6 +51,10 @@ class Evaluation(Protocol):
 class PolicySample:
     images: Tensor  # (N, 3, H, W) raw output in about [0, 1] (clamp before scoring)
     trajectory: Trajectory
+    # (N, R, 3, H, W) in [0, 1]: intermediate images the rollout scores too (step-wise rewards); None
+    # when only the final output is scored. estimate_steps[r]: the action step that produced column r.
+    estimates: Tensor | None = None
+    estimate_steps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -90,6 +94,10 @@ class Policy(Protocol):
 
     def parameter_groups(self) -> list[ParameterGroup]:
         """Groups that partition the trainable parameters, for the optimiser."""
+        ...
+
+    def supervised_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """(B,) the family's supervised loss per image (pre-training, SFT control, L_SFT): differentiable."""
         ...
 
     def state_dict(self, *args, **kwargs) -> Mapping[str, Tensor]: ...

@@ -43,6 +43,8 @@ def history_normaliser(tracker: HistoryTracker) -> Callable[[list[str], Tensor],
 def assign_to_steps(advantages: Tensor, estimate_steps: Tensor, num_stochastic: int) -> Tensor:
     """(N, R + 1) column advantages -> (N, num_stochastic): step k takes the first column whose
     estimate step is >= k (the estimate its action leads to), the final column after the last one."""
+    if estimate_steps.numel() == 0:  # final reward only: every step takes it
+        return advantages[:, :1].expand(-1, num_stochastic)
     steps = torch.arange(num_stochastic)
     later = estimate_steps.view(1, -1) >= steps.view(-1, 1)  # (S, R)
     col = torch.where(later.any(dim=1), later.float().argmax(dim=1), torch.full_like(steps, estimate_steps.numel()))

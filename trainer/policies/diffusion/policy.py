@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.policies.diffusion.codec import build_codec
-from trainer.policies.diffusion.config import DiffusionConfig
+from trainer.config import DiffusionConfig
 from trainer.policies.diffusion.ddim import StepGaussian, ddim_step, gaussian_kl_same_std, gaussian_log_density
 from trainer.policies.diffusion.network import build_denoiser
 from trainer.policies.diffusion.schedule import Schedule
@@ -50,11 +50,11 @@ class DiffusionEvaluation:
 class DiffusionPolicy(nn.Module):
     kind = "diffusion"
 
-    def __init__(self, cfg: DiffusionConfig):
+    def __init__(self, cfg: DiffusionConfig, load_weights: bool = True):
         super().__init__()
         self.cfg = cfg
         self.codec = build_codec(cfg.space)
-        self.unet = build_denoiser(cfg, self.codec.channels)
+        self.unet = build_denoiser(cfg, self.codec.channels, load_weights)
         self.schedule = Schedule(cfg)
         self._multiple = self.codec.downscale * 2 ** (len(self.unet.config.block_out_channels) - 1)
         rl = cfg.rl
@@ -112,7 +112,9 @@ class DiffusionPolicy(nn.Module):
             estimates=torch.stack(est, dim=1) if est else cond.new_zeros((n, 0, 3, h, w)),
             estimate_steps=self.estimate_steps.clone(),
         )
-        return PolicySample(self.codec.decode(latents[-1]), traj)
+        if not est:
+            return PolicySample(self.codec.decode(latents[-1]), traj)
+        return PolicySample(self.codec.decode(latents[-1]), traj, traj.estimates, [int(s) for s in self.estimate_steps])
 
     def evaluate(self, x: Tensor, trajectory: DiffusionTrajectory, steps: Tensor | None = None) -> DiffusionEvaluation:
         """Step Gaussians and log-densities of `trajectory` under the current weights (differentiable).
@@ -168,6 +170,10 @@ class DiffusionPolicy(nn.Module):
         x_t = self.schedule.add_noise(x0, noise, t)
         out = self.unet(torch.cat([x_t, cond], dim=1), t.to(x0.device)).sample
         return F.mse_loss(out.float(), self.schedule.training_target(x0, noise, t), reduction="none").flatten(1).mean(dim=1)
+
+    def supervised_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """(B,) the family's supervised loss: the diffusion loss (pre-training, SFT control, seed 2's L_diff)."""
+        return self.diffusion_loss(x, target, generator)
 
     def save_pretrained(self, folder) -> None:
         """The U-Net in diffusers' layout; `pretrained: <folder>` loads it back."""

@@ -10,7 +10,7 @@ import torch
 from diffusers import DDIMScheduler
 from torch import Tensor
 
-from trainer.policies.diffusion.config import DiffusionConfig
+from trainer.config import DiffusionConfig
 
 
 class Schedule:
