@@ -4,25 +4,28 @@ reward of samples on held-out images; the same run with shuffled advantages does
 
 The reward is in-process and one the sampler can move: the mean brightness of the output. The
 policy is a tiny conditional U-Net with RANDOM weights on 16 px images and a 4-step DDIM chain
-(3 stochastic steps). Everything else is what the learner uses: DiffusionPolicy.sample /
-evaluate, the step credit of trainer/policies/diffusion/credit.py and ppo_clip_objective.
+(3 stochastic steps). Everything else is what the learner's diffusion objective uses:
+DiffusionPolicy.sample / evaluate, step_advantages (group-normalised, every step takes the final
+reward) and step_grpo_loss (per-step PPO clip against the recorded log-probs) with the diffusion
+loss, the KL and the GT likelihood at 0.
 """
 
 from __future__ import annotations
 
 import torch
 
-from trainer.grpo import ppo_clip_objective
+from trainer.grpo.step_losses import StepLossCoefs, step_grpo_loss
 from trainer.policies import build_policy
 from trainer.policies.diffusion import DiffusionConfig, DiffusionPolicy
-from trainer.policies.diffusion.credit import assign_to_steps, column_advantages, group_normaliser
+from trainer.policies.diffusion.credit import group_normaliser
+from trainer.policies.diffusion.objective import step_advantages
 
 SIDE = 16
 STEPS = 150
 IMAGES_PER_STEP = 2
 GROUP = 4
 CFG = DiffusionConfig(block_out_channels=[8, 16], norm_num_groups=4, sampling_steps=4)
-FINAL_ONLY = torch.zeros(0, dtype=torch.long)  # no intermediate estimates: every step takes the final reward
+RL_ONLY = StepLossCoefs(clip_eps=CFG.rl.clip_eps, kl=0.0, sft=0.0, gt_likelihood=0.0)
 
 
 def _images(n: int, seed: int) -> torch.Tensor:
@@ -55,17 +58,17 @@ def train(shuffle_advantages: bool) -> tuple[float, float, float]:
     for step in range(STEPS):
         x = _images(IMAGES_PER_STEP, seed=1000 + step)
         sample = policy.sample(x, GROUP, gen)
-        rewards = brightness(sample.images).view(IMAGES_PER_STEP, GROUP, 1)
-        adv = column_advantages(ids, rewards, FINAL_ONLY, group_normaliser(1e-6)).clamp(-CFG.rl.adv_clip, CFG.rl.adv_clip)
+        rewards = brightness(sample.images).view(IMAGES_PER_STEP, GROUP)
+        adv = step_advantages(ids, rewards, None, sample.trajectory, policy, CFG.rl, group_normaliser(1e-6))
         if shuffle_advantages:
             adv = adv[torch.randperm(adv.shape[0], generator=gen)]
-        step_adv = assign_to_steps(adv, FINAL_ONLY, CFG.sampling_steps - 1)
         ev = policy.evaluate(x, sample.trajectory)
-        loss, ratio, _ = ppo_clip_objective(ev.log_prob, sample.trajectory.log_prob, step_adv, CFG.rl.clip_eps)
+        loss, stats = step_grpo_loss(log_prob=ev.log_prob, old_log_prob=sample.trajectory.log_prob, advantages=adv,
+                                     kl=torch.zeros_like(adv), sft_loss=torch.zeros(IMAGES_PER_STEP), coefs=RL_ONLY)
         if step == 0:
-            first_ratio_error = (ratio - 1).abs().max().item()
+            first_ratio_error = max(stats["ratio/max"] - 1, 1 - stats["ratio/min"])
         optimizer.zero_grad(set_to_none=True)
-        loss.mean().backward()
+        loss.backward()
         optimizer.step()
     return before, held_out_reward(policy, held_out), first_ratio_error
 

@@ -97,6 +97,10 @@ def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> 
     return text, verdicts
 
 
+# the supervised term each family logs (irpo: L1 of the best candidate; diffusion: the diffusion loss)
+SUPERVISED_LOSSES = {"loss/sup_l1": "L1(best candidate, GT)", "loss/sft": "diffusion loss L_SFT"}
+
+
 def _running_mean(values: list[float], window: int) -> list[float]:
     out, total = [], 0.0
     for i, v in enumerate(values):
@@ -108,12 +112,13 @@ def _running_mean(values: list[float], window: int) -> list[float]:
 def plot_curves(metrics_files: dict[str, Path], path: Path, window: int = 10) -> Path:
     """Reward and losses per step of each GRPO run (label -> its metrics.jsonl), one colour per run."""
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    keys = (("reward/mean", "reward R (batch mean)"), ("loss/total", "total loss"), ("loss/sup_l1", "L1(best candidate, GT)"), ("kl", "KL to reference"))
     for label, metrics_file in metrics_files.items():
         rows = read_metrics(metrics_file)
         if not rows:
             raise ValueError(f"{metrics_file} holds no steps to plot")
         steps = [r["step"] for r in rows]
+        supervised = next(k for k in SUPERVISED_LOSSES if k in rows[0])
+        keys = (("reward/mean", "reward R (batch mean)"), ("loss/total", "total loss"), (supervised, SUPERVISED_LOSSES[supervised]), ("kl", "KL to reference"))
         # each step sees different images, so a step's reward mostly says how hard its images are:
         # the running mean shows the trend
         for ax, (key, title) in zip(axes, keys):
@@ -162,3 +167,45 @@ def image_grid(cfg: TrainConfig, policies: dict[str, Policy], path: Path) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _panel(ax, img: torch.Tensor, title: str) -> None:
+    ax.imshow(_show(img))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=7)
+
+
+@torch.no_grad()
+def candidates_grid(cfg: TrainConfig, policy: Policy, reward, path: Path, rows: int = 3) -> list[dict]:
+    """What GRPO compares: for one test image of each of the first `rows` in-distribution columns, degraded /
+    the G stochastic candidates of one sample() call (seeded by cfg.seed), each titled with its R and PSNR /
+    the deterministic output / ground truth. Returns each row's column, candidate rewards and their spread."""
+    sets = build_eval_sets(cfg.data, ood=False, crop=cfg.eval.crop)
+    g = cfg.grpo.group_size
+    device = next(policy.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    width = g + 3
+    picked = list(sets.items())[:rows]
+    fig, axes = plt.subplots(len(picked), width, figsize=(2.3 * width, 2.5 * len(picked)), squeeze=False)
+    spreads = []
+    for r, (column, dataset) in enumerate(picked):
+        item = dataset[r % len(dataset)]
+        x, target = item["degraded"][None].to(device), item["target"]
+        candidates = policy.sample(x, g, generator=gen).images.clamp(0, 1).cpu()
+        rewards = [reward(c, target, item["degraded"], item["task"]) for c in candidates]
+        mean_r = sum(rewards) / g
+        std_r = torch.tensor(rewards).std().item()  # as the runs' reward/group_std
+        spreads.append({"column": column, "id": item["id"], "rewards": rewards, "mean": mean_r, "std": std_r, "range": max(rewards) - min(rewards)})
+        panels = [("degraded", item["degraded"])]
+        panels += [(f"candidate {j + 1}\nR {rw:.3f}", c) for j, (c, rw) in enumerate(zip(candidates, rewards))]
+        panels += [("deterministic", policy.deterministic(x)[0].cpu()), ("ground truth", target)]
+        for c, (name, img) in enumerate(panels):
+            psnr = "" if c == width - 1 else f", {psnr_ssim(img.clamp(0, 1), target, cfg.eval.convention, cfg.eval.crop_border)[0]:.2f} dB"
+            _panel(axes[r][c], img, name + psnr)
+            if c == 0:
+                axes[r][c].set_ylabel(f"{column}\nstd R {std_r:.3f} ({std_r / max(abs(mean_r), 1e-12):.1%} of mean)", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return spreads
