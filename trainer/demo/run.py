@@ -122,7 +122,7 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
             return {s: evaluate(cfg, policies[arm], ood=s == "ood", reward=reward) for s in SPLITS}
 
         evals = {"pretrained": timed("evaluating the arms", evaluate_arm, "pretrained")}
-        weights, steps["sft_control"] = timed("SFT control (supervised L1, same budget)", sft_control, arm_config(cfg, "sft_control", pretrained))
+        weights, steps["sft_control"] = timed("SFT control (the family's supervised loss, same budget)", sft_control, arm_config(cfg, "sft_control", pretrained))
         policies["sft_control"] = _policy(cfg, weights)
         evals["sft_control"] = timed("evaluating the arms", evaluate_arm, "sft_control")
         for arm in GRPO_ARMS:  # one after the other: they share the machine's cores
