@@ -11,7 +11,7 @@ import torch
 from tests.trainer.run_fixtures import REPO
 from trainer.config import load_config
 from trainer.demo.corpus import write_standin_corpus
-from trainer.demo.report import candidates_grid, plot_curves
+from trainer.demo.report import candidates_grid, paired_change, plot_curves, verdict
 from trainer.demo.run import group_spread
 from trainer.policies import build_policy
 
@@ -61,3 +61,11 @@ def test_group_spread_and_curves_of_a_diffusion_run(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert plot_curves({"grpo_hard": metrics}, tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_the_reward_change_is_paired_and_judged_like_the_psnr_change():
+    pre = {"per_image": [{"id": f"i{k}", "column": "derain", "psnr": 20.0, "reward": r} for k, r in enumerate([0.40, 0.50, 0.45, 0.55])]}
+    post = {"per_image": [dict(r, reward=r["reward"] + d) for r, d in zip(pre["per_image"], [0.020, 0.030, 0.025, 0.028])]}
+    change = paired_change(post, pre, "reward")
+    assert change["n"] == 4 and change["delta"] == pytest.approx(0.02575)
+    assert verdict(change, "grpo_hard", "pretrained", "OOD", "mean R", "").startswith("OOD: grpo_hard vs pretrained: mean R improved (+0.026 per image")

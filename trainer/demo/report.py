@@ -28,11 +28,11 @@ SPLITS = {"id": "in-distribution", "ood": "OOD"}
 REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control"), "grpo_random": ("pretrained", "sft_control")}
 
 
-def paired_change(arm: dict, reference: dict) -> dict:
-    """Mean per-image PSNR change arm - reference over the same test images, and its 95% half-width
+def paired_change(arm: dict, reference: dict, key: str = "psnr") -> dict:
+    """Mean per-image change of `key` (PSNR, or R) arm - reference over the same test images, and its 95% half-width
     (Student t over the images: the image-to-image spread; seed-to-seed spread is not in it)."""
-    before = {(r["id"], r["column"]): r["psnr"] for r in reference["per_image"]}
-    after = {(r["id"], r["column"]): r["psnr"] for r in arm["per_image"]}
+    before = {(r["id"], r["column"]): r[key] for r in reference["per_image"]}
+    after = {(r["id"], r["column"]): r[key] for r in arm["per_image"]}
     if before.keys() != after.keys():
         raise ValueError("paired change needs the same test images in both evaluations")
     diffs = np.array([after[k] - before[k] for k in sorted(after)], dtype=np.float64)
@@ -41,11 +41,11 @@ def paired_change(arm: dict, reference: dict) -> dict:
     return {"delta": float(diffs.mean()), "ci95": half, "n": n}
 
 
-def verdict(change: dict, arm: str, reference: str, label: str) -> str:
+def verdict(change: dict, arm: str, reference: str, label: str, metric: str = "PSNR", unit: str = " dB") -> str:
     """One honest sentence: 'improved' / 'worsened' only when the 95% interval of the paired change excludes 0."""
     mean, half = change["delta"], change["ci95"]
     word = "improved" if mean - half > 0 else "worsened" if mean + half < 0 else "no clear change"
-    return f"{label}: {arm} vs {reference}: PSNR {word} ({mean:+.3f} dB per image, 95% interval +-{half:.3f} over {change['n']} images)"
+    return f"{label}: {arm} vs {reference}: {metric} {word} ({mean:+.3f}{unit} per image, 95% interval +-{half:.3f} over {change['n']} images)"
 
 
 def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
@@ -53,7 +53,8 @@ def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
 
     Every arm and split holds psnr, ssim, reward (averages over the columns), the columns and the per-image rows;
     the trained arms add delta_psnr_vs_pretrained / ci95_psnr_vs_pretrained, the GRPO arms also
-    delta_psnr_vs_sft_control / ci95_psnr_vs_sft_control (sft_control against itself is omitted).
+    delta_psnr_vs_sft_control / ci95_psnr_vs_sft_control (sft_control against itself is omitted), and the
+    same for R (delta_reward_vs_* / ci95_reward_vs_*) where the rows carry a reward.
     """
     arms, verdicts = {}, []
     for arm, splits in evals.items():
@@ -64,20 +65,26 @@ def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
                 change = paired_change(ev, evals[reference][split])
                 row[f"delta_psnr_vs_{reference}"], row[f"ci95_psnr_vs_{reference}"] = change["delta"], change["ci95"]
                 verdicts.append(verdict(change, arm, reference, SPLITS[split]))
+                if all("reward" in r for r in ev["per_image"]):
+                    change = paired_change(ev, evals[reference][split], "reward")
+                    row[f"delta_reward_vs_{reference}"], row[f"ci95_reward_vs_{reference}"] = change["delta"], change["ci95"]
+                    verdicts.append(verdict(change, arm, reference, SPLITS[split], "mean R", ""))
             arms[arm][split] = row | {"columns": ev["columns"], "per_image": ev["per_image"]}
     return arms, verdicts
 
 
 def _comparison_table(arms: dict, split: str) -> str:
-    def cell(row: dict, reference: str) -> str:
-        key = f"delta_psnr_vs_{reference}"
-        return f"{row[key]:+.3f} +- {row['ci95_psnr_vs_' + reference]:.3f}" if key in row else "-"
+    def cell(row: dict, reference: str, metric: str = "psnr") -> str:
+        key = f"delta_{metric}_vs_{reference}"
+        return f"{row[key]:+.3f} +- {row[f'ci95_{metric}_vs_{reference}']:.3f}" if key in row else "-"
 
-    lines = [f"Average over the columns and paired per-image PSNR change (dB, 95% interval), {SPLITS[split]}", "",
-             "| arm | PSNR | SSIM | mean R | vs pretrained | vs sft_control |", "|---|---|---|---|---|---|"]
+    lines = [f"Average over the columns and paired per-image changes of PSNR (dB) and R (95% intervals), {SPLITS[split]}", "",
+             "| arm | PSNR | SSIM | mean R | PSNR vs pretrained | PSNR vs sft_control | R vs pretrained | R vs sft_control |",
+             "|---|---|---|---|---|---|---|---|"]
     for arm, splits in arms.items():
         row = splits[split]
-        lines.append(f"| {arm} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['reward']:.4f} | {cell(row, 'pretrained')} | {cell(row, 'sft_control')} |")
+        lines.append(f"| {arm} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['reward']:.4f} | {cell(row, 'pretrained')} | {cell(row, 'sft_control')} | "
+                     f"{cell(row, 'pretrained', 'reward')} | {cell(row, 'sft_control', 'reward')} |")
     return "\n".join(lines) + "\n"
 
 
