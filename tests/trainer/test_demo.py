@@ -60,7 +60,8 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
         assert f"==== {stage}" in out
     assert "ran on RANDOM weights" in out and "STAND-IN images" in out
     report = tmp_path / "report"
-    assert {p.name for p in report.iterdir()} == {"results.md", "results.json", "curves.png", "grid.png", "notes.json", "config.json"}
+    assert {p.name for p in report.iterdir()} == {"results.md", "results.json", "curves.png", "grid.png", "notes.json", "config.json",
+                                                  "candidates_pretrained.png", "candidates_grpo_hard.png"}
 
     results = json.loads((report / "results.json").read_text())
     assert set(results["arms"]) == ARMS
@@ -69,11 +70,12 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
         for split in splits.values():
             keys = {"psnr", "ssim", "reward"}
             if arm != "pretrained":
-                keys |= {"delta_psnr_vs_pretrained", "ci95_psnr_vs_pretrained"}
+                keys |= {"delta_psnr_vs_pretrained", "ci95_psnr_vs_pretrained", "delta_reward_vs_pretrained", "ci95_reward_vs_pretrained"}
             if arm.startswith("grpo_"):
-                keys |= {"delta_psnr_vs_sft_control", "ci95_psnr_vs_sft_control"}
+                keys |= {"delta_psnr_vs_sft_control", "ci95_psnr_vs_sft_control", "delta_reward_vs_sft_control", "ci95_reward_vs_sft_control"}
             assert set(split) - {"columns", "per_image"} == keys
             assert 0.0 <= split["reward"] <= 1.0
+    assert set(results["within_group_spread"]) == {"grpo_hard", "grpo_random"}
     # the PSNR thresholds come from the data (5th-95th percentiles of the manifest), reach the service and the report
     psnrs = sorted(json.loads(line)["psnr"] for line in (runs / "manifest.jsonl").read_text().splitlines())
     low, high = results["psnr_range_db"]

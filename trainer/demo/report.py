@@ -28,11 +28,11 @@ SPLITS = {"id": "in-distribution", "ood": "OOD"}
 REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control"), "grpo_random": ("pretrained", "sft_control")}
 
 
-def paired_change(arm: dict, reference: dict) -> dict:
-    """Mean per-image PSNR change arm - reference over the same test images, and its 95% half-width
+def paired_change(arm: dict, reference: dict, key: str = "psnr") -> dict:
+    """Mean per-image change of `key` (PSNR, or R) arm - reference over the same test images, and its 95% half-width
     (Student t over the images: the image-to-image spread; seed-to-seed spread is not in it)."""
-    before = {(r["id"], r["column"]): r["psnr"] for r in reference["per_image"]}
-    after = {(r["id"], r["column"]): r["psnr"] for r in arm["per_image"]}
+    before = {(r["id"], r["column"]): r[key] for r in reference["per_image"]}
+    after = {(r["id"], r["column"]): r[key] for r in arm["per_image"]}
     if before.keys() != after.keys():
         raise ValueError("paired change needs the same test images in both evaluations")
     diffs = np.array([after[k] - before[k] for k in sorted(after)], dtype=np.float64)
@@ -41,11 +41,11 @@ def paired_change(arm: dict, reference: dict) -> dict:
     return {"delta": float(diffs.mean()), "ci95": half, "n": n}
 
 
-def verdict(change: dict, arm: str, reference: str, label: str) -> str:
+def verdict(change: dict, arm: str, reference: str, label: str, metric: str = "PSNR", unit: str = " dB") -> str:
     """One honest sentence: 'improved' / 'worsened' only when the 95% interval of the paired change excludes 0."""
     mean, half = change["delta"], change["ci95"]
     word = "improved" if mean - half > 0 else "worsened" if mean + half < 0 else "no clear change"
-    return f"{label}: {arm} vs {reference}: PSNR {word} ({mean:+.3f} dB per image, 95% interval +-{half:.3f} over {change['n']} images)"
+    return f"{label}: {arm} vs {reference}: {metric} {word} ({mean:+.3f}{unit} per image, 95% interval +-{half:.3f} over {change['n']} images)"
 
 
 def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
@@ -53,7 +53,8 @@ def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
 
     Every arm and split holds psnr, ssim, reward (averages over the columns), the columns and the per-image rows;
     the trained arms add delta_psnr_vs_pretrained / ci95_psnr_vs_pretrained, the GRPO arms also
-    delta_psnr_vs_sft_control / ci95_psnr_vs_sft_control (sft_control against itself is omitted).
+    delta_psnr_vs_sft_control / ci95_psnr_vs_sft_control (sft_control against itself is omitted), and the
+    same for R (delta_reward_vs_* / ci95_reward_vs_*) where the rows carry a reward.
     """
     arms, verdicts = {}, []
     for arm, splits in evals.items():
@@ -64,20 +65,26 @@ def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
                 change = paired_change(ev, evals[reference][split])
                 row[f"delta_psnr_vs_{reference}"], row[f"ci95_psnr_vs_{reference}"] = change["delta"], change["ci95"]
                 verdicts.append(verdict(change, arm, reference, SPLITS[split]))
+                if all("reward" in r for r in ev["per_image"]):
+                    change = paired_change(ev, evals[reference][split], "reward")
+                    row[f"delta_reward_vs_{reference}"], row[f"ci95_reward_vs_{reference}"] = change["delta"], change["ci95"]
+                    verdicts.append(verdict(change, arm, reference, SPLITS[split], "mean R", ""))
             arms[arm][split] = row | {"columns": ev["columns"], "per_image": ev["per_image"]}
     return arms, verdicts
 
 
 def _comparison_table(arms: dict, split: str) -> str:
-    def cell(row: dict, reference: str) -> str:
-        key = f"delta_psnr_vs_{reference}"
-        return f"{row[key]:+.3f} +- {row['ci95_psnr_vs_' + reference]:.3f}" if key in row else "-"
+    def cell(row: dict, reference: str, metric: str = "psnr") -> str:
+        key = f"delta_{metric}_vs_{reference}"
+        return f"{row[key]:+.3f} +- {row[f'ci95_{metric}_vs_{reference}']:.3f}" if key in row else "-"
 
-    lines = [f"Average over the columns and paired per-image PSNR change (dB, 95% interval), {SPLITS[split]}", "",
-             "| arm | PSNR | SSIM | mean R | vs pretrained | vs sft_control |", "|---|---|---|---|---|---|"]
+    lines = [f"Average over the columns and paired per-image changes of PSNR (dB) and R (95% intervals), {SPLITS[split]}", "",
+             "| arm | PSNR | SSIM | mean R | PSNR vs pretrained | PSNR vs sft_control | R vs pretrained | R vs sft_control |",
+             "|---|---|---|---|---|---|---|---|"]
     for arm, splits in arms.items():
         row = splits[split]
-        lines.append(f"| {arm} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['reward']:.4f} | {cell(row, 'pretrained')} | {cell(row, 'sft_control')} |")
+        lines.append(f"| {arm} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['reward']:.4f} | {cell(row, 'pretrained')} | {cell(row, 'sft_control')} | "
+                     f"{cell(row, 'pretrained', 'reward')} | {cell(row, 'sft_control', 'reward')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -97,6 +104,10 @@ def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> 
     return text, verdicts
 
 
+# the supervised term each family logs (irpo: L1 of the best candidate; diffusion: the diffusion loss)
+SUPERVISED_LOSSES = {"loss/sup_l1": "L1(best candidate, GT)", "loss/sft": "diffusion loss L_SFT"}
+
+
 def _running_mean(values: list[float], window: int) -> list[float]:
     out, total = [], 0.0
     for i, v in enumerate(values):
@@ -108,12 +119,13 @@ def _running_mean(values: list[float], window: int) -> list[float]:
 def plot_curves(metrics_files: dict[str, Path], path: Path, window: int = 10) -> Path:
     """Reward and losses per step of each GRPO run (label -> its metrics.jsonl), one colour per run."""
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    keys = (("reward/mean", "reward R (batch mean)"), ("loss/total", "total loss"), ("loss/sup_l1", "L1(best candidate, GT)"), ("kl", "KL to reference"))
     for label, metrics_file in metrics_files.items():
         rows = read_metrics(metrics_file)
         if not rows:
             raise ValueError(f"{metrics_file} holds no steps to plot")
         steps = [r["step"] for r in rows]
+        supervised = next(k for k in SUPERVISED_LOSSES if k in rows[0])
+        keys = (("reward/mean", "reward R (batch mean)"), ("loss/total", "total loss"), (supervised, SUPERVISED_LOSSES[supervised]), ("kl", "KL to reference"))
         # each step sees different images, so a step's reward mostly says how hard its images are:
         # the running mean shows the trend
         for ax, (key, title) in zip(axes, keys):
@@ -162,3 +174,45 @@ def image_grid(cfg: TrainConfig, policies: dict[str, Policy], path: Path) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _panel(ax, img: torch.Tensor, title: str) -> None:
+    ax.imshow(_show(img))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=7)
+
+
+@torch.no_grad()
+def candidates_grid(cfg: TrainConfig, policy: Policy, reward, path: Path, rows: int = 3) -> list[dict]:
+    """What GRPO compares: for one test image of each of the first `rows` in-distribution columns, degraded /
+    the G stochastic candidates of one sample() call (seeded by cfg.seed), each titled with its R and PSNR /
+    the deterministic output / ground truth. Returns each row's column, candidate rewards and their spread."""
+    sets = build_eval_sets(cfg.data, ood=False, crop=cfg.eval.crop)
+    g = cfg.grpo.group_size
+    device = next(policy.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    width = g + 3
+    picked = list(sets.items())[:rows]
+    fig, axes = plt.subplots(len(picked), width, figsize=(2.3 * width, 2.5 * len(picked)), squeeze=False)
+    spreads = []
+    for r, (column, dataset) in enumerate(picked):
+        item = dataset[r % len(dataset)]
+        x, target = item["degraded"][None].to(device), item["target"]
+        candidates = policy.sample(x, g, generator=gen).images.clamp(0, 1).cpu()
+        rewards = [reward(c, target, item["degraded"], item["task"]) for c in candidates]
+        mean_r = sum(rewards) / g
+        std_r = torch.tensor(rewards).std().item()  # as the runs' reward/group_std
+        spreads.append({"column": column, "id": item["id"], "rewards": rewards, "mean": mean_r, "std": std_r, "range": max(rewards) - min(rewards)})
+        panels = [("degraded", item["degraded"])]
+        panels += [(f"candidate {j + 1}\nR {rw:.3f}", c) for j, (c, rw) in enumerate(zip(candidates, rewards))]
+        panels += [("deterministic", policy.deterministic(x)[0].cpu()), ("ground truth", target)]
+        for c, (name, img) in enumerate(panels):
+            psnr = "" if c == width - 1 else f", {psnr_ssim(img.clamp(0, 1), target, cfg.eval.convention, cfg.eval.crop_border)[0]:.2f} dB"
+            _panel(axes[r][c], img, name + psnr)
+            if c == 0:
+                axes[r][c].set_ylabel(f"{column}\nstd R {std_r:.3f} ({std_r / max(abs(mean_r), 1e-12):.1%} of mean)", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return spreads

@@ -10,7 +10,8 @@ evaluated in-distribution and OOD on the same fixed test crops (the eval section
 
 Writes the report folder: results.md / results.json (every arm, split, column and image; paired per-image
 PSNR changes with 95% intervals against the pre-trained policy and the SFT control), curves.png (reward and
-losses per step of both GRPO runs), grid.png (degraded / each arm / ground truth), config.json (the resolved
+losses per step of both GRPO runs), grid.png (degraded / each arm / ground truth), candidates_<arm>.png (the G
+stochastic candidates of a few test images with their R, before and after GRPO), config.json (the resolved
 config, thresholds included) and notes.json (the reward terms and which ran on random weights, budgets,
 timings, load average). The verdicts say "improved" only when the interval excludes 0.
 """
@@ -35,7 +36,7 @@ from trainer.data.post_training import TrainDataError
 from trainer.demo.arms import GRPO_ARMS, arm_config, fresh_run_dirs, grpo, sft_control, write_random_subset
 from trainer.demo.cache import cached_pretrain
 from trainer.demo.corpus import describe, fetch
-from trainer.demo.report import SPLITS, image_grid, plot_curves, write_results
+from trainer.demo.report import SPLITS, candidates_grid, image_grid, plot_curves, write_results
 from trainer.evaluate import evaluate
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics
@@ -55,6 +56,13 @@ def per_epoch(rows: list[dict], key: str) -> list[float]:
     for r in rows:
         groups.setdefault(math.floor(r["epoch"] - 1e-9), []).append(r[key])
     return [sum(v) / len(v) for _, v in sorted(groups.items())]
+
+
+def group_spread(rows: list[dict]) -> dict:
+    """How far apart a group's candidates score, over a whole run: the mean within-group std of R and its share of the mean R."""
+    std = sum(r["reward/group_std"] for r in rows) / len(rows)
+    mean = sum(r["reward/mean"] for r in rows) / len(rows)
+    return {"group_std": std, "mean_reward": mean, "of_mean_reward": std / max(abs(mean), 1e-12)}
 
 
 def _stage(name: str, t0: float) -> None:
@@ -115,13 +123,16 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
             return {s: evaluate(cfg, policies[arm], ood=s == "ood", reward=reward) for s in SPLITS}
 
         evals = {"pretrained": timed("evaluating the arms", evaluate_arm, "pretrained")}
-        weights, steps["sft_control"] = timed("SFT control (supervised L1, same budget)", sft_control, arm_config(cfg, "sft_control", pretrained))
+        weights, steps["sft_control"] = timed("SFT control (the family's supervised loss, same budget)", sft_control, arm_config(cfg, "sft_control", pretrained))
         policies["sft_control"] = _policy(cfg, weights)
         evals["sft_control"] = timed("evaluating the arms", evaluate_arm, "sft_control")
         for arm in GRPO_ARMS:  # one after the other: they share the machine's cores
             weights, steps[arm], _ = timed(f"GRPO on local Ray: {arm}", grpo, arm_config(cfg, arm, pretrained))
             policies[arm] = _policy(cfg, weights)
             evals[arm] = timed("evaluating the arms", evaluate_arm, arm)
+        # the G candidates GRPO compares, before and after it, scored by the same service
+        candidates = {arm: timed("candidate grids", candidates_grid, cfg, policies[arm], reward, report / f"candidates_{arm}.png")
+                      for arm in ("pretrained", "grpo_hard")}
 
     _stage("report", t0)
     terms = _reward_terms(cfg, random_terms)
@@ -130,7 +141,7 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
     protocol = {
         "test_images": "the test photos of data.root, each degraded per column with seeds from data.seed; the OOD set uses other degradation families",
         "crop": cfg.eval.crop, "convention": cfg.eval.convention, "data_seed": cfg.data.seed, "tasks": cfg.data.tasks,
-        "noise_sigmas": cfg.data.noise_sigmas, "policy_output": "deterministic (Beta means)",
+        "noise_sigmas": cfg.data.noise_sigmas, "policy_output": "deterministic (irpo: Beta means; diffusion: DDIM with eta 0 from a fixed noise draw)",
         "psnr_ssim": "mean of the column means", "reward": "mean R of the deterministic output over the split's images, same service and weights as the GRPO runs",
         "delta": "mean over images of (arm PSNR - reference PSNR) on the same images", "ci95": "Student t 95% half-width of that paired mean",
         "sft_control_vs_itself": "omitted",
@@ -147,10 +158,13 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
         "judge": cfg.judge.url or "not configured (R_judge absent, its weight renormalised away)",
         "reward_mean_per_epoch": {arm: per_epoch(read_metrics(cfg.logging.dir / arm / "metrics.jsonl"), "reward/mean") for arm in GRPO_ARMS},
         "reward_group_std_per_epoch": {arm: per_epoch(read_metrics(cfg.logging.dir / arm / "metrics.jsonl"), "reward/group_std") for arm in GRPO_ARMS},
+        "within_group_spread": {arm: group_spread(read_metrics(cfg.logging.dir / arm / "metrics.jsonl")) for arm in GRPO_ARMS},
+        "candidates": candidates,
         "stage_seconds": times,
         "load_average_start": load_start,
     }
-    tables, verdicts = write_results(evals, {"protocol": protocol, "psnr_range_db": notes["psnr_range_db"], "random_weight_terms": random_terms}, report)
+    extra = {"protocol": protocol, "psnr_range_db": notes["psnr_range_db"], "random_weight_terms": random_terms, "within_group_spread": notes["within_group_spread"]}
+    tables, verdicts = write_results(evals, extra, report)
     plot_curves({arm: cfg.logging.dir / arm / "metrics.jsonl" for arm in GRPO_ARMS}, report / "curves.png")
     image_grid(cfg, policies, report / "grid.png")
     notes["total_seconds"] = time.perf_counter() - t0
@@ -167,8 +181,10 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
     for arm in GRPO_ARMS:
         print(f"[demo] {arm}: R per epoch " + ", ".join(f"{v:.4f}" for v in notes["reward_mean_per_epoch"][arm])
               + "; within-group std of R " + ", ".join(f"{v:.4f}" for v in notes["reward_group_std_per_epoch"][arm]))
+        spread = notes["within_group_spread"][arm]
+        print(f"[demo] {arm}: within-group std of R over the run {spread['group_std']:.4f} = {spread['of_mean_reward']:.1%} of mean R {spread['mean_reward']:.4f}")
     print(f"[demo] judge: {notes['judge']}")
-    print(f"[demo] report: {report}/results.md, results.json, curves.png, grid.png, config.json, notes.json")
+    print(f"[demo] report: {report}/results.md, results.json, curves.png, grid.png, candidates_*.png, config.json, notes.json")
     print(f"[demo] total {notes['total_seconds'] / 60:.1f} min (load average at start {load_start[0]:.2f}, end {notes['load_average_end'][0]:.2f}): "
           + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
     return notes

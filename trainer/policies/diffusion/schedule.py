@@ -21,6 +21,11 @@ class Schedule:
             prediction_type=cfg.prediction_type,
             clip_sample=cfg.clip_x0,
             set_alpha_to_one=True,  # the last step lands on the clean sample: alpha_bar = 1, no noise
+            # 'trailing' (Lin et al. 2024) starts at t = T - 1 (pure noise, as trained) and ends the
+            # chain with the noiseless jump from T / K - 1. 'leading' would start at T - T / K and
+            # make the last action a step into t = 0 with sigma ~ 0.01: it moves the output by
+            # almost nothing, yet its score z / sigma dominates the policy gradient's variance.
+            timestep_spacing="trailing",
         )
         self.train_timesteps = cfg.train_timesteps
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
