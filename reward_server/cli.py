@@ -12,8 +12,7 @@ from pydantic import ValidationError
 from irpo_common.device import resolve_device
 from reward_server.app import create_app
 from reward_server.config import load_settings
-from reward_server.models import WeightsMissingError, find_weights
-from reward_server.precision import network_precisions
+from reward_server.models import WeightsMissingError, find_weights, precisions_for
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,8 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(settings.device)
         missing = [name for name, hit in find_weights(settings).items() if hit is None]
         # checked before the port opens: a precision the device cannot run stops the service at once
-        weights = settings.weights
-        precision = network_precisions(settings.precision, device, clip_iqa_weighted=weights.clip_iqa > 0 and weights.gen > 0)
+        precision = precisions_for(settings, device)
     except (FileNotFoundError, ValidationError, WeightsMissingError, ValueError) as exc:
         sys.exit(f"reward-server: cannot start: {exc}")
     if missing:

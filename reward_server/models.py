@@ -191,6 +191,13 @@ def _build_lpips(net: str, found: tuple[str, str] | None, precision: str) -> tup
     return model, prov
 
 
+def precisions_for(settings: RewardSettings, device: torch.device) -> dict[str, str]:
+    """Network -> the precision it runs in for these settings (PrecisionError if the device cannot);
+    cheap, so the CLI checks it before the port opens and load_models applies the same answer."""
+    w = settings.weights
+    return network_precisions(settings.precision, device, clip_iqa_weighted=w.clip_iqa > 0 and w.gen > 0)
+
+
 def find_weights(settings: RewardSettings) -> dict[str, tuple[str, str] | None]:
     """Where each model file is (None: missing, built with random weights under the development flag);
     raises WeightsMissingError listing the missing files otherwise. Cheap: the CLI calls it before
@@ -226,8 +233,7 @@ def find_weights(settings: RewardSettings) -> dict[str, tuple[str, str] | None]:
 def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
     """Load all reward models on `device`; raises WeightsMissingError when files are missing and
     PrecisionError when the device cannot run the requested precision."""
-    weights = settings.weights
-    precision = network_precisions(settings.precision, device, clip_iqa_weighted=weights.clip_iqa > 0 and weights.gen > 0)
+    precision = precisions_for(settings, device)
     log.info("precision %s of %s: %s (%s)", settings.precision, device, precision, native_bf16(device) or "no native bfloat16")
     found = find_weights(settings)
 
