@@ -69,6 +69,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--max-pending", type=int, default=None, help="max_pending_requests (default: the service's)")
     p.add_argument("--max-queue", type=int, default=None, help="max_queue_items (default: the service's)")
+    p.add_argument("--max-queue-wait", type=float, default=None, help="max_queue_wait_s, 0 = no bound (default: the service's)")
     p.add_argument("--abandon-every", type=int, default=8)
     p.add_argument("--abandon-after", type=float, default=0.5)
     p.add_argument("--warmup", type=int, default=40)
@@ -78,7 +79,7 @@ def main() -> None:
     env = {**os.environ, "REWARD_SERVER_CLIP_MODEL": args.clip_model, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     if args.clip_model == "tiny-clip":
         env["REWARD_SERVER_CLIP_MODEL_CONFIG"] = str(TINY_CLIP)
-    for name, value in (("MAX_PENDING_REQUESTS", args.max_pending), ("MAX_QUEUE_ITEMS", args.max_queue)):
+    for name, value in (("MAX_PENDING_REQUESTS", args.max_pending), ("MAX_QUEUE_ITEMS", args.max_queue), ("MAX_QUEUE_WAIT_S", args.max_queue_wait)):
         if value is not None:
             env[f"REWARD_SERVER_{name}"] = str(value)
     port = free_port()
@@ -116,7 +117,7 @@ def main() -> None:
     report = {
         "what": f"{args.n} concurrent POST /v1/score at {args.size}x{args.size} with reference and task, every "
                 f"{args.abandon_every}th client giving up after {args.abandon_after} s; CLIP {args.clip_model} (RANDOM weights), lpips-alex",
-        "limits": {k: info[k] for k in ("max_pending_requests", "max_queue_items", "request_timeout_s")},
+        "limits": {k: info[k] for k in ("max_pending_requests", "max_queue_items", "max_queue_wait_s", "request_timeout_s")},
         "statuses": statuses,
         "admitted_latency_s": _quantiles(ok),
         "shed_latency_s": _quantiles(shed),

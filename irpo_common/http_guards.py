@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from pydantic import AfterValidator, SecretStr
 
@@ -69,11 +70,23 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def on_error(app: FastAPI, exc_type: type[Exception], respond: Callable[[Exception], Response]) -> None:
+    """Answer `exc_type` with `respond(exc)` on the event loop. (Starlette runs a plain-def exception
+    handler in its 40-thread pool, where a burst of sheds, 503s, would queue behind each other.)"""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        return respond(exc)
+
+    app.add_exception_handler(exc_type, handler)
+
+
 def bearer_guard(token: SecretStr | None):
     """A FastAPI dependency requiring `Authorization: Bearer <token>`; a no-op when token is None."""
     secret = _nonempty_token(token).get_secret_value().encode() if token is not None else None
 
-    def require_token(request: Request) -> None:
+    # async: FastAPI runs a plain-def dependency in its thread pool (40 threads), which a burst of
+    # requests then queues behind; this check does no blocking work.
+    async def require_token(request: Request) -> None:
         if secret is None:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")

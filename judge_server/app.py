@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests
+from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests, on_error
 from irpo_common.imaging import ImageError
 from irpo_common.json_input import BadJSON, validate, validation_detail
 from irpo_common.openapi_doc import ApiDoc, answers
@@ -61,21 +61,21 @@ def create_app(settings: JudgeSettings) -> FastAPI:
     def problem(status: int, detail) -> JSONResponse:
         return JSONResponse(status_code=status, content={"detail": detail})
 
-    app.add_exception_handler(BadJSON, lambda r, e: problem(400, str(e)))
-    app.add_exception_handler(ImageError, lambda r, e: problem(400, str(e)))  # as the reward service
-    app.add_exception_handler(RequestError, lambda r, e: problem(422, str(e)))
-    app.add_exception_handler(ValidationError, lambda r, e: problem(422, validation_detail(e)))
+    on_error(app, BadJSON, lambda e: problem(400, str(e)))
+    on_error(app, ImageError, lambda e: problem(400, str(e)))  # as the reward service
+    on_error(app, RequestError, lambda e: problem(422, str(e)))
+    on_error(app, ValidationError, lambda e: problem(422, validation_detail(e)))
 
     def failed(kind: str, status: int):
-        def handler(r, e: Exception) -> JSONResponse:
+        def respond(e: Exception) -> JSONResponse:
             metrics.backend_failures.labels(kind).inc()
             return problem(status, str(e))
 
-        return handler
+        return respond
 
-    app.add_exception_handler(BackendUnavailable, failed("unavailable", 503))
-    app.add_exception_handler(BackendTimeout, failed("timeout", 504))
-    app.add_exception_handler(BackendError, failed("bad_answer", 502))
+    on_error(app, BackendUnavailable, failed("unavailable", 503))
+    on_error(app, BackendTimeout, failed("timeout", 504))
+    on_error(app, BackendError, failed("bad_answer", 502))
 
     require_token = bearer_guard(settings.token)
     doc = ApiDoc()

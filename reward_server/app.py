@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from irpo_common.device import resolve_device
-from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests
+from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests, on_error
 from irpo_common.imaging import ImageError
 from irpo_common.json_input import BadJSON, validate, validation_detail
 from irpo_common.openapi_doc import ApiDoc, answers
@@ -74,17 +74,21 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
     """The service; without `models` they are loaded in the background once the port is open."""
     prom = _Metrics()
     state: dict = {"models": models, "batcher": None, "error": None}
-    admission = Admission(settings.max_pending_requests, settings.request_timeout_s)
+    admission = Admission(settings.max_pending_requests, settings.request_timeout_s, settings.max_queue_wait_s)
     prom.pending.set_function(lambda: admission.pending)
     prom.queued.set_function(lambda: state["batcher"].queued if state["batcher"] else 0)
     intake = Intake(settings)
+
+    def on_batch(items: int, seconds: float) -> None:
+        prom.on_batch(items, seconds)
+        admission.observe_batch(items, seconds)
 
     async def bring_up() -> None:
         try:
             if state["models"] is None:
                 state["models"] = await run_in_threadpool(load_models, settings, resolve_device(settings.device))
             batcher = MicroBatcher(Scorer(state["models"], settings), settings.micro_batch_size,
-                                   settings.micro_batch_wait_ms / 1000, settings.max_queue_items, prom.on_batch, prom.dropped.inc)
+                                   settings.micro_batch_wait_ms / 1000, settings.max_queue_items, on_batch, prom.dropped.inc)
             await batcher.start()
         except Exception as exc:  # noqa: BLE001 - reported by /healthz and /readyz; the orchestrator restarts us
             log.exception("loading the reward models failed")
@@ -109,17 +113,17 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     count_requests(app, prom.requests)
 
-    def problem(status: int, detail, retry: bool = False) -> JSONResponse:
-        headers = {"Retry-After": str(settings.retry_after_s)} if retry else None
+    def problem(status: int, detail, retry: bool = False, retry_after_s: float | None = None) -> JSONResponse:
+        headers = {"Retry-After": str(max(settings.retry_after_s, int(retry_after_s or 0)))} if retry else None
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
-    app.add_exception_handler(ValidationError, lambda r, e: problem(422, validation_detail(e)))
+    on_error(app, ValidationError, lambda e: problem(422, validation_detail(e)))
     for bad in (BadJSON, ImageError, InvalidItemError, WireError):
-        app.add_exception_handler(bad, lambda r, e: problem(400, str(e)))
-    app.add_exception_handler(Overloaded, lambda r, e: problem(503, f"overloaded: {e}; retry later", retry=True))
-    app.add_exception_handler(DeadlineExceeded, lambda r, e: problem(503, str(e), retry=True))
-    app.add_exception_handler(ClientGone, lambda r, e: Response(status_code=499))  # nobody reads it; counted
-    app.add_exception_handler(ItemFailed, lambda r, e: problem(500, str(e)))
+        on_error(app, bad, lambda e: problem(400, str(e)))
+    on_error(app, Overloaded, lambda e: problem(503, f"overloaded: {e}; retry later", retry=True, retry_after_s=e.retry_after_s))
+    on_error(app, DeadlineExceeded, lambda e: problem(503, str(e), retry=True))
+    on_error(app, ClientGone, lambda e: Response(status_code=499))  # nobody reads it; counted
+    on_error(app, ItemFailed, lambda e: problem(500, str(e)))
 
     require_token = bearer_guard(settings.token)
     doc = ApiDoc()
@@ -175,6 +179,7 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
                 "max_request_pixels": settings.max_request_pixels,
                 "max_pending_requests": settings.max_pending_requests,
                 "max_queue_items": settings.max_queue_items,
+                "max_queue_wait_s": settings.max_queue_wait_s,
                 "request_timeout_s": settings.request_timeout_s,
                 "body_timeout_s": settings.body_timeout_s,
             },
@@ -184,9 +189,10 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
     async def scored(request: Request, read):
         """Admit the request, read its items with `read()` (a coroutine), score them within the deadline."""
         b = batcher()
-        async with admission.slot() as deadline:
+        async with admission.slot() as ticket:
             items = await read()
-            return await admission.watch(request, deadline, lambda: b.submit(items))
+            admission.read(ticket, len(items))
+            return await admission.watch(request, ticket.deadline, lambda: b.submit(items))
 
     @app.post("/v1/score", response_model=ItemResult, dependencies=[Depends(require_token)],
               **doc.route({"application/json": ScoreRequest, "multipart/form-data": MULTIPART_SCHEMA}))

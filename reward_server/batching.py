@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class Overloaded(Exception):
-    """The queue cannot take a request's items now; the message says how full it is."""
+    """The service cannot take a request now; the message says why, `retry_after_s` when to come back."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ItemFailed(Exception):

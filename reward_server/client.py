@@ -32,7 +32,8 @@ class RewardClient(ServiceClient):
     """`retries` resends after connection errors, timeouts and 5xx, with exponential backoff; or, with
     `retry_for_s`, resends until that many seconds have passed since the first attempt, whatever
     `retries` says: a budget that can cover a restart of the service, whose cold start loads its
-    models. Backoff doubles from backoff_s up to MAX_BACKOFF_S."""
+    models. The wait before a resend is the service's Retry-After when it gives one; otherwise the
+    backoff doubles from backoff_s up to MAX_BACKOFF_S."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 0.5, retry_for_s: float | None = None):
         super().__init__(base_url, token, timeout_s)
@@ -46,10 +47,11 @@ class RewardClient(ServiceClient):
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         last = None
         started = time.monotonic()
-        attempt, asked = 0, 0.0  # asked: the service's Retry-After, the least wait before the next attempt
+        attempt, asked = 0, 0.0  # asked: the service's Retry-After for the last answer, 0 if it gave none
         while True:
             if attempt:
-                delay = min(max(self.backoff_s * 2 ** (attempt - 1), asked), MAX_BACKOFF_S)
+                # a service that says when to come back knows its queue better than a blind backoff
+                delay = asked or min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
                 if self._gives_up(attempt, delay, started):
                     break
                 time.sleep(delay)
@@ -57,7 +59,7 @@ class RewardClient(ServiceClient):
             try:
                 resp = self._http.request(method, path, **kwargs)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                last, asked = f"{type(exc).__name__}: {exc}", 0.0
                 continue
             if resp.status_code >= 500:  # 503 = overloaded or still loading its models: wait as it asks
                 last = f"{resp.status_code}: {resp.text[:500]}"

@@ -63,6 +63,12 @@ class RewardSettings(BaseSettings):
         512, gt=0, description="Items waiting for the device; a request that would overfill the queue gets 503 with "
         "Retry-After (a bounded queue, like TorchServe's and Triton's)."
     )
+    max_queue_wait_s: float = Field(
+        1.0, ge=0, description="Shed a request with 503 (Retry-After: the expected wait) when the requests already in "
+        "flight need longer than this to score, estimated from the measured device seconds per item (Triton's queue "
+        "policy rejects on queue time the same way). It bounds an admitted request's latency to about this plus its "
+        "own scoring under any burst; a request that finds nothing in flight is always taken. 0: no bound."
+    )
     request_timeout_s: float = Field(
         45.0, gt=0, description="Deadline of a scoring request from its arrival; past it, its queued items are dropped "
         "and it gets 503. Keep it below the client's timeout (the trainer's reward.timeout_s, 60 s), so that no work "

@@ -8,6 +8,7 @@ deterministically (no timing is asserted).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -20,6 +21,8 @@ import reward_images as im
 from devtools.local_servers import ThreadedServer
 from irpo_common.imaging import encode_base64_png
 from reward_server import app as app_module
+from reward_server.admission import Admission
+from reward_server.batching import Overloaded
 from reward_server.config import RewardSettings
 from reward_server.schemas import ItemResult
 
@@ -100,6 +103,29 @@ def test_requests_beyond_the_admission_limit_get_503_with_retry_after(serve):
     assert [r.status_code for r in shed] == [503] * 5
     assert all(r.headers["retry-after"] == "1" and "overloaded" in r.json()["detail"] for r in shed)
     assert [r.status_code for r in done] == [200] * 3 and len(GatedScorer.scored) == 3
+
+
+def test_requests_are_shed_when_the_work_in_flight_would_take_longer_than_max_queue_wait():
+    async def scenario():
+        adm = Admission(max_pending=100, timeout_s=10.0, max_wait_s=1.0)
+        async with adm.slot() as first:
+            adm.read(first, 8)
+            async with adm.slot():  # no batch timed yet: only the count bounds admission
+                pass
+            adm.observe_batch(4, 1.0)  # 0.25 s per item: the 8 items in flight need 2 s
+            with pytest.raises(Overloaded, match=r"1 requests in flight need about 2.0 s of scoring; the limit is 1 s") as shed:
+                async with adm.slot():
+                    pass
+            assert shed.value.retry_after_s == 2
+        async with adm.slot() as alone:  # nothing in flight: taken, whatever its own size
+            adm.read(alone, 2)  # 0.5 s
+            async with adm.slot():  # taken: 0.5 s expected; its body unread, it counts as the mean request
+                with pytest.raises(Overloaded):  # 2 + 2.32 items (the running mean after 8 and 2) x 0.25 s > 1 s
+                    async with adm.slot():
+                        pass
+        assert adm.pending == 0 and adm.expected_wait_s() == 0.0
+
+    asyncio.run(scenario())
 
 
 def test_a_full_queue_sheds_with_503(serve):

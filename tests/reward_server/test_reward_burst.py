@@ -32,7 +32,7 @@ def test_burst_of_800_sheds_with_503_and_scores_nothing_abandoned(server):
     assert set(statuses) <= {200, 503, None}, sorted(set(map(str, statuses)))  # never a 500
     shed = [o for o in outcomes if o.status == 503]
     ok = [o for o in outcomes if o.status == 200]
-    assert shed and all(o.retry_after == "1" for o in shed), "nothing was shed"
+    assert shed and all(o.retry_after.isdigit() and int(o.retry_after) >= 1 for o in shed), "nothing was shed"
     assert ok and all(math.isfinite(httpx.Response(200, content=o.body).json()["reward"]) for o in ok)
     assert all(o.status is not None for o in outcomes if not o.abandoned), "a patient client got no answer"
     # every scored item was answered, but for those already on the device when their client left
