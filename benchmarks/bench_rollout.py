@@ -5,7 +5,7 @@ what the CPU offers on top (channels_last, a bfloat16 encoder pass), in interlea
         [--variants float32 channels_last bf16_encoder]
 
 Prints a markdown table (median wall time per rollout, speed-up over G sequential float32 calls)
-and parameter counts. Every arm of a preset runs in turn within each repetition, so a changing
+and parameter counts, then the encoder's share of one call and the speed-up it bounds (`ceiling`). Every arm of a preset runs in turn within each repetition, so a changing
 machine load hits them alike. `bf16_encoder` runs the encoder (features shared by the G candidates)
 under torch.autocast(bfloat16): the table gives how far the sampled log-probs then are from the
 float32 learner's log-probs of the same actions (the PPO ratio at the first update, which must be 1).
@@ -71,6 +71,16 @@ def logprob_gap(policy, x: torch.Tensor, group: int) -> float:
     return float((s.log_prob - ev.log_prob).abs().max())
 
 
+def ceiling(name: str, encoder_s: float, call_s: float, group: int) -> str:
+    """What batching can gain where a decoder row costs the same in any batch (a CPU: its convolutions
+    are throughput-bound): only the encoder pass, shared by the G candidates, is saved.
+    G sequential calls cost G (E + D); the batched call E + G D."""
+    share = encoder_s / call_s
+    best = group / (share + group * (1 - share))
+    return (f"{name}: encoder {encoder_s:.2f} s of a {call_s:.2f} s call ({share:.0%}); with the decoder rows' cost unchanged "
+            f"by batching, the batched call can be at most {best:.2f}x faster than {group} sequential calls")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "paper"])
@@ -89,6 +99,7 @@ def main() -> None:
     print(f"\n| preset | parameters (backbone + heads) | variant | batched B={args.batch} x G={args.group} | "
           f"{args.group} sequential float32 calls of B={args.batch} | speed-up | max log-prob gap |")
     print("|---|---|---|---|---|---|---|")
+    ceilings = []
     for name in args.presets:
         torch.manual_seed(0)
         policy = build_policy(model_preset(name)).to(device).eval()
@@ -96,9 +107,11 @@ def main() -> None:
         gen = torch.Generator().manual_seed(0)
         policy.sample(x[:1, :, :64, :64], 1, generator=gen)  # warm-up (allocator, kernels)
         batched = {v: [] for v in args.variants}
-        sequential = []
+        sequential, encoder = [], []
         for _ in range(args.reps):
             sequential.append(_timed(lambda: [policy.sample(x, 1, generator=gen) for _ in range(args.group)], device))
+            with torch.no_grad():
+                encoder.append(_timed(lambda: policy.backbone.encode(x), device))
             for v in args.variants:
                 with variant(policy, x, v) as xv:
                     batched[v].append(_timed(lambda: policy.sample(xv, args.group, generator=gen), device))
@@ -109,6 +122,8 @@ def main() -> None:
             b = statistics.median(batched[v])
             gap = f"{logprob_gap(policy, x, args.group):.2e}" if v == "bf16_encoder" else "0 (float32)"
             print(f"| {name} | {nb / 1e6:.3f} M + {nh / 1e6:.3f} M | {v} | {b:.2f} s | {s:.2f} s | {s / b:.2f}x | {gap} |", flush=True)
+        ceilings.append(ceiling(name, statistics.median(encoder), s / args.group, args.group))
+    print("\n" + "\n".join(ceilings))
     print(f"load average at end {os.getloadavg()}")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import httpx
@@ -16,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from devtools.local_servers import ThreadedServer
-from irpo_common.http_guards import BearerToken, BodyLimit, bearer_guard, count_requests
+from irpo_common.http_guards import BearerToken, BodyLimit, bearer_guard, count_requests, on_error
 from irpo_common.json_input import BadJSON, loads, validate, validation_detail
 from irpo_common.openapi_doc import ApiDoc
 
@@ -118,6 +119,42 @@ def test_500_is_counted_and_keeps_the_connection(served):
         second = _raw_get(sock, "/healthz")  # on the same keep-alive connection
         assert second.startswith(b"HTTP/1.1 200"), second
     assert _counted(counter, "/v1/boom", "500") and _counted(counter, "/healthz", "200")
+
+
+class _Busy(Exception):
+    pass
+
+
+def test_guard_and_error_answers_never_wait_for_the_thread_pool():
+    """A burst's sheds (the token check, then a 503 from an error handler) are answered on the event
+    loop: with the thread pool taken by a blocking call they still come back at once."""
+    import anyio.to_thread
+
+    app = FastAPI()
+    guard = bearer_guard(SecretStr("s3cret"))
+    on_error(app, _Busy, lambda e: JSONResponse({"detail": "busy"}, status_code=503))
+    release = threading.Event()
+
+    @app.get("/block")
+    async def block():
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 1  # a pool of one thread, which
+        await anyio.to_thread.run_sync(release.wait, 30)  # this call now holds
+        return {}
+
+    @app.get("/shed", dependencies=[Depends(guard)])
+    async def shed():
+        raise _Busy()
+
+    with ThreadedServer(app) as server:
+        blocked = threading.Thread(target=httpx.get, args=(server.url + "/block",), kwargs={"timeout": 60})
+        blocked.start()
+        try:
+            time.sleep(0.5)  # /block holds the pool's only thread
+            answer = httpx.get(server.url + "/shed", headers={"Authorization": "Bearer s3cret"}, timeout=10)
+        finally:
+            release.set()
+            blocked.join()
+    assert answer.status_code == 503 and answer.json() == {"detail": "busy"}
 
 
 def test_slow_upload_gets_408(served):
