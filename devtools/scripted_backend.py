@@ -29,6 +29,7 @@ class ScriptedBackend:
         self.failures = list(failures or [])
         self.answer = answer
         self.bodies: list[dict] = []
+        self.cut = 0  # dripped answers whose reader hung up before the end
         app = FastAPI()
 
         @app.get("/v1/models")
@@ -43,7 +44,7 @@ class ScriptedBackend:
             body = self.answer if self.answer is not None else {"choices": [_choice(content, logprobs)]}
             if drip_s is None:
                 return JSONResponse(body)
-            return StreamingResponse(_drip(b" " * 300 + json.dumps(body).encode(), drip_s), media_type="application/json")
+            return StreamingResponse(self._drip(b" " * 300 + json.dumps(body).encode(), drip_s), media_type="application/json")
 
         self.server = ThreadedServer(app)
 
@@ -58,6 +59,16 @@ class ScriptedBackend:
     def url(self) -> str:
         return self.server.url + "/v1"
 
+    async def _drip(self, data: bytes, every_s: float):
+        sent = 0
+        try:
+            for sent in range(1, len(data) + 1):
+                yield data[sent - 1 : sent]
+                await asyncio.sleep(every_s)
+        finally:
+            if sent < len(data):  # the server stops a stream whose reader disconnected
+                self.cut += 1
+
 
 def _choice(content: str, logprobs: dict | None) -> dict:
     choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
@@ -65,12 +76,6 @@ def _choice(content: str, logprobs: dict | None) -> dict:
         top = [{"token": t, "logprob": math.log(p)} for t, p in logprobs.items()]
         choice["logprobs"] = {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}]}
     return choice
-
-
-async def _drip(data: bytes, every_s: float):
-    for i in range(len(data)):
-        yield data[i : i + 1]
-        await asyncio.sleep(every_s)
 
 
 # fast-mode digit distribution: expected score (4 * 0.6 + 3 * 0.3) / 0.9, digit mass 0.9

@@ -1,6 +1,7 @@
 """HTTP pieces shared by the services: a request-body size and time limit, bearer-token auth that
-refuses an empty secret, and one outermost guard that counts every answer (500s included) and turns
-an escaped exception into a plain 500 without closing the client's keep-alive connection.
+refuses an empty secret, one outermost guard that counts every answer (500s included) and turns
+an escaped exception into a plain 500 without closing the client's keep-alive connection, and the
+cancellation of a request's work when its client disconnects.
 
 Kept free of model code so the judge service can import it without loading torch models.
 """
@@ -8,10 +9,11 @@ Kept free of model code so the judge service can import it without loading torch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -19,6 +21,8 @@ from prometheus_client import Counter
 from pydantic import AfterValidator, SecretStr
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _nonempty_token(token: SecretStr | None) -> SecretStr | None:
@@ -136,3 +140,34 @@ def count_requests(app: FastAPI, counter: Counter) -> None:
     code; requests that match no route count as 'unmatched') and answer escaped exceptions with 500.
     Call it after the service's other middleware so that their answers (413, 408) are counted too."""
     app.add_middleware(_Guard, counter=counter)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer; the work for it was cancelled (answered 499, counted)."""
+
+
+async def _disconnected(request: Request) -> None:
+    # Once the body is read, the next ASGI message of the request is its disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def while_connected(request: Request, work: Awaitable[T], timeout_s: float | None = None) -> T:
+    """Await `work` (its body read already) unless the client leaves (ClientGone) or `timeout_s`
+    passes (TimeoutError) first: then `work` is cancelled, and has unwound, before this raises. So no
+    work outlives the client that asked for it (vLLM aborts the requests of disconnected clients the
+    same way), and a client's retry never adds to a copy still running."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, gone}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task  # let it drop its queued work before we answer (a late result or error is moot)
+    if gone in done:
+        raise ClientGone()
+    raise TimeoutError()

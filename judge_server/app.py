@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests, on_error
+from irpo_common.http_guards import BodyLimit, ClientGone, bearer_guard, count_requests, on_error, while_connected
 from irpo_common.imaging import ImageError
 from irpo_common.json_input import BadJSON, validate, validation_detail
 from irpo_common.openapi_doc import ApiDoc, answers
@@ -65,6 +65,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
     on_error(app, ImageError, lambda e: problem(400, str(e)))  # as the reward service
     on_error(app, RequestError, lambda e: problem(422, str(e)))
     on_error(app, ValidationError, lambda e: problem(422, validation_detail(e)))
+    on_error(app, ClientGone, lambda e: Response(status_code=499))  # backend calls cancelled; nobody reads it; counted
 
     def failed(kind: str, status: int):
         def respond(e: Exception) -> JSONResponse:
@@ -156,7 +157,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
         else:
             raise HTTPException(415, f"content type not accepted: send {_JSON} or {_MULTIPART}")
         item = await run_in_threadpool(prepare, images, mode, task, settings)
-        return await request.app.state.judge.judge(item, deadline)
+        return await while_connected(request, request.app.state.judge.judge(item, deadline))
 
     @app.post("/v1/judge/batch", response_model=BatchResult, dependencies=[Depends(require_token)],
               **judging({_JSON: BatchRequest}))
@@ -176,7 +177,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
             ]
 
         items = await run_in_threadpool(prepare_all)
-        results = await request.app.state.judge.judge_many(items, deadline)
+        results = await while_connected(request, request.app.state.judge.judge_many(items, deadline))
         return BatchResult(results=results, latency_s=time.perf_counter() - start)
 
     doc.install(app, auth=settings.token is not None)

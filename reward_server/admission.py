@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
+from irpo_common.http_guards import while_connected
 from reward_server.batching import Overloaded
 
 T = TypeVar("T")
@@ -29,16 +30,6 @@ T = TypeVar("T")
 
 class DeadlineExceeded(Exception):
     """A request was not answered within its deadline; its queued items were dropped (a 503)."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer; its queued items were dropped."""
-
-
-async def _disconnected(request: Request) -> None:
-    # Once the body is read, the next ASGI message of the request is its disconnect.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 # Weight of the newest observation in the running means of device seconds per item and items per
@@ -99,21 +90,9 @@ class Admission:
             self._tickets.discard(ticket)
 
     async def watch(self, request: Request, deadline: float, work: Callable[[], Awaitable[T]]) -> T:
-        """Await `work()` unless the client leaves or the deadline passes first: then it is cancelled."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(work())
-        gone = asyncio.ensure_future(_disconnected(request))
+        """Await `work()` unless the client leaves (ClientGone) or the deadline passes first: then it is cancelled."""
         try:
-            done, _ = await asyncio.wait({task, gone}, timeout=max(deadline - loop.time(), 0.0),
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if task in done:
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task  # let it drop its queued items before we answer (a late result or error is moot)
-        if gone in done:
-            raise ClientGone()
-        raise DeadlineExceeded(f"not answered within the deadline of {self.timeout_s:g} s (request_timeout_s); "
-                               "its items were dropped")
+            return await while_connected(request, work(), max(deadline - asyncio.get_running_loop().time(), 0.0))
+        except TimeoutError:
+            raise DeadlineExceeded(f"not answered within the deadline of {self.timeout_s:g} s (request_timeout_s); "
+                                   "its items were dropped") from None

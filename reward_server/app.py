@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from irpo_common.device import resolve_device
-from irpo_common.http_guards import BodyLimit, bearer_guard, count_requests, on_error
+from irpo_common.http_guards import BodyLimit, ClientGone, bearer_guard, count_requests, on_error
 from irpo_common.imaging import ImageError
 from irpo_common.json_input import BadJSON, validate, validation_detail
 from irpo_common.openapi_doc import ApiDoc, answers
@@ -26,7 +26,7 @@ from irpo_common.reward_spec import GEN_TERMS
 from irpo_common.tasks import TASKS
 from reward_server import __version__
 from reward_server import terms as table
-from reward_server.admission import Admission, ClientGone, DeadlineExceeded
+from reward_server.admission import Admission, DeadlineExceeded
 from reward_server.batching import ItemFailed, MicroBatcher, Overloaded
 from reward_server.config import RewardSettings
 from reward_server.intake import IMAGE_FIELDS, Intake

@@ -3,6 +3,8 @@ JSON. Each ends in a precise 4xx or 5xx with its reason, never a 500 and never a
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import numpy as np
 import pytest
@@ -26,6 +28,23 @@ def test_a_dripping_backend_is_cut_by_the_call_timeout_and_the_request_deadline(
     assert "no complete answer within timeout_s = 0.5 s" in detail
     assert 2 <= calls <= 6  # the deadline, not the retries, ended it
     assert 'judge_backend_failures_total{kind="timeout"} 1.0' in metrics
+
+
+def test_a_client_that_leaves_has_its_backend_call_cancelled(serve_judge, triple):
+    """The backend would answer in ~30 s and the service would wait 30 s for it; the client leaves after
+    0.5 s: the service hangs up on the backend at once (vLLM then aborts the generation) and counts a 499."""
+    with ScriptedBackend(logprobs=FAST, drip_s=0.05) as backend, serve_judge(
+        backend_url=backend.url, model="judge-model", timeout_s=30, request_timeout_s=60, retries=0
+    ) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/judge", json=triple, timeout=0.5)
+        deadline = time.monotonic() + 10  # a bound against a hang, far below the backend's 30 s
+        counted = 'judge_http_requests_total{code="499",route="/v1/judge"} 1.0'
+        while (backend.cut < 1 or counted not in httpx.get(f"{url}/metrics").text) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert backend.cut == 1 and len(backend.bodies) == 1
+    assert counted in metrics, [line for line in metrics.splitlines() if line.startswith("judge_http")]
 
 
 def test_the_client_does_not_resend_what_the_service_already_retried(serve_judge):
