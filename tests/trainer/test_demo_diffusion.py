@@ -23,6 +23,7 @@ ABLATIONS = {
     "no_adaptive_weights": ["policy.diffusion.rl.adaptive_weighting=false"],
     "final_reward_only": ["policy.diffusion.rl.reward_at=final"],
     "history_only": ["grpo.advantage=history"],
+    "diffusion_loss_mix": ["policy.diffusion.rl.sft_coef=1"],
 }
 
 

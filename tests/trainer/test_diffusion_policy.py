@@ -62,6 +62,15 @@ def test_sampling_is_reproducible_and_deterministic_output_is_fixed():
     assert torch.equal(policy.deterministic(x), policy.deterministic(x))
 
 
+def test_deterministic_output_of_an_image_does_not_depend_on_its_batch():
+    # mining scores batches and evaluation single images: both must see the same output of an image
+    policy = tiny_policy()
+    x = torch.rand(3, 3, 16, 16)
+    alone = torch.cat([policy.deterministic(x[i:i + 1]) for i in range(3)])
+    assert torch.allclose(policy.deterministic(x), alone, atol=1e-4)
+    assert torch.allclose(policy.deterministic(x.flip(0)), alone.flip(0), atol=1e-4)
+
+
 def test_parameter_groups_partition_and_pretrained_folder_round_trip(tmp_path):
     policy = tiny_policy()
     assert sum(len(g["params"]) for g in optimizer_groups(policy, 1e-4)) == len(list(policy.parameters()))

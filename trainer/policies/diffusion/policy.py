@@ -145,12 +145,14 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def deterministic(self, x: Tensor) -> Tensor:
-        """DDIM with eta = 0 from a fixed noise draw: one input, one output."""
+        """DDIM with eta = 0 from a fixed noise draw, the same for every row: one input, one output, in any batch."""
         cond = self._condition(x)
         n, k = cond.shape[0], self.cfg.sampling_steps
         timesteps = self.schedule.timesteps(k)
         prev = self.schedule.prev_timesteps(timesteps)
-        x_t = self._noise(tuple(cond.shape), torch.Generator().manual_seed(DETERMINISTIC_SEED), cond.device)
+        # every row starts from the same draw: an image's output does not depend on the batch it sits in
+        # (mining scores batches, evaluation one image at a time, and both must see the same output)
+        x_t = self._noise((1, *cond.shape[1:]), torch.Generator().manual_seed(DETERMINISTIC_SEED), cond.device).expand_as(cond)
         for j in range(k):
             x_t = self._gaussians(x_t, timesteps[j].expand(n), prev[j].expand(n), cond, 0.0).mean
         return self.codec.decode(x_t)
