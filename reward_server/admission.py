@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -48,10 +48,14 @@ class Ticket:
 class Admission:
     def __init__(self, max_pending: int, timeout_s: float, max_wait_s: float = 0.0):
         self.max_pending, self.timeout_s, self.max_wait_s = max_pending, timeout_s, max_wait_s
-        self.pending = 0
         self._tickets: set[Ticket] = set()
         self.item_s: float | None = None  # device seconds per item; None until a batch was scored
         self.items_per_request = 1.0
+
+    @property
+    def pending(self) -> int:
+        """Requests admitted and not yet answered."""
+        return len(self._tickets)
 
     def observe_batch(self, items: int, seconds: float) -> None:
         """A device batch of `items` took `seconds` (the micro-batcher's report)."""
@@ -81,18 +85,16 @@ class Admission:
             raise Overloaded(f"the {self.pending} requests in flight need about {wait:.1f} s of scoring; the limit is "
                              f"{self.max_wait_s:g} s (max_queue_wait_s)", retry_after_s=math.ceil(wait))
         ticket = Ticket(asyncio.get_running_loop().time() + self.timeout_s)
-        self.pending += 1
         self._tickets.add(ticket)
         try:
             yield ticket
         finally:
-            self.pending -= 1
             self._tickets.discard(ticket)
 
-    async def watch(self, request: Request, deadline: float, work: Callable[[], Awaitable[T]]) -> T:
-        """Await `work()` unless the client leaves (ClientGone) or the deadline passes first: then it is cancelled."""
+    async def watch(self, request: Request, ticket: Ticket, work: Awaitable[T]) -> T:
+        """Await `work` unless the client leaves (ClientGone) or the ticket's deadline passes first: then it is cancelled."""
         try:
-            return await while_connected(request, work(), max(deadline - asyncio.get_running_loop().time(), 0.0))
+            return await while_connected(request, work, max(ticket.deadline - asyncio.get_running_loop().time(), 0.0))
         except TimeoutError:
             raise DeadlineExceeded(f"not answered within the deadline of {self.timeout_s:g} s (request_timeout_s); "
                                    "its items were dropped") from None

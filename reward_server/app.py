@@ -192,7 +192,7 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
         async with admission.slot() as ticket:
             items = await read()
             admission.read(ticket, len(items))
-            return await admission.watch(request, ticket.deadline, lambda: b.submit(items))
+            return await admission.watch(request, ticket, b.submit(items))
 
     @app.post("/v1/score", response_model=ItemResult, dependencies=[Depends(require_token)],
               **doc.route({"application/json": ScoreRequest, "multipart/form-data": MULTIPART_SCHEMA}))

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from trainer.actors.messages import Rollout
+from trainer.actors.rollout import sampling_seed
 from trainer.grpo import LossCoefs, best_candidate_index, difficulty_weights, grpo_loss, linear_anneal
 from trainer.grpo.step_losses import StepLossCoefs, step_grpo_loss
 
@@ -62,7 +62,7 @@ def irpo_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, StepLo
 
 def _sft_generator(seed: int, step: int, epoch: int) -> torch.Generator:
     """The diffusion loss's timesteps and noise follow from (seed, step, epoch): a resumed run draws the same."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, epoch, 2]).generate_state(1, dtype=np.uint64)[0] >> 1))
+    return torch.Generator().manual_seed(sampling_seed(seed, step, epoch, 2))
 
 
 def diffusion_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, StepLoss]:

@@ -20,9 +20,10 @@ from trainer.config import TrainConfig
 from trainer.policies import build_policy
 
 
-def sampling_seed(seed: int, step: int, rank: int) -> int:
-    """Candidate draws depend only on (run seed, step, actor rank): a retried or resumed step draws the same."""
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def sampling_seed(*parts: int) -> int:
+    """A seed that depends only on these integers, e.g. (run seed, step, actor rank) for a rollout's
+    candidate draws: a retried or resumed step draws the same."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class RolloutWorker:
