@@ -8,4 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# One torch thread unless you say otherwise: a float sum splits differently over 2 threads, so 2 threads
+# pre-train other weights and the arms end elsewhere; docs/benchmarks.md's numbers were measured at 1.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 exec .venv/bin/python -m trainer.demo --config configs/cpu-demo.yaml "$@"
