@@ -30,7 +30,7 @@ def test_verdict_needs_a_change_beyond_the_image_to_image_spread(shift, word):
     assert change["n"] == 6 and change["delta"] == pytest.approx(sum(shift) / 6)
     text = verdict(change, "grpo_hard", "pretrained", "in-distribution")
     assert text.startswith(f"in-distribution: grpo_hard vs pretrained: PSNR {word} (")
-    assert "over 6 images" in text
+    assert "per photo" in text and "over 6 photos" in text
 
 
 def test_paired_change_refuses_different_test_images():

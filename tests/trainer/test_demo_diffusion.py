@@ -69,4 +69,4 @@ def test_the_reward_change_is_paired_and_judged_like_the_psnr_change():
     post = {"per_image": [dict(r, reward=r["reward"] + d) for r, d in zip(pre["per_image"], [0.020, 0.030, 0.025, 0.028])]}
     change = paired_change(post, pre, "reward")
     assert change["n"] == 4 and change["delta"] == pytest.approx(0.02575)
-    assert verdict(change, "grpo_hard", "pretrained", "OOD", "mean R", "").startswith("OOD: grpo_hard vs pretrained: mean R improved (+0.026 per image")
+    assert verdict(change, "grpo_hard", "pretrained", "OOD", "mean R", "").startswith("OOD: grpo_hard vs pretrained: mean R improved (+0.026 per photo")

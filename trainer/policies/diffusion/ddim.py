@@ -60,12 +60,16 @@ def ddim_mean(x0: Tensor, eps: Tensor, a_prev: Tensor, std: Tensor) -> Tensor:
     return a.sqrt() * x0 + (1 - a - std**2).clamp_min(0).sqrt() * eps
 
 
-def ddim_step(model_out: Tensor, x_t: Tensor, a_t: Tensor, a_prev: Tensor, eta: float, prediction_type: str, clip_x0: bool) -> StepGaussian:
-    """The step's Gaussian N(mu, sigma^2 I). As in diffusers, a clamp of x0_hat leaves eps_hat as predicted."""
+def ddim_step(model_out: Tensor, x_t: Tensor, a_t: Tensor, a_prev: Tensor, eta: float, prediction_type: str, clip_x0: bool,
+              origin: Tensor | None = None) -> StepGaussian:
+    """The step's Gaussian N(mu, sigma^2 I). As in diffusers, a clamp of x0_hat leaves eps_hat as predicted.
+
+    `origin` (N, C, h, w): the chain runs on x - origin (a residual around the condition); the clamp then keeps
+    the image origin + x0_hat in [-1, 1]. None: the chain runs on the image itself."""
     model_out, x_t = model_out.float(), x_t.float()
     x0, eps = split_prediction(model_out, x_t, a_t, prediction_type)
     if clip_x0:
-        x0 = x0.clamp(-1, 1)
+        x0 = x0.clamp(-1, 1) if origin is None else (x0 + origin).clamp(-1, 1) - origin
     std = _col(ddim_std(a_t, a_prev, eta).to(x_t.device), x_t)
     return StepGaussian(ddim_mean(x0, eps, a_prev, std), std, x0, eps)
 

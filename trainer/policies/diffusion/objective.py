@@ -33,13 +33,13 @@ def step_advantages(ids: list[str], rewards: Tensor, estimate_rewards: Tensor | 
     return (per_step * weights.to(per_step)).clamp(-rl.adv_clip, rl.adv_clip)
 
 
-def gt_step_log_prob(policy: DiffusionPolicy, target: Tensor, trajectory: DiffusionTrajectory, evaluation: DiffusionEvaluation) -> Tensor:
+def gt_step_log_prob(policy: DiffusionPolicy, x: Tensor, target: Tensor, trajectory: DiffusionTrajectory, evaluation: DiffusionEvaluation) -> Tensor:
     """(N, S) log-density, under the evaluated step Gaussians, of the step a perfect denoiser would take from
     the recorded x_t towards the ground truth (DDIM's posterior mean given x_0 = GT): LRPO's likelihood term."""
     n, s = evaluation.log_prob.shape
     steps = evaluation.steps
     x_t = trajectory.latents[:, steps].to(evaluation.mean).flatten(0, 1)
-    x0 = policy.codec.encode(target.float()).repeat_interleave(n // target.shape[0], dim=0).repeat_interleave(s, dim=0)
+    x0 = policy.chain_x0(x, target).repeat_interleave(n // target.shape[0], dim=0).repeat_interleave(s, dim=0)
     t = trajectory.timesteps[steps]
     a_t = policy.schedule.alpha_bar(t).repeat(n)
     a_prev = policy.schedule.alpha_bar(policy.schedule.prev_timesteps(trajectory.timesteps)[steps]).repeat(n)

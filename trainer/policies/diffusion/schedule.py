@@ -28,16 +28,25 @@ class Schedule:
             timestep_spacing="trailing",
         )
         self.train_timesteps = cfg.train_timesteps
+        self.strength = cfg.start_strength
+        # the chain's first timestep + 1 (T at strength 1): pre-training draws t below it
+        self.start_timesteps = max(1, round(cfg.start_strength * cfg.train_timesteps))
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
 
     def timesteps(self, num_steps: int) -> Tensor:
-        """(K,) descending DDIM timesteps (diffusers' spacing); step k goes from timesteps[k] to prev_timesteps[k]."""
-        self.scheduler.set_timesteps(num_steps)
-        return self.scheduler.timesteps.clone().long()
+        """(K,) descending DDIM timesteps; step k goes from timesteps[k] to prev_timesteps[k]. At strength 1 diffusers'
+        trailing spacing over T; below it the same spacing over strength * T (from strength * T - 1 down)."""
+        if self.strength == 1.0:
+            self.scheduler.set_timesteps(num_steps)
+            return self.scheduler.timesteps.clone().long()
+        if num_steps > self.start_timesteps:
+            raise ValueError(f"{num_steps} sampling steps do not fit below t = {self.start_timesteps} (start_strength {self.strength})")
+        span = self.start_timesteps
+        return torch.tensor([round(span - k * span / num_steps) - 1 for k in range(num_steps)], dtype=torch.long)
 
     def prev_timesteps(self, timesteps: Tensor) -> Tensor:
-        """The timestep each DDIM step lands on (diffusers: t - T // K); -1 or below means the clean sample."""
-        return timesteps - self.train_timesteps // len(timesteps)
+        """The timestep each DDIM step lands on: the chain's next timestep, -1 (the clean sample) after the last."""
+        return torch.cat([timesteps[1:], timesteps.new_full((1,), -1)])
 
     def alpha_bar(self, t: Tensor) -> Tensor:
         """alpha_bar at integer timesteps; negative t (past the last step) is 1 (set_alpha_to_one)."""
