@@ -50,7 +50,8 @@ def table2_average(columns: dict) -> dict | None:
     return column_average({c: columns[c] for c in TABLE2_COLUMNS})
 
 
-RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], float]
+# (restored (N, 3, H, W) of one image, target (3, H, W), degraded (3, H, W), task) -> N rewards
+RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], list[float]]
 
 
 def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: RewardFn | None = None) -> dict:
@@ -60,7 +61,7 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
 
     The averages are means of the column means (each column weighs the same, as in the paper);
     average_table2 over IRPO's five Table 2 columns only (None when they were not all evaluated).
-    With `reward` (restored, target, degraded, task) -> R, every image, column and the average also get "reward".
+    With `reward` (RewardFn: N restorations of one image -> N rewards), every image, column and the average also get "reward".
     With eval.samples = S > 0 they also get psnr_sampled, ssim_sampled (and reward_sampled): the means over S stochastic
     samples of the image (policy.sample, the sampler GRPO trains), drawn from a generator seeded by data.seed and the
     image's position, so every arm sees the same draws. Every row names its photo (photo_of), the sampling unit.
@@ -80,13 +81,13 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
             x = item["degraded"][None].to(device)
             out = restore(policy, x, e.tile, e.tile_overlap)[0]
             in_psnr, in_ssim = psnr_ssim(item["degraded"], item["target"], e.convention, e.crop_border)
-            row = {"id": item["id"], "photo": photo_of(item["id"]), "column": column, **_scores(out, item, e, reward),
+            row = {"id": item["id"], "photo": photo_of(item["id"]), "column": column, **_scores(out[None], item, e, reward)[0],
                    "input_psnr": in_psnr, "input_ssim": in_ssim}
             if e.samples:
                 gen = torch.Generator().manual_seed(cfg.data.seed * 1_000_003 + int(ood) * 10_007 + c * 1_009 + i)
                 with torch.no_grad():
                     draws = policy.sample(x, e.samples, generator=gen).images.clamp(0, 1).cpu()
-                per_draw = [_scores(d, item, e, reward) for d in draws]
+                per_draw = _scores(draws, item, e, reward)
                 row |= {f"{m}_sampled": sum(d[m] for d in per_draw) / len(per_draw) for m in scored}
             rows.append(row)
         per_image += rows
@@ -105,13 +106,13 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
     }
 
 
-def _scores(out: torch.Tensor, item: dict, e, reward: RewardFn | None) -> dict:
-    """PSNR, SSIM (and R) of one restored image against its target."""
-    psnr, ssim = psnr_ssim(out.clamp(0, 1), item["target"], e.convention, e.crop_border)
-    row = {"psnr": psnr, "ssim": ssim}
+def _scores(outs: torch.Tensor, item: dict, e, reward: RewardFn | None) -> list[dict]:
+    """PSNR, SSIM (and R, one request for all) of N restorations (N, 3, H, W) of one image against its target."""
+    rows = [dict(zip(("psnr", "ssim"), psnr_ssim(o.clamp(0, 1), item["target"], e.convention, e.crop_border))) for o in outs]
     if reward is not None:
-        row["reward"] = reward(out.cpu(), item["target"], item["degraded"], item["task"])
-    return row
+        for row, r in zip(rows, reward(outs.cpu(), item["target"], item["degraded"], item["task"])):
+            row["reward"] = r
+    return rows
 
 
 def input_baseline(results: dict) -> dict:

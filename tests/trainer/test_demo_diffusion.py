@@ -43,7 +43,7 @@ def test_candidate_grid_scores_the_g_candidates_of_one_sample_call(tmp_path):
     policy = build_policy(cfg.policy_section).eval()  # RANDOM weights: the grid's content is not the point
 
     def brightness(out, target, degraded, task):
-        return out.mean().item()
+        return out.flatten(1).mean(1).tolist()
 
     rows = candidates_grid(cfg, policy, brightness, tmp_path / "candidates.png", rows=2)
     assert (tmp_path / "candidates.png").stat().st_size > 0

@@ -93,3 +93,16 @@ def test_gt_likelihood_steps_towards_the_residual_in_the_residual_frame():
     std = ev.std.flatten(0, 1)
     want = gaussian_log_density(gt_step_mean(x_t, torch.zeros_like(x_t), a_t, a_prev, std), ev.mean.flatten(0, 1), std).view(2, 3)
     assert torch.allclose(gt_step_log_prob(policy, x, x.clone(), traj, ev), want, atol=1e-5)
+
+
+def test_sample_prediction_step_matches_diffusers_ddim():
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=True, prediction_type="sample")
+    sched.set_timesteps(10)
+    g = torch.Generator().manual_seed(1)
+    x_t, out, z = (torch.randn(2, 3, 8, 8, generator=g) for _ in range(3))
+    a = sched.alphas_cumprod
+    step = ddim_step(out, x_t, a[700], a[600], 0.7, "sample", False)
+    assert torch.allclose(step.x0, out)
+    assert torch.allclose(step.mean + step.std * z, sched.step(out, 700, x_t, eta=0.7, variance_noise=z).prev_sample, atol=1e-5)

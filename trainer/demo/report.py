@@ -243,7 +243,7 @@ def candidates_grid(cfg: TrainConfig, policy: Policy, reward, path: Path, rows: 
         item = dataset[r % len(dataset)]
         x, target = item["degraded"][None].to(device), item["target"]
         candidates = policy.sample(x, g, generator=gen).images.clamp(0, 1).cpu()
-        rewards = [reward(c, target, item["degraded"], item["task"]) for c in candidates]
+        rewards = reward(candidates, target, item["degraded"], item["task"])
         mean_r = sum(rewards) / g
         std_r = torch.tensor(rewards).std().item()  # as the runs' reward/group_std
         spreads.append({"column": column, "id": item["id"], "rewards": rewards, "mean": mean_r, "std": std_r, "range": max(rewards) - min(rewards)})

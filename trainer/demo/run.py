@@ -70,10 +70,12 @@ def _stage(name: str, t0: float) -> None:
 
 
 def _reward_fn(scorer: Scorer):
-    """R of one image's deterministic output, scored as the GRPO rollouts are (same service, weights, judge)."""
-    def reward(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> float:
+    """R of N restorations (N, 3, H, W) of one image, in one request, scored as the GRPO rollouts are (same service, weights, judge)."""
+    def reward(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> list[float]:
+        n = out.shape[0]
         # the clamped output, as its PSNR is measured (the reward service refuses values outside [0, 1])
-        return scorer.score(out.clamp(0, 1)[None], target[None], degraded[None], [task], group_size=1).rewards[0].item()
+        scored = scorer.score(out.clamp(0, 1), target.expand(n, -1, -1, -1), degraded.expand(n, -1, -1, -1), [task] * n, group_size=n)
+        return scored.rewards.tolist()
     return reward
 
 

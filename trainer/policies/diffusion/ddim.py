@@ -38,14 +38,17 @@ def _col(a: Tensor, like: Tensor) -> Tensor:
 
 
 def split_prediction(model_out: Tensor, x_t: Tensor, a_t: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
-    """(x0_hat, eps_hat) from the U-Net output: 'epsilon' predicts the noise, 'v_prediction' v = sqrt(a) eps - sqrt(1-a) x0."""
+    """(x0_hat, eps_hat) from the U-Net output: 'epsilon' predicts the noise, 'v_prediction' v = sqrt(a) eps - sqrt(1-a) x0,
+    'sample' the clean sample x0 itself (diffusers' names)."""
     a = _col(a_t, x_t)
+    if prediction_type == "sample":
+        return model_out, (x_t - a.sqrt() * model_out) / (1 - a).sqrt()
     if prediction_type == "epsilon":
         eps = model_out
         return (x_t - (1 - a).sqrt() * eps) / a.sqrt(), eps
     if prediction_type == "v_prediction":
         return a.sqrt() * x_t - (1 - a).sqrt() * model_out, a.sqrt() * model_out + (1 - a).sqrt() * x_t
-    raise ValueError(f"unknown prediction_type {prediction_type!r} (choose 'epsilon' or 'v_prediction')")
+    raise ValueError(f"unknown prediction_type {prediction_type!r} (choose 'epsilon', 'v_prediction' or 'sample')")
 
 
 def ddim_std(a_t: Tensor, a_prev: Tensor, eta: float) -> Tensor:

@@ -59,7 +59,9 @@ class Schedule:
         return self.scheduler.add_noise(x0, noise, t.to(x0.device))
 
     def training_target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        """What the U-Net is trained to output: the noise, or v (diffusers' get_velocity)."""
+        """What the U-Net is trained to output: the noise, x_0 itself ('sample'), or v (diffusers' get_velocity)."""
         if self.scheduler.config.prediction_type == "epsilon":
             return noise
+        if self.scheduler.config.prediction_type == "sample":
+            return x0
         return self.scheduler.get_velocity(x0, noise, t.to(x0.device))
