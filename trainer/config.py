@@ -162,10 +162,10 @@ class EvalConfig(_Section):
 
 class GRPOConfig(_Section):
     group_size: int = Field(4, ge=2, description="G: stochastic candidates per image (IRPO: 4).")
-    advantage: Literal["group", "group_no_std", "history", "history_batch"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': statistics of each image's reward history (DDPO's per-prompt tracker; batch statistics until history_min_count rewards are tracked); 'history_batch': of the image's history together with the current batch (difficulty-adaptive paper, which beats history only).")
+    advantage: Literal["group", "group_no_std", "history", "history_batch"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': (r - group mean) / the spread of the image's earlier rewards around their groups' means (DDPO's per-prompt tracker, centred per visit because the crop and flip change the input at every visit; the current batch's spread until history_min_count earlier rewards are tracked; trainer/grpo/advantages.py); 'history_batch': the spread of the image's history together with the current batch's (difficulty-adaptive paper, which beats history only). A group of equal rewards gets 0.")
     advantage_eps: float = Field(1e-6, gt=0, description="eps in the advantage denominator.")
-    history_buffer: int = Field(32, gt=0, description="Rewards kept per image for the 'history' advantage.")
-    history_min_count: int = Field(8, gt=0, description="Below this many tracked rewards the 'history' advantage uses batch statistics.")
+    history_buffer: int = Field(32, gt=0, description="Centred rewards kept per image for the 'history' advantages.")
+    history_min_count: int = Field(8, gt=0, description="Below this many earlier rewards of an image the 'history' advantages use the current batch's spread.")
     clip_eps: float = Field(0.2, gt=0, description="PPO ratio clip range.")
     ppo_epochs: int = Field(1, ge=1, description="Policy updates per rollout batch (>1 makes the ratio differ from 1 within a batch).")
     kl_coef: float = Field(0.01, ge=0, description="Weight of the KL to the frozen reference policy.")
