@@ -66,7 +66,7 @@ def test_adaptive_weights_gt_likelihood_and_history_batch_restore_exactly():
     cfg = _cfg({"adaptive_weighting": True, "gt_likelihood_coef": 1e-3, "noise_level_weighting": "linear"},
                advantage="history_batch", history_min_count=4, history_buffer=8, ppo_epochs=2)
     sa, state = assert_restore_is_exact(cfg, lambda learner, step: _rollout(learner, step=step))
-    assert sorted(state["tracker"]) == ["img0", "img1"] and len(state["tracker"]["img0"]) == 4
+    assert sorted(state["tracker"]["history"]) == ["img0", "img1"] and len(state["tracker"]["history"]["img0"]) == 4
     assert 0 < sa["adaptive_weight/mean"] <= 1 and "loss/gt_log_prob" in sa
     assert abs(sa["ratio/max"] - 1) > 1e-6  # the second PPO epoch sees the first one's update
 

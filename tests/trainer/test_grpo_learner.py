@@ -42,7 +42,7 @@ def test_update_uses_recorded_log_probs_and_publishes_a_new_version():
 def test_history_advantage_and_adaptive_weighting_run_and_restore_exactly():
     cfg = _cfg(advantage="history", history_min_count=4, history_buffer=8, adaptive_weighting=True)
     sa, state = assert_restore_is_exact(cfg, lambda learner, step: _rollout(learner, step=step))
-    assert sorted(state["tracker"]) == ["img0", "img1"] and len(state["tracker"]["img0"]) == 4
+    assert sorted(state["tracker"]["history"]) == ["img0", "img1"] and len(state["tracker"]["history"]["img0"]) == 4
     assert 0 < sa["adaptive_weight/mean"] <= 1
 
 

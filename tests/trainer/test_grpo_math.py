@@ -42,38 +42,77 @@ def test_group_advantages_reject_flat_input():
         group_advantages(torch.ones(4))
 
 
-def test_history_tracker_uses_batch_stats_until_min_count_then_the_image_history():
+def _centred(r: torch.Tensor) -> torch.Tensor:
+    return r - r.mean(dim=1, keepdim=True)
+
+
+def test_history_tracker_uses_the_batch_spread_until_min_count_then_the_image_history():
     t = HistoryTracker(buffer_size=4, min_count=4, eps=0.0)
-    r1 = torch.tensor([[0.0, 1.0], [10.0, 11.0]])
+    r1 = torch.tensor([[0.0, 1.0], [10.0, 13.0]])
     a1 = t.advantages(["a", "b"], r1)
-    batch_mean, batch_std = r1.mean(), r1.std(unbiased=False)
-    torch.testing.assert_close(a1, (r1 - batch_mean) / batch_std)
-    r2 = torch.tensor([[2.0, 3.0]])
-    a2 = t.advantages(["a"], r2)  # "a" now holds 0, 1, 2, 3
-    hist = torch.tensor([0.0, 1.0, 2.0, 3.0])
-    torch.testing.assert_close(a2, (r2 - hist.mean()) / hist.std(unbiased=False))
-    t.advantages(["a"], torch.tensor([[4.0, 5.0]]))  # buffer keeps the last 4: 2, 3, 4, 5
-    assert t.state_dict()["a"] == [2.0, 3.0, 4.0, 5.0]
+    torch.testing.assert_close(a1, _centred(r1) / _centred(r1).pow(2).mean().sqrt())  # pooled spread of the batch
+    a2 = t.advantages(["a"], torch.tensor([[2.0, 4.0]]))  # "a" has 2 < 4 past rewards: still the batch
+    torch.testing.assert_close(a2, torch.tensor([[-1.0, 1.0]]))
+    r3 = torch.tensor([[5.0, 9.0]])
+    a3 = t.advantages(["a"], r3)  # past centred rewards of "a": -0.5, 0.5, -1, 1
+    torch.testing.assert_close(a3, _centred(r3) / torch.tensor([0.25, 0.25, 1.0, 1.0]).mean().sqrt())
+    assert t.state_dict()["history"]["a"] == [-1.0, 1.0, -2.0, 2.0]  # the buffer keeps the last 4
 
 
-def test_history_with_batch_normalises_by_the_image_history_together_with_the_current_batch():
+def test_history_does_not_mix_the_inputs_of_other_visits():
+    """A new crop shifts an image's reward level; the history only carries the spread, so the shift of an
+    earlier visit cannot move today's advantages (a history of raw rewards centred them by other inputs)."""
+    def run(first_visit_offset: float) -> torch.Tensor:
+        t = HistoryTracker(buffer_size=8, min_count=2, eps=0.0)
+        t.advantages(["a"], torch.tensor([[0.1, 0.3]]) + first_visit_offset)
+        return t.advantages(["a"], torch.tensor([[0.6, 0.7]]))
+
+    torch.testing.assert_close(run(0.0), run(0.5))
+    assert run(0.0)[0, 1] > 0 > run(0.0)[0, 0]  # centred by today's group, whatever earlier visits scored
+
+
+def test_history_counts_the_current_rewards_once():
+    past = torch.tensor([[0.0, 2.0]])
+    now = torch.tensor([[0.0, 10.0]])
+    t = HistoryTracker(buffer_size=8, min_count=2, eps=0.0)
+    t.advantages(["a"], past)
+    torch.testing.assert_close(t.advantages(["a"], now), torch.tensor([[-5.0, 5.0]]))  # history only: spread of `past` (1)
+    u = HistoryTracker(buffer_size=8, min_count=2, eps=0.0, with_batch=True)
+    u.advantages(["a"], past)
+    pool = torch.tensor([1.0, 1.0, 25.0, 25.0])  # squared centred rewards: the past visit, then this batch once
+    torch.testing.assert_close(u.advantages(["a"], now), _centred(now) / pool.mean().sqrt())
+
+
+def test_history_with_batch_pools_the_image_history_with_the_whole_current_batch():
     t = HistoryTracker(buffer_size=4, min_count=2, eps=0.0, with_batch=True)
-    r = torch.tensor([[0.0, 1.0], [10.0, 14.0]])
+    t.advantages(["a", "b"], torch.tensor([[0.0, 1.0], [0.0, 3.0]]))
+    r = torch.tensor([[0.0, 2.0], [5.0, 5.0]])
     out = t.advantages(["a", "b"], r)
-    for i in range(2):  # each image: its own history (its 2 rewards) plus all 4 rewards of the batch
-        pool = torch.cat([r[i], r.flatten()])
-        torch.testing.assert_close(out[i], (r[i] - pool.mean()) / pool.std(unbiased=False))
-    history_only = HistoryTracker(buffer_size=4, min_count=2, eps=0.0).advantages(["a", "b"], r)
-    assert not torch.allclose(out, history_only)
+    batch_sq = _centred(r).flatten() ** 2
+    torch.testing.assert_close(out[0], _centred(r)[0] / torch.cat([torch.full((2,), 0.25), batch_sq]).mean().sqrt())
+    history_only = HistoryTracker(buffer_size=4, min_count=2, eps=0.0)
+    history_only.advantages(["a", "b"], torch.tensor([[0.0, 1.0], [0.0, 3.0]]))
+    assert not torch.allclose(out, history_only.advantages(["a", "b"], r))
 
 
-def test_history_tracker_state_round_trip():
+@pytest.mark.parametrize("with_batch", [False, True])
+def test_history_gives_a_group_of_equal_rewards_zero_advantage(with_batch):
+    t = HistoryTracker(buffer_size=8, min_count=2, eps=1e-6, with_batch=with_batch)
+    first = t.advantages(["a", "b"], torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.1, 0.2, 0.3, 0.9]]))  # batch statistics
+    assert torch.equal(first[0], torch.zeros(4))
+    later = t.advantages(["a", "b"], torch.tensor([[0.8, 0.8, 0.8, 0.8], [0.0, 0.4, 0.4, 0.4]]))  # history statistics
+    assert torch.equal(later[0], torch.zeros(4)) and later[1].abs().sum() > 0
+
+
+def test_history_tracker_state_round_trip_and_refuses_a_raw_reward_history():
     t = HistoryTracker(buffer_size=3, min_count=1)
     t.advantages(["x"], torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
     u = HistoryTracker(buffer_size=3, min_count=1)
     u.load_state_dict(t.state_dict())
     r = torch.tensor([[0.0, 9.0]])
     torch.testing.assert_close(u.advantages(["x"], r.clone()), t.advantages(["x"], r.clone()))
+    with pytest.raises(ValueError, match="raw rewards"):
+        u.load_state_dict({"x": [1.0, 2.0]})
     with pytest.raises(ValueError, match="min_count"):
         HistoryTracker(buffer_size=2, min_count=3)
 
