@@ -35,6 +35,7 @@ from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable, chec
 from trainer.checkpointing import Checkpoint, CheckpointError, list_checkpoints, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
+from trainer.grpo.advantages import zero_spread_fraction
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import MetricsLog, WandbRun, new_wandb_id
 from trainer.data.post_training import DataCursor, TrainDataError, gold_set, load_training_data, step_items
@@ -315,6 +316,7 @@ class Trainer:
         m["reward/mean"] = r.mean().item()
         m["reward/std"] = r.std().item() if r.numel() > 1 else 0.0
         m["reward/group_std"] = r.std(dim=1).mean().item()
+        m["reward/zero_std_fraction"] = zero_spread_fraction(r)
         for name, values in rollout.terms.items():
             v = values[~torch.isnan(values)]
             if v.numel():

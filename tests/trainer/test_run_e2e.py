@@ -109,7 +109,7 @@ def test_end_to_end_run_logs_checkpoints_and_learns(reference_run):
     assert result.steps == STEPS and result.start_step == 0
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(STEPS))
-    for key in ("reward/mean", "reward/std", "reward_terms/psnr/mean", "reward_terms/task/mean", "loss/ppo", "loss/sup_l1",
+    for key in ("reward/mean", "reward/std", "reward/zero_std_fraction", "reward_terms/psnr/mean", "reward_terms/task/mean", "loss/ppo", "loss/sup_l1",
                 "loss/cons_l1", "kl", "entropy", "advantage/mean", "advantage/std", "clip_fraction", "grad_norm",
                 "time/sample", "time/reward", "time/update", "time/weight_sync", "time/step", "throughput/images_per_s",
                 "learner_idle_fraction", "faults/judge_dropped"):
