@@ -252,6 +252,18 @@ class LoggingConfig(_Section):
     dir: Path = Field(Path("runs/grpo"), description="Run folder: TensorBoard events, metrics.jsonl, report.")
     progress: bool = Field(True, description="Show a progress bar with ETA on the console.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files next to metrics.jsonl.")
+    wandb: bool = Field(False, description="Also log every step to Weights & Biases (`pip install .[wandb]`). The run id is stored in each checkpoint, so `--resume auto` continues the same W&B run.")
+    wandb_project: str = Field("irpo", description="W&B project.")
+    wandb_mode: Literal["online", "offline"] = Field("online", description="'online' streams to the W&B server; 'offline' writes the run under logging.dir/wandb for a later `wandb sync` (clusters without internet, tests).")
+
+
+class WatchConfig(_Section):
+    """The reward-hacking watch (trainer/watch.py): R rising while PSNR/SSIM against the ground truth fall."""
+
+    every_steps: int = Field(0, ge=0, description="Restore and score the gold set before the first step and every N learner steps; 0 = off. Reward over-optimisation is the most reported failure of diffusion RL (flow_grpo issues 233, 92, 216); a held-out gold metric is the common remedy.")
+    images: int = Field(8, ge=2, description="Gold pairs: a seeded draw of training pairs outside the post-training set (with grpo.train_on 'all' they are left out of training). Not the test photos: the watch is looked at while tuning.")
+    crop: int | None = Field(None, ge=16, description="Centre crop of each gold pair (px, multiple of 8); None = data.crop_size.")
+    window: int = Field(2, ge=1, description="Each watch point is compared with the one this many points earlier, paired over the gold pairs; a warning needs R up and PSNR or SSIM down, each beyond its 95% interval.")
 
 
 class RayConfig(_Section):
@@ -281,6 +293,7 @@ class TrainConfig(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @property

@@ -249,3 +249,10 @@ def test_optimizer_gives_the_heads_their_multiplier():
     assert lrs == {"backbone": pytest.approx(1e-4), "heads": pytest.approx(6e-4)}
     with pytest.raises(ValueError, match="overlaps an earlier group"):
         build_optimizer(_TwoPart(overlap=True), OptimConfig())
+
+
+def test_zero_spread_fraction_counts_groups_whose_rewards_are_all_equal():
+    from trainer.grpo.advantages import zero_spread_fraction
+
+    rewards = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.1, 0.2, 0.3, 0.4], [0.7, 0.7, 0.7, 0.7 + 1e-6]])
+    assert zero_spread_fraction(rewards) == pytest.approx(1 / 3)

@@ -58,6 +58,15 @@ class Learner:
         None for a policy without named actions."""
         return action_sensitivity(self.policy, degraded.to(self.device))
 
+    @torch.no_grad()
+    def deterministic(self, degraded: torch.Tensor) -> torch.Tensor:
+        """The current policy's deterministic output on the CPU (the reward-hacking watch, trainer/watch.py)."""
+        self.policy.eval()
+        try:
+            return self.policy.deterministic(degraded.to(self.device)).cpu()
+        finally:
+            self.policy.train()
+
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
         return self.version, cpu_state(self.policy)
 

@@ -26,6 +26,12 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, normalize_std: bo
     return centred / torch.sqrt(rewards.var(dim=1, unbiased=False, keepdim=True) + eps)
 
 
+def zero_spread_fraction(rewards: torch.Tensor) -> float:
+    """Share of the (B, G) groups whose G rewards are all equal: they carry no GRPO signal (flow_grpo's and
+    Flow-Factory's zero_std_ratio)."""
+    return ((rewards.amax(dim=1) - rewards.amin(dim=1)) <= 1e-12).float().mean().item()
+
+
 class HistoryTracker:
     """Per-image history of reward spread (DDPO's per-prompt stat tracker; the difficulty-adaptive paper).
 
