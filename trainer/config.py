@@ -169,6 +169,7 @@ class GRPOConfig(_Section):
     group_size: int = Field(4, ge=2, description="G: stochastic candidates per image (IRPO: 4).")
     advantage: Literal["group", "group_no_std", "history", "history_batch"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': (r - group mean) / the spread of the image's earlier rewards around their groups' means (DDPO's per-prompt tracker, centred per visit because the crop and flip change the input at every visit; the current batch's spread until history_min_count earlier rewards are tracked; trainer/grpo/advantages.py); 'history_batch': the spread of the image's history together with the current batch's (difficulty-adaptive paper, which beats history only). A group of equal rewards gets 0.")
     advantage_eps: float = Field(1e-6, gt=0, description="eps in the advantage denominator.")
+    reward_aggregation: Literal["sum", "per_term"] = Field("sum", description="'sum': the advantage normalises R, the weighted sum of the reward terms (IRPO). 'per_term': each term is normalised within its group, then the weighted sum is scaled by its batch standard deviation (GDPO's decoupled normalisation, as Flow-Factory's `gdpo` aggregation and MixGRPO; flow_grpo issue 188), so a term of large spread does not drown the others. Needs grpo.advantage 'group' and, for the diffusion family, rl.reward_at 'final' (step-wise estimates are scored as R only).")
     history_buffer: int = Field(32, gt=0, description="Centred rewards kept per image for the 'history' advantages.")
     history_min_count: int = Field(8, gt=0, description="Below this many earlier rewards of an image the 'history' advantages use the current batch's spread.")
     clip_eps: float = Field(0.2, gt=0, description="PPO ratio clip range.")
@@ -320,6 +321,16 @@ class TrainConfig(_Section):
             width = self.model.dim * 2**level
             if width % h:
                 raise ValueError(f"model.heads[{level}]={h} does not divide the level width {width}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_reward_aggregation(self) -> "TrainConfig":
+        if self.grpo.reward_aggregation != "per_term":
+            return self
+        if self.grpo.advantage != "group":
+            raise ValueError(f"grpo.reward_aggregation 'per_term' normalises each term within its group and replaces grpo.advantage; set grpo.advantage to 'group' (got {self.grpo.advantage!r})")
+        if self.policy.kind == "diffusion" and self.policy.diffusion.rl.reward_at == "stepwise":
+            raise ValueError("grpo.reward_aggregation 'per_term' needs policy.diffusion.rl.reward_at 'final': the step-wise estimates are scored as R only, not per term")
         return self
 
     @model_validator(mode="after")

@@ -256,3 +256,44 @@ def test_zero_spread_fraction_counts_groups_whose_rewards_are_all_equal():
 
     rewards = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.1, 0.2, 0.3, 0.4], [0.7, 0.7, 0.7, 0.7 + 1e-6]])
     assert zero_spread_fraction(rewards) == pytest.approx(1 / 3)
+
+
+def test_per_term_advantages_normalise_each_term_in_its_group_before_the_weighted_sum():
+    from trainer.grpo.advantages import per_term_advantages
+
+    # term a spreads 100x more than term b and disagrees with it: summed first, a alone sets the order
+    a = torch.tensor([[0.0, 1.0, 0.0, 1.0], [5.0, 5.0, 5.0, 5.0]]) * 100
+    b = torch.tensor([[1.0, 0.0, 0.5, 0.25], [0.1, 0.2, 0.3, 0.4]])
+    w = {"a": torch.tensor([0.5, 0.5]), "b": torch.tensor([0.5, 0.5])}
+    adv = per_term_advantages({"a": a, "b": b}, w)
+    summed = group_advantages(0.5 * a + 0.5 * b)
+    assert summed[0].argmax() in (1, 3)  # a's large spread decides the plain sum
+    expected = 0.5 * group_advantages(a) + 0.5 * group_advantages(b)
+    expected = expected / torch.sqrt(expected.var(unbiased=False) + 1e-6)
+    assert torch.allclose(adv, expected, atol=1e-6)
+    assert adv[0, 0] > adv[0, 2]  # b now counts: candidate 0 (a 0, b 1) beats candidate 2 (a 0, b 0.5)
+    # group 1: a is equal over the group and adds nothing; b alone orders it
+    assert torch.equal(adv[1].argsort(), torch.arange(4))
+
+
+def test_term_weights_follow_r_and_renormalise_a_term_a_group_lacks():
+    from irpo_common.reward_spec import RewardWeights
+    from trainer.grpo.advantages import term_weights
+
+    nan = float("nan")
+    terms = {"psnr": torch.rand(2, 4), "task": torch.rand(2, 4), "judge": torch.tensor([[0.5] * 4, [nan] * 4])}
+    w = term_weights(terms, RewardWeights())
+    # group 0 has the judge: R = 0.6 R_gen + 0.1 judge + 0.3 task (R_gen is psnr alone here)
+    assert w["psnr"][0] == pytest.approx(0.6) and w["judge"][0] == pytest.approx(0.1) and w["task"][0] == pytest.approx(0.3)
+    # group 1 lacks it: its weight is renormalised away, as in R
+    assert w["judge"][1] == 0 and w["psnr"][1] == pytest.approx(0.6 / 0.9) and w["task"][1] == pytest.approx(0.3 / 0.9)
+
+
+def test_per_term_aggregation_needs_group_advantages_and_final_rewards():
+    from trainer.config import TrainConfig
+
+    with pytest.raises(ValueError, match="grpo.advantage to 'group'"):
+        TrainConfig.model_validate({"grpo": {"reward_aggregation": "per_term", "advantage": "history"}})
+    with pytest.raises(ValueError, match="reward_at 'final'"):
+        TrainConfig.model_validate({"grpo": {"reward_aggregation": "per_term"}, "policy": {"kind": "diffusion", "diffusion": {"rl": {"reward_at": "stepwise", "reward_steps": [1]}}}})
+    TrainConfig.model_validate({"grpo": {"reward_aggregation": "per_term"}})

@@ -17,6 +17,7 @@ from trainer.actors.objectives import OBJECTIVES
 from trainer.config import TrainConfig
 from trainer.diagnostics import Sensitivity, action_sensitivity
 from trainer.grpo import HistoryTracker, build_optimizer, group_advantages
+from trainer.grpo.advantages import per_term_advantages, term_weights
 from trainer.policies import build_policy
 
 
@@ -76,6 +77,13 @@ class Learner:
         if self.tracker is not None:
             return self.tracker.advantages(keys, rewards)
         return group_advantages(rewards, g.advantage_eps, normalize_std=g.advantage == "group")
+
+    def final_advantages(self, rollout: Rollout) -> torch.Tensor:
+        """(B, G) advantages of the final outputs: R normalised as grpo.advantage says, or under
+        grpo.reward_aggregation 'per_term' each reward term normalised within its group (GDPO)."""
+        if self.cfg.grpo.reward_aggregation == "per_term":
+            return per_term_advantages(rollout.terms, term_weights(rollout.terms, self.cfg.reward.weights), self.cfg.grpo.advantage_eps)
+        return self.normalise(rollout.ids, rollout.rewards)
 
     def update(self, *parts: Rollout) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """One GRPO update on a step's rollout (the parts of its actors, given as object references that

@@ -27,7 +27,7 @@ def irpo_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, StepLo
     """IRPO: one joint action step; PPO + entropy + Beta KL + L1 to GT of the best candidate + consistency."""
     g = learner.cfg.grpo
     dev = learner.device
-    adv = learner.normalise(rollout.ids, rollout.rewards).flatten().to(dev)
+    adv = learner.final_advantages(rollout).flatten().to(dev)
     x, target = rollout.degraded.to(dev), rollout.target.to(dev)
     traj = rollout.trajectory.to(dev)
     best = best_candidate_index(rollout.rewards).to(dev)
@@ -76,7 +76,8 @@ def diffusion_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, S
     policy, reference = learner.policy, learner.reference
     x, target = rollout.degraded.to(dev), rollout.target.to(dev)
     traj = rollout.trajectory.to(dev)
-    adv = step_advantages(rollout.ids, rollout.rewards, rollout.estimate_rewards, traj, policy, rl, learner.normalise).to(dev)
+    final = learner.final_advantages(rollout) if learner.cfg.grpo.reward_aggregation == "per_term" else None
+    adv = step_advantages(rollout.ids, rollout.rewards, rollout.estimate_rewards, traj, policy, rl, learner.normalise, final).to(dev)
     coefs = step_loss_coefs(rl, learner.cfg.policy.diffusion.logprob_reduction, traj)
     with torch.no_grad():
         ref = reference.evaluate(x, traj)

@@ -6,8 +6,11 @@ Rewards arrive image-major: a (B, G) tensor holds the G candidates of each of B 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 
 import torch
+
+from irpo_common.reward_spec import RewardWeights, combine_rewards
 
 # The tracker's checkpoint format: it stores centred rewards; an older checkpoint held raw rewards.
 _STATE_FORMAT = "centred-rewards-v1"
@@ -30,6 +33,38 @@ def zero_spread_fraction(rewards: torch.Tensor) -> float:
     """Share of the (B, G) groups whose G rewards are all equal: they carry no GRPO signal (flow_grpo's and
     Flow-Factory's zero_std_ratio)."""
     return ((rewards.amax(dim=1) - rewards.amin(dim=1)) <= 1e-12).float().mean().item()
+
+
+def term_weights(terms: Mapping[str, torch.Tensor], weights: RewardWeights) -> dict[str, torch.Tensor]:
+    """(B,) weight of each term in each group's R, as combine_rewards applies it to the terms that group has
+    (a term is absent, NaN, for a whole group: e.g. the judge dropped for it): the weights of R itself."""
+    names = sorted(terms)
+    b = next(iter(terms.values())).shape[0]
+    out = {k: torch.zeros(b, dtype=torch.float64) for k in names}
+    for i in range(b):
+        present = {k: 0.0 for k in names if not torch.isnan(terms[k][i, 0])}
+        for k, w in combine_rewards(present, weights)[1].items():
+            out[k][i] = w
+    return out
+
+
+def per_term_advantages(terms: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], eps: float = 1e-6) -> torch.Tensor:
+    """(B, G) advantages with each reward term normalised within its group before the weighted sum, then the
+    sum scaled by its batch standard deviation: GDPO's decoupled normalisation (Flow-Factory's `gdpo`
+    aggregation, MixGRPO's advantage_aggr; flow_grpo issue 188). A term of large spread no longer drowns
+    the others, and a term equal over a group adds 0 for that group.
+
+    terms: name -> (B, G) values, NaN where a group lacks the term; weights: name -> (B,) weight per group.
+    """
+    total = None
+    for name, values in terms.items():
+        w = weights[name].to(values.dtype)
+        normed = torch.nan_to_num(group_advantages(values, eps), nan=0.0)
+        part = w[:, None] * normed
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("per-term advantages need at least one reward term")
+    return total / torch.sqrt(total.var(unbiased=False) + eps)
 
 
 class HistoryTracker:

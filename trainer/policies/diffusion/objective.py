@@ -21,14 +21,21 @@ Normalise = Callable[[list[str], Tensor], Tensor]  # (keys, (B, G) rewards) -> (
 
 
 def step_advantages(ids: list[str], rewards: Tensor, estimate_rewards: Tensor | None, trajectory: DiffusionTrajectory,
-                    policy: DiffusionPolicy, rl: DiffusionRLConfig, normalise: Normalise) -> Tensor:
+                    policy: DiffusionPolicy, rl: DiffusionRLConfig, normalise: Normalise, final: Tensor | None = None) -> Tensor:
     """(N, S) advantage of every stochastic step: rewards (B, G) of the final outputs and estimate_rewards
     (B, G, R) of the estimates at trajectory.estimate_steps are normalised per column and clipped to
     adv_clip, each step is credited by rl.step_credit, then times the noise-level weight of its timestep.
+    `final`: (B, G) advantages of the final outputs computed elsewhere (per-term normalisation; final reward only).
     The clip comes before the weights: it bounds outlying rewards, and clipping after would cut the
     steps the weighting favours most (under 'snr' the last step's weight reaches ~6)."""
-    table = rewards[:, :, None] if estimate_rewards is None else torch.cat([estimate_rewards, rewards[:, :, None]], dim=2)
-    columns = column_advantages(ids, table, trajectory.estimate_steps, normalise).clamp(-rl.adv_clip, rl.adv_clip)
+    if final is not None:
+        if estimate_rewards is not None:
+            raise ValueError("precomputed final advantages exclude step-wise estimate rewards")
+        columns = final.reshape(-1, 1)
+    else:
+        table = rewards[:, :, None] if estimate_rewards is None else torch.cat([estimate_rewards, rewards[:, :, None]], dim=2)
+        columns = column_advantages(ids, table, trajectory.estimate_steps, normalise)
+    columns = columns.clamp(-rl.adv_clip, rl.adv_clip)
     s = trajectory.log_prob.shape[1]
     per_step = assign_to_steps(columns, trajectory.estimate_steps, s, rl.step_credit)
     t = trajectory.timesteps[:s]
