@@ -37,7 +37,7 @@ def test_the_diffusion_demo_config_and_its_ablations_load(overrides):
 def test_candidate_grid_scores_the_g_candidates_of_one_sample_call(tmp_path):
     data = write_standin_corpus(tmp_path / "data", n_train=1, n_test=2, size=(32, 32))
     cfg = load_config(CONFIG, [f"data.root={data}", "data.tasks=[denoise,lowlight]", "eval.crop=32",
-                               "policy.diffusion.block_out_channels=[8,16]", "policy.diffusion.norm_num_groups=4",
+                               "policy.diffusion.pretrained=null", "policy.diffusion.block_out_channels=[8,16]", "policy.diffusion.norm_num_groups=4",
                                "policy.diffusion.sampling_steps=3", "policy.diffusion.rl.reward_steps=[1]"])
     torch.manual_seed(0)
     policy = build_policy(cfg.policy_section).eval()  # RANDOM weights: the grid's content is not the point

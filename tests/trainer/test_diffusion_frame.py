@@ -81,8 +81,8 @@ def test_pretraining_draws_timesteps_below_the_start():
 
 
 def test_gt_likelihood_steps_towards_the_residual_in_the_residual_frame():
-    # target == degraded: the residual is 0, so the GT step is DDIM's posterior mean towards x_0 = 0
-    policy = tiny_policy(residual=True)
+    # target == degraded: the residual is 0, so the GT step is DDIM's posterior mean towards x_0 = 0 (the raw log-density)
+    policy = tiny_policy(residual=True, rl=dict(gt_likelihood_norm="none"))
     x = torch.rand(1, 3, 16, 16)
     traj = policy.sample(x, 2, torch.Generator().manual_seed(2)).trajectory
     ev = policy.evaluate(x, traj)

@@ -70,7 +70,7 @@ def test_experiment_cli_runs_every_arm_at_every_seed(tmp_path):
     runs = tmp_path / "runs"
     sets = {
         "data.root": data, "data.tasks": "[denoise]", "data.noise_sigmas": "[25.0]", "data.crop_size": 32,
-        "pretrain.steps": 2, "pretrain.crop_size": 32, "pretrain.output": runs / "pretrain.safetensors",
+        "pretrain.steps": 2, "pretrain.crop_size": 32, "pretrain.output": runs / "pretrain.safetensors", "policy.diffusion.pretrained": "null",
         "policy.diffusion.sampling_steps": 3, "policy.diffusion.rl.reward_steps": "[0]", "policy.diffusion.residual": "true",
         "mining.crop": 32, "mining.manifest": runs / "manifest.jsonl", "mining.subset": runs / "subset.json",
         "eval.crop": 32, "eval.samples": 2, "optim.max_steps": 1, "logging.dir": runs / "grpo", "logging.progress": "false",
