@@ -98,10 +98,12 @@ class DiffusionConfig(_PolicySection):
     norm_num_groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every entry of block_out_channels.")
     train_timesteps: int = Field(1000, ge=2, description="T of the DDPM training schedule.")
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field("linear", description="DDPM beta schedule (diffusers names).")
-    prediction_type: Literal["epsilon", "v_prediction"] = Field("epsilon", description="What the U-Net predicts: the noise epsilon (DDPM/DDPO) or v = sqrt(a) eps - sqrt(1 - a) x_0.")
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field("epsilon", description="What the U-Net predicts: the noise epsilon (DDPM/DDPO), v = sqrt(a) eps - sqrt(1 - a) x_0, or x_0 itself ('sample', diffusers' name; the loss then weighs every timestep's x_0 error alike, as a regression restorer's).")
     sampling_steps: int = Field(10, ge=2, description="DDIM steps per sample (flow_grpo: 10 in training); the last goes to t = 0 without noise and carries no log-density.")
     eta: float = Field(1.0, gt=0, le=1, description="DDIM eta: step noise sigma_t = eta * sqrt(DDPM posterior variance); > 0 makes every step a Gaussian policy (DDPO: 1.0).")
     clip_x0: bool = Field(True, description="Clamp the predicted clean image to [-1, 1] inside each step (diffusers clip_sample).")
+    residual: bool = Field(False, description="Run the chain on the residual x_0 - encode(degraded) and output encode(degraded) + the chain's result (ResShift, Yue et al. 2023; residual diffusion restorers): a change of variables around the condition, the DDIM step maths unchanged. The clamp of x0_hat (clip_x0) then applies to the image. False = the chain generates the image itself (DDPO, the seed papers; the GPU presets).")
+    start_strength: float = Field(1.0, gt=0, le=1, description="The chain runs from t = strength * T to 0 in sampling_steps steps, starting from the degraded image noised to that t (SDEdit, Meng et al. 2022; diffusers' img2img `strength`); with `residual` its starting residual is 0, so the start is noise scaled to that t. Pre-training then draws t below strength * T only. 1.0 = from pure noise at T (the papers; the GPU presets).")
     logprob_reduction: Literal["mean", "sum"] = Field("mean", description="Per-step log-density over the D = C*H*W dimensions: 'mean' (DDPO): the per-dimension average, so rl.clip_eps bounds the per-dimension log-ratio and the trust region in joint nats is about clip_eps x D (it grows with the crop); 'sum': the exact joint log-density, reduced in float64, with the ratio clipped to (1 +- clip_eps)^D, the same trust region; kl_coef is not rescaled (the surrogate's and the KL's gradients both grow by D), so against 'mean' the RL terms weigh D times more than L_diff.")
     rl: DiffusionRLConfig = Field(default_factory=DiffusionRLConfig, description="How the chain is trained as a policy (DDPO, seeds 2 and 3).")
 
@@ -163,6 +165,7 @@ class EvalConfig(_Section):
     tile_overlap: int = Field(32, ge=0, description="Overlap between tiles in pixels.")
     crop: int | None = Field(None, ge=16, description="Centre-crop each test image to this size (px, multiple of 16); None = whole images (the paper). For fast CPU demos.")
     ood: bool = Field(True, description="Also evaluate the out-of-distribution degradation set.")
+    samples: int = Field(0, ge=0, description="Besides the deterministic output, score this many stochastic samples per image from the sampler GRPO trains (policy.sample: Beta draws, or the eta > 0 chain), seeded per image by data.seed, and report their mean PSNR/SSIM/R (`*_sampled`): what post-training optimises. 0 = the deterministic output only.")
 
 
 class GRPOConfig(_Section):
