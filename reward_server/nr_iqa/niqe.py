@@ -59,14 +59,15 @@ def features(rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([full, half], dim=-1)
 
 
-def nan_gaussian(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, P, D) -> mean (N, D) as MATLAB's nanmean, covariance (N, D, D) as nancov (complete patches only)."""
+def nan_gaussian(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, P, D) -> mean (N, D) as MATLAB's nanmean, covariance (N, D, D) as nancov (complete patches
+    only), and the number of complete patches (N,)."""
     mu = torch.nanmean(f, dim=1)
     complete = ~f.isnan().any(-1, keepdim=True)
     n = complete.sum(1, keepdim=True)
     g = torch.where(complete, f, 0.0)
     centred = torch.where(complete, g - g.sum(1, keepdim=True) / n, 0.0)
-    return mu, centred.transpose(1, 2) @ centred / (n - 1)
+    return mu, centred.transpose(1, 2) @ centred / (n - 1), n[:, 0, 0]
 
 
 class Niqe:
@@ -81,7 +82,10 @@ class Niqe:
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
         if (err := size_error(*rgb.shape[-2:])) is not None:
             raise ValueError(err)
-        mu, cov = nan_gaussian(features(rgb.to(self.device)))
-        d = (self.mu - mu)[..., None]
+        mu, cov, n = nan_gaussian(features(rgb.to(self.device)))
+        fitted = n >= MIN_PATCHES
+        cov = torch.where(fitted[:, None, None], cov, self.cov)  # keeps pinv finite; the value is replaced below
+        d = (self.mu - mu.nan_to_num(0.0))[..., None]
         dist_sq = (d.transpose(1, 2) @ torch.linalg.pinv((self.cov + cov) / 2, hermitian=True) @ d)[:, 0, 0]
-        return torch.sqrt(dist_sq.clamp_min(0))
+        # fewer than two patches with any texture (a flat image: MATLAB's NaN): as unnatural as it gets
+        return torch.where(fitted, torch.sqrt(dist_sq.clamp_min(0)), torch.inf)
