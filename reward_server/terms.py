@@ -108,7 +108,7 @@ class Metric:
         """Why an h x w image has no value of this metric (None when it has one)."""
         side = self.min_side(settings)
         if min(h, w) < side:
-            return self.size_error(h, w) or f"{self.name.upper()} needs a side of at least {side} px, got {w}x{h}"
+            return f"{self.name.upper()} needs a side of at least {side} px, got {w}x{h}"
         return self.size_error(h, w)
 
 
