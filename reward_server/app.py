@@ -165,6 +165,7 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             "aesthetic_range": settings.aesthetic_range,
             "brisque_range": settings.brisque_range,
             "niqe_range": settings.niqe_range,
+            "piqe_range": settings.piqe_range,
             "models": m.info() if m else None,
             "random_weights": m.random_terms() if m else None,
             "precision": m.precision if m else None,
