@@ -25,6 +25,17 @@ class GeneratedClient:
     def module(self, name: str) -> ModuleType:
         return importlib.import_module(f"{self.package.__name__}.{name}")
 
+    def client(self, base_url: str, token: str | None = None):
+        """The generated client class for `base_url`: AuthenticatedClient with a token, else Client."""
+        if token is None:
+            return self.package.Client(base_url=base_url, timeout=60, raise_on_unexpected_status=True)
+        return self.package.AuthenticatedClient(base_url=base_url, token=token, timeout=60, raise_on_unexpected_status=True)
+
+    def problem(self, response, status: int):
+        """The parsed body of a `sync_detailed` error answer, checked to have `status` and the generated Problem type."""
+        assert response.status_code == status and isinstance(response.parsed, self.module("models").Problem), response
+        return response.parsed
+
 
 def generate_client(base_url: str, folder: Path, package: str) -> GeneratedClient:
     """Generate package `package` under `folder` from `base_url`/openapi.json and import all of it."""

@@ -39,7 +39,7 @@ def test_the_client_generates_without_warnings_and_every_module_imports(served):
 def test_the_generated_client_judges_json_upload_and_batches_alike(served):
     url, gen = served
     models, types = gen.module("models"), gen.module("types")
-    client = gen.package.AuthenticatedClient(base_url=url, token=TOKEN, timeout=30, raise_on_unexpected_status=True)
+    client = gen.client(url, TOKEN)
     images = {name: image_bytes(seed) for seed, name in enumerate(NAMES)}
     request = models.JudgeRequest(**{n: b64(data) for n, data in images.items()}, task=models.JudgeRequestTaskType0.DENOISE)
     js = gen.module("api.default.judge").sync(client=client, body=request)
@@ -58,17 +58,16 @@ def test_the_generated_client_judges_json_upload_and_batches_alike(served):
 def test_bad_input_comes_back_as_a_typed_problem(served):
     url, gen = served
     models, types = gen.module("models"), gen.module("types")
-    client = gen.package.AuthenticatedClient(base_url=url, token=TOKEN, timeout=30, raise_on_unexpected_status=True)
+    client = gen.client(url, TOKEN)
     bad = gen.module("api.default.judge_upload").sync_detailed(client=client, body=models.JudgeUpload(
         restored=types.File(io.BytesIO(b"GIF89a not an image"), "out.png", "image/png")))
-    assert bad.status_code == 400 and isinstance(bad.parsed, models.Problem)
-    assert isinstance(bad.parsed.detail, str) and "restored" in bad.parsed.detail
+    detail = gen.problem(bad, 400).detail
+    assert isinstance(detail, str) and "restored" in detail
 
     off_schema = gen.module("api.default.judge_batch").sync_detailed(client=client, body=models.BatchRequest(items=[]))
-    assert off_schema.status_code == 422 and isinstance(off_schema.parsed, models.Problem)
-    [item] = off_schema.parsed.detail
+    [item] = gen.problem(off_schema, 422).detail
     assert isinstance(item, models.ErrorItem) and item.loc == ["items"] and item.type_ == "too_short"  # `type` is reserved
 
-    anonymous = gen.package.Client(base_url=url, timeout=30)
+    anonymous = gen.client(url)
     denied = gen.module("api.default.judge").sync_detailed(client=anonymous, body=models.JudgeRequest(restored="x"))
-    assert denied.status_code == 401 and isinstance(denied.parsed, models.Problem)
+    assert "bearer token" in gen.problem(denied, 401).detail

@@ -34,7 +34,7 @@ def test_the_client_generates_without_warnings_and_every_module_imports(gen):
 
 def test_the_generated_client_scores_json_upload_and_batches_alike(gen, server):
     models, types = gen.module("models"), gen.module("types")
-    client = gen.package.AuthenticatedClient(base_url=server, token=TOKEN, timeout=60, raise_on_unexpected_status=True)
+    client = gen.client(server, TOKEN)
     restored, reference = encode_png(im.hwc(RESTORED)), encode_png(im.hwc(GT))
     js = gen.module("api.default.score").sync(client=client, body=models.ScoreRequest(
         restored=encode_base64_png(im.hwc(RESTORED)), reference=encode_base64_png(im.hwc(GT)),
@@ -62,18 +62,17 @@ def test_the_generated_client_scores_json_upload_and_batches_alike(gen, server):
 
 def test_bad_input_comes_back_as_a_typed_problem(gen, server):
     models, types = gen.module("models"), gen.module("types")
-    client = gen.package.AuthenticatedClient(base_url=server, token=TOKEN, timeout=60, raise_on_unexpected_status=True)
+    client = gen.client(server, TOKEN)
     bad = gen.module("api.default.score_upload").sync_detailed(client=client, body=models.ScoreUpload(
         restored=types.File(io.BytesIO(b"not an image"), "out.png", "image/png")))
-    assert bad.status_code == 400 and isinstance(bad.parsed, models.Problem)
-    assert isinstance(bad.parsed.detail, str) and "restored" in bad.parsed.detail
+    detail = gen.problem(bad, 400).detail
+    assert isinstance(detail, str) and "restored" in detail
 
     off_schema = gen.module("api.default.score").sync_detailed(client=client, body=models.ScoreRequest(
         restored=encode_base64_png(im.hwc(RESTORED)), judge=2.0))
-    assert off_schema.status_code == 422 and isinstance(off_schema.parsed, models.Problem)
-    [item] = off_schema.parsed.detail
+    [item] = gen.problem(off_schema, 422).detail
     assert isinstance(item, models.ErrorItem) and item.loc == ["judge"] and item.type_ == "less_than_equal"  # `type` is reserved: generated as type_
 
-    anonymous = gen.package.Client(base_url=server, timeout=60)
+    anonymous = gen.client(server)
     denied = gen.module("api.default.score").sync_detailed(client=anonymous, body=models.ScoreRequest(restored="x"))
-    assert denied.status_code == 401 and isinstance(denied.parsed, models.Problem)
+    assert "bearer token" in gen.problem(denied, 401).detail
