@@ -79,6 +79,14 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def accepted_media_type(request: Request, accepted: tuple[str, ...]) -> str:
+    """The body's media type (lower case, no parameters) when it is one of `accepted`; else a 415."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in accepted:
+        raise HTTPException(415, f"content type not accepted: send {' or '.join(accepted)}")
+    return kind
+
+
 def on_error(app: FastAPI, exc_type: type[Exception], respond: Callable[[Exception], Response]) -> None:
     """Answer `exc_type` with `respond(exc)` on the event loop. (Starlette runs a plain-def exception
     handler in its 40-thread pool, where a burst of sheds, 503s, would queue behind each other.)"""

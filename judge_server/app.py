@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from irpo_common.http_guards import BodyLimit, answer_shared_errors, bearer_guard, count_requests, on_error, while_connected
+from irpo_common.http_guards import BodyLimit, accepted_media_type, answer_shared_errors, bearer_guard, count_requests, on_error, while_connected
 from irpo_common.json_input import validate
 from irpo_common.openapi_doc import ApiDoc, answers, operation_id
 from irpo_common.problem import problem
@@ -74,9 +74,6 @@ def create_app(settings: JudgeSettings) -> FastAPI:
 
     require_token = bearer_guard(settings.token)
     doc = ApiDoc()
-
-    def media_type(request: Request) -> str:
-        return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
     async def multipart_item(request: Request):
         form = await request.form(max_files=len(IMAGE_FIELDS), max_fields=len(IMAGE_FIELDS) + 2)
@@ -141,9 +138,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
     def judge_one(accepted: tuple[str, ...]):
         async def judge(request: Request):
             deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
-            kind = media_type(request)
-            if kind not in accepted:
-                raise HTTPException(415, f"content type not accepted: send {' or '.join(accepted)}")
+            kind = accepted_media_type(request, accepted)
             if kind == _MULTIPART:
                 images, mode, task = await multipart_item(request)
             else:
@@ -165,8 +160,7 @@ def create_app(settings: JudgeSettings) -> FastAPI:
         """Judge a batch of items sent as JSON."""
         start = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
-        if media_type(request) != _JSON:
-            raise HTTPException(415, f"content type not accepted: send {_JSON}")
+        accepted_media_type(request, (_JSON,))
         batch = validate(BatchRequest, await request.body())
         if len(batch.items) > settings.max_batch:
             raise HTTPException(413, f"{len(batch.items)} items exceed the batch limit of {settings.max_batch}")

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.concurrency import run_in_threadpool
 
 from irpo_common.device import resolve_device
-from irpo_common.http_guards import BodyLimit, answer_shared_errors, bearer_guard, count_requests, on_error
+from irpo_common.http_guards import BodyLimit, accepted_media_type, answer_shared_errors, bearer_guard, count_requests, on_error
 from irpo_common.json_input import validate
 from irpo_common.openapi_doc import ApiDoc, answers, operation_id
 from irpo_common.problem import problem
@@ -132,9 +132,6 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             raise HTTPException(503, state["error"] or "models are loading", headers={"Retry-After": str(settings.retry_after_s)})
         return state["batcher"]
 
-    def media_type(request: Request) -> str:
-        return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
     @app.get("/healthz", responses=answers(503))
     async def healthz():
         if state["error"]:
@@ -193,17 +190,11 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             admission.read(ticket, len(items))
             return await admission.watch(request, ticket, b.submit(items))
 
-    def accept(request: Request, accepted: tuple[str, ...]) -> str:
-        kind = media_type(request)
-        if kind not in accepted:
-            raise HTTPException(415, f"content type not accepted: send {' or '.join(accepted)}")
-        return kind
-
     # Each body kind is documented on its own operation (irpo_common.openapi_doc says why); the JSON
     # routes also take the other kinds, so curl -F and the trainer's binary batches need no new path.
     def score_one(accepted: tuple[str, ...]):
         async def score(request: Request):
-            kind = accept(request, accepted)
+            kind = accepted_media_type(request, accepted)
 
             async def read():
                 if kind == _JSON:
@@ -226,7 +217,7 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
 
     def score_many(accepted: tuple[str, ...]):
         async def score_batch(request: Request):
-            kind = accept(request, accepted)
+            kind = accepted_media_type(request, accepted)
 
             async def read():
                 body = await request.body()
