@@ -201,7 +201,11 @@ class RolloutConfig(_Section):
     learner_gpus: float = Field(0.0, ge=0, description="GPUs of the learner actor; 0 = CPU.")
     learner_cpus: float = Field(1.0, gt=0, description="CPUs of the learner actor.")
     max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed rollout actor.")
-    step_retries: int = Field(2, ge=0, description="Retries of one step's rollout, with backoff, after its actor crashed or the reward service stayed unreachable through its client's retries; then the run stops.")
+    step_retries: int = Field(2, ge=0, description="Retries of one rollout part, with backoff, after the reward service stayed unreachable through its client's retries; then the run stops. A part whose actor died is not counted here: it moves to a healthy actor at once.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each rollout actor's bundle asks for besides CPU/GPU (e.g. {'rollout_node': 1} to keep rollouts on the nodes started with that resource).")
+    placement_strategy: Literal["PACK", "SPREAD"] = Field("SPREAD", description="Ray placement-group strategy of the rollout actors' bundles: SPREAD (one node's loss takes fewest actors) or PACK (fewest nodes).")
+    placement_timeout_s: float = Field(60.0, gt=0, description="How long the rollout group waits at start for its placement group (e.g. for an autoscaler to add nodes) before the run stops naming the resources no node offers.")
+    restart_timeout_s: float = Field(600.0, gt=0, description="How long rollout work may wait with no rollout actor alive (all crashed and restarting, or their node lost and not yet replaced) before the run stops. A fresh actor process imports torch and builds the policy.")
 
 
 class RewardConfig(_Section):
