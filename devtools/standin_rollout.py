@@ -21,6 +21,9 @@ class StandInRollout:
     def ping(self) -> str:
         return "cpu"
 
+    def check_services(self):
+        return "127.0.0.1", []
+
     def receive(self, version: int, weights: list) -> float:
         return time.time() - ray.get(weights[0]).export_start
 

@@ -272,7 +272,7 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
         random_terms = check_services(cfg.reward, cfg.judge, image_side=cfg.data.crop_size)
         if random_terms:
             print(f"[grpo] the reward service runs on RANDOM weights for: {', '.join(random_terms)} (its development flag; these terms carry no meaning)", flush=True)
-        if not cfg.judge.url:
+        if not cfg.judge.endpoints:
             print("[grpo] no judge configured: R_judge is absent and its weight renormalised away", flush=True)
         started = init_ray(cfg)
         try:

@@ -16,7 +16,7 @@ import torch
 
 from irpo_common.device import resolve_device
 from trainer.actors.messages import ImageBatch, Rollout, RolloutStats
-from trainer.actors.scoring import Scorer
+from trainer.actors.scoring import Scorer, unreachable
 from trainer.actors.weight_sync import WeightPacket, load_packet
 from trainer.config import TrainConfig
 from trainer.policies import build_policy
@@ -47,6 +47,10 @@ class RolloutWorker:
 
     def ping(self) -> str:
         return str(self.device)
+
+    def check_services(self) -> tuple[str, list[str]]:
+        """(this node's address, the service replicas this actor cannot reach)."""
+        return ray.util.get_node_ip_address(), unreachable(self.cfg.reward, self.cfg.judge)
 
     def receive(self, version: int, weights: list[ray.ObjectRef]) -> float:
         """Fetch a new version's packet ahead of use, outside the policy lock (a rollout may be sampling).

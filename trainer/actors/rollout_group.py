@@ -141,6 +141,10 @@ class RolloutGroup:
         self._receipts: dict[int, list[ray.ObjectRef]] = {}  # version -> receive() refs of the actors live at publication
 
     def devices(self) -> list[str]:
+        """The actors' devices, once every actor has reached every service replica from its own node."""
+        problems = [f"rollout actor {i} on {node}: {p}" for i, (node, found) in enumerate(ray.get([a.check_services.remote() for a in self.actors])) for p in found]
+        if problems:
+            raise RolloutGroupError("; ".join(problems) + " (the driver reached them: check the worker nodes' network, DNS and the URLs)")
         return ray.get([a.ping.remote() for a in self.actors])
 
     # -- weights ------------------------------------------------------------------------
