@@ -23,6 +23,7 @@ from pathlib import Path
 import ray
 import torch
 from ray._private import ray_constants
+from ray.exceptions import ObjectLostError
 from tqdm import tqdm
 
 from irpo_common.process import ProcessError
@@ -117,6 +118,18 @@ class Trainer:
     def _version_for(self, step: int) -> int:
         return max(0, step - self.cfg.rollout.max_staleness)
 
+    def _update(self, step: int, parts: list[ray.ObjectRef]) -> tuple[dict, ray.ObjectRef]:
+        """The learner's update of a step; rollouts lost with a dead node before the learner read them
+        are sampled again (the update never started: its arguments could not be fetched)."""
+        for attempt in range(self.cfg.rollout.step_retries + 1):
+            stats_ref, new_weights = self.learner.update.options(num_returns=2).remote(*parts)
+            try:
+                return ray.get(stats_ref), new_weights
+            except ObjectLostError as exc:
+                log.warning("step %d: rollouts lost before the update (%s); sampling them again", step, type(exc).__name__)
+                _, parts = self.rollouts.redo(step)
+        raise RunError(f"step {step}: the rollouts were lost {self.cfg.rollout.step_retries + 1} times before the learner could read them")
+
     def _launch(self, step: int) -> None:
         self.rollouts.submit(self._batches(step), self._version_for(step))
         self.inflight.add(step)
@@ -198,8 +211,7 @@ class Trainer:
                 rollout, parts = self.rollouts.gather(step)
                 self.inflight.discard(step)
                 rollout_wait = time.perf_counter() - wait0
-                stats_ref, new_weights = self.learner.update.options(num_returns=2).remote(*parts)
-                stats = ray.get(stats_ref)
+                stats, new_weights = self._update(step, parts)
                 self.rollouts.publish(step + 1, new_weights)
                 metrics = self._step_metrics(rollout, stats, time.perf_counter() - tick, rollout_wait)
                 metrics["time/weight_sync"] = self.rollouts.sync_seconds(step)  # the version this step's successors sample with
@@ -248,7 +260,7 @@ class Trainer:
         m["policy_version"] = rollout.version
         m["faults/judge_dropped"] = rollout.judge_dropped
         m["faults/judge_unscored"] = rollout.judge_unscored
-        for kind in ("rollout_actor_lost", "service_unavailable"):
+        for kind in ("rollout_actor_lost", "rollout_outputs_lost", "service_unavailable"):
             m[f"faults/{kind}"] = self.faults[kind]
         m["rollout/actors_alive"] = sum(self.rollouts.alive)
         return m

@@ -135,6 +135,8 @@ class RolloutGroup:
         self._pending: list[_Part] = []
         self._running: dict[ray.ObjectRef, _Part] = {}  # stats ref -> part
         self._done: dict[tuple[int, int], tuple[RolloutStats, ray.ObjectRef]] = {}
+        self._parts: dict[tuple[int, int], _Part] = {}  # every part submitted and not yet handed out
+        self._handed: tuple[int, list[_Part]] = (-1, [])  # the step last gathered, kept for redo()
         self._no_actor_since: float | None = None
         self.frozen: ray.ObjectRef | None = None
         self.weights: dict[int, ray.ObjectRef] = {}
@@ -180,13 +182,15 @@ class RolloutGroup:
 
     # -- work ----------------------------------------------------------------------------
     def submit(self, batches: list[ImageBatch], version: int) -> None:
-        self._pending.extend(_Part(b, version) for b in batches)
+        parts = [_Part(b, version) for b in batches]
+        self._parts.update((p.key, p) for p in parts)
+        self._pending.extend(parts)
         self._dispatch()
 
     def gather(self, step: int) -> tuple[RolloutStats, list[ray.ObjectRef]]:
         """Wait for every part of a step; returns its stats and the rollout refs in part order (the
         rollouts stay in the object store, for the learner). Other steps' results are kept as they come."""
-        keys = sorted({p.key for p in [*self._pending, *self._running.values()] if p.key[0] == step} | {k for k in self._done if k[0] == step})
+        keys = sorted(k for k in self._parts if k[0] == step)
         if not keys:
             raise RolloutGroupError(f"step {step} was never submitted")
         while not all(k in self._done for k in keys):
@@ -197,7 +201,21 @@ class RolloutGroup:
             for ref in ready:
                 self._collect(ref)
         done = [self._done.pop(k) for k in keys]
+        self._handed = (step, [self._parts.pop(k) for k in keys])
         return RolloutStats.concat([s for s, _ in done]), [r for _, r in done]
+
+    def redo(self, step: int) -> tuple[RolloutStats, list[ray.ObjectRef]]:
+        """Sample the step just gathered again: its rollouts were lost before the learner read them
+        (kept only in the object store of a node that died since)."""
+        handed_step, parts = self._handed
+        if handed_step != step:
+            raise RolloutGroupError(f"step {step} is not the step last gathered ({handed_step})")
+        self.faults["rollout_outputs_lost"] += 1
+        for part in parts:
+            part.retries, part.not_before, part.actor = 0, 0.0, None
+            self._parts[part.key] = part
+            self._requeue(part)
+        return self.gather(step)
 
     def _collect(self, ref: ray.ObjectRef) -> None:
         part = self._running.pop(ref)
@@ -233,6 +251,9 @@ class RolloutGroup:
                 del self._running[ref]
                 part.lost_from = (actor, lost_at)
                 self._requeue(part)
+        for key in [k for k in self._done if self._parts[k].actor == actor]:  # its outputs may have gone with its node
+            del self._done[key]
+            self._requeue(self._parts[key])
         self._pings[actor] = self.actors[actor].ping.remote()
 
     def _revive(self) -> None:
