@@ -32,7 +32,8 @@ from trainer.actors.learner import Learner
 from trainer.actors.messages import ImageBatch, RolloutStats
 from trainer.actors.rollout_group import RolloutGroup, RolloutGroupError
 from trainer.actors.scoring import JudgeOutage, ServiceUnavailable, check_services
-from trainer.checkpointing import Checkpoint, CheckpointError, list_checkpoints, save_checkpoint
+from trainer.actors.weight_sync import full_state
+from trainer.checkpointing import Checkpoint, CheckpointError, CheckpointWriter, list_checkpoints, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
 from trainer.local_service import LocalRewardService
@@ -135,13 +136,20 @@ class Trainer:
         self.inflight.add(step)
 
     # -- checkpoints --------------------------------------------------------------------
-    def _save(self, completed: int) -> Path:
-        learner_state = ray.get(self.learner.state.remote())
+    def _save(self, completed: int) -> None:
+        """Hand a checkpoint to the background writer. What it holds is fixed now: the learner's state()
+        runs before its next update (an actor runs its calls in order) and the refs are taken here."""
+        state_ref = self.learner.state.remote()
         pending = {self._version_for(j) for j in range(completed, min(completed + self.cfg.rollout.max_staleness, self.total))}
-        pending.discard(learner_state["version"])
-        rollout_weights = {v: self.rollouts.full_weights(v) for v in sorted(pending)}
+        refs = {v: self.rollouts.version_refs(v) for v in sorted(pending)}
         extra = {"data_position": self.cursor.position(completed, self.images_per_step), "num_images": len(self.data), "faults": dict(self.faults), "config": self.cfg.model_dump_json()}
-        return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
+
+        def write() -> Path:
+            learner_state = ray.get(state_ref)
+            rollout_weights = {v: full_state(*ray.get(r)) for v, r in refs.items() if v != learner_state["version"]}
+            return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
+
+        self.writer.submit(write)
 
     def _restore(self, ckpt: Checkpoint) -> int:
         ray.get(self.learner.load_state.remote(ckpt.learner))
@@ -198,7 +206,7 @@ class Trainer:
             raise RunError(f"nothing to do: the checkpoint is at step {start} and the run has {self.total} steps")
         metrics_log = MetricsLog(cfg.logging.dir, start, cfg.logging.tensorboard)
         bar = tqdm(total=self.total, initial=start, desc="GRPO", unit="step", disable=not cfg.logging.progress, dynamic_ncols=True)
-        last_ckpt = None
+        self.writer = CheckpointWriter()
         try:
             tick = time.perf_counter()
             for step in range(start, self.total):
@@ -219,8 +227,8 @@ class Trainer:
                 completed = step + 1
                 if completed % cfg.checkpoint.every_steps == 0 or completed == self.total:
                     t0 = time.perf_counter()
-                    last_ckpt = self._save(completed)
-                    metrics["time/checkpoint"] = time.perf_counter() - t0
+                    self._save(completed)
+                    metrics["time/checkpoint"] = time.perf_counter() - t0  # the driver's wait: the write runs beside the next steps
                 tick = time.perf_counter()  # a checkpoint's time is logged apart, not charged to the next step
                 metrics_log.log(step, metrics)
                 bar.update(1)
@@ -230,6 +238,7 @@ class Trainer:
         finally:
             bar.close()
             metrics_log.close()
+            last_ckpt = self.writer.close()  # the last write finishes before the run returns, or raises
         return RunResult(self.total, start, last_ckpt, cfg.logging.dir, [])
 
     def _step_metrics(self, rollout: RolloutStats, stats: dict[str, float], step_time: float, rollout_wait: float) -> dict[str, float]:

@@ -29,7 +29,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from trainer.actors.messages import ImageBatch, RolloutStats
 from trainer.actors.rollout import RolloutWorker
 from trainer.actors.scoring import ServiceUnavailable
-from trainer.actors.weight_sync import WeightPacket, full_state, pack
+from trainer.actors.weight_sync import pack
 from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -173,9 +173,10 @@ class RolloutGroup:
             del self.weights[v]
             self._receipts.pop(v, None)
 
-    def full_weights(self, version: int) -> dict:
-        """The whole state dict of a published version (checkpoints keep in-flight versions)."""
-        return full_state(ray.get(self.frozen), ray.get(self.weights[version]))
+    def version_refs(self, version: int) -> list[ray.ObjectRef]:
+        """The packets (frozen, changing) that make up a published version; full_state(*ray.get(...)) is
+        its whole state dict (checkpoints keep the versions in-flight rollouts sample with)."""
+        return [self.frozen, self.weights[version]]
 
     def restore_weights(self, version: int, state: dict) -> None:
         self.weights[version] = ray.put(pack(state, version))
