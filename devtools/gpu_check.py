@@ -10,7 +10,8 @@ CPU machine cannot show. Stages, each printed as it ends:
    metrics.jsonl and the peak GPU memory of all processes (nvidia-smi, polled).
 4. resume: the run again from its middle checkpoint to the end; the largest weight difference to
    the uninterrupted run (0 on the CPU; CUDA kernels need not be bitwise deterministic).
-5. judge: skipped unless vLLM is importable and IRPO_JUDGE_MODEL names a local model folder.
+5. judge: a rollout's judge request through the judge service and vLLM, when vLLM is importable and
+   IRPO_JUDGE_MODEL names a local model folder (the dry run: the tiny CPU model, when built).
 
 --dry-run does the same on the CPU with the micro preset, 32 px crops, 2 steps and G = 2: it checks
 the wiring (the test suite runs it) and prints no GPU number: it says that nothing ran on a GPU.
@@ -31,16 +32,22 @@ import threading
 import time
 from pathlib import Path
 
+import ray
 import torch
 from safetensors.torch import load_file
 
+from devtools.local_servers import LocalVLLM, ThreadedServer, vllm_unavailable_reason
+from irpo_common.process import ManagedProcess, free_port
+from judge_server.app import create_app as create_judge_app
+from judge_server.client import JudgeClient
+from judge_server.settings import JudgeSettings
 from trainer.config import TrainConfig, load_config
 from trainer.demo.corpus import write_standin_corpus
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics
 from trainer.model.presets import MICRO
 from trainer.policies import build_policy
-from trainer.run import train
+from trainer.run import init_ray, train
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE_KEYS = ("time/sample", "time/reward", "time/score", "time/update", "time/weight_export", "time/weight_sync", "time/rollout_wait", "time/step")
@@ -134,15 +141,40 @@ def max_weight_diff(a: Path, b: Path) -> float:
     return max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
 
 
-def judge_stage(dry: bool) -> None:
-    if importlib.util.find_spec("vllm") is None:
-        say("judge", "skipped: vLLM is not installed in this environment (the judge's GPU check needs it)")
-        return
-    model = os.environ.get("IRPO_JUDGE_MODEL")
-    if not model or not Path(model).is_dir():
-        say("judge", "skipped: set IRPO_JUDGE_MODEL to a local model folder (no model hub is reached)")
-        return
-    say("judge", f"not run: this script does not start vLLM yet; serve {model} and run benchmarks/bench_judge.py against it")
+def judge_stage(dry: bool, work: Path, side: int, group_size: int) -> None:
+    """A rollout's judge request (2 images x G candidates, three images each) through the judge service
+    in front of vLLM: on a GPU the model in IRPO_JUDGE_MODEL, in the dry run the tiny RANDOM CPU model
+    of scripts/setup_vllm_cpu.sh when it is built."""
+    if dry:
+        reason = vllm_unavailable_reason()
+        if reason:
+            say("judge", f"skipped: {reason}")
+            return
+        backend, served, what = LocalVLLM(log_path=work / "vllm.log"), "tiny-qwen2.5-vl", "the tiny RANDOM model on the CPU"
+    else:
+        model = os.environ.get("IRPO_JUDGE_MODEL")
+        if importlib.util.find_spec("vllm") is None:
+            say("judge", "skipped: vLLM is not installed in this environment")
+            return
+        if not model or not Path(model).is_dir():
+            say("judge", "skipped: set IRPO_JUDGE_MODEL to a local model folder (no model hub is reached)")
+            return
+        port = free_port()
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "judge",
+               "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "8192",
+               "--limit-mm-per-prompt", json.dumps({"image": 3, "video": 0}), "--gpu-memory-utilization", "0.5"]
+        backend = ManagedProcess("vLLM", cmd, f"http://127.0.0.1:{port}/v1", ready_path="/models", log_path=work / "vllm.log")
+        served, what = "judge", model
+    n = 2 * group_size
+    images = torch.rand(n, 3, side, side)
+    with backend.start(600), ThreadedServer(create_judge_app(JudgeSettings(backend_url=backend.url, model=served))) as judge:
+        client = JudgeClient(judge.url, timeout_s=600)
+        seconds = []
+        for _ in range(2):  # the first call warms up (prefix cache, kernels)
+            t0 = time.perf_counter()
+            results = client.judge_batch(images, images, images, tasks=["denoise"] * n, mode="fast")
+            seconds.append(time.perf_counter() - t0)
+    say("judge", f"{n} candidates through vLLM ({what}): {seconds[-1]:.2f} s per request warm ({seconds[0]:.2f} s cold); {sum(r.reward is not None for r in results)} of {n} scored")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         batched, sequential, speedup = batched_speedup(cfg, device)
         say("batched rollout", f"{cfg.grpo.group_size} candidates x 2 images: batched {batched:.3f} s, {cfg.grpo.group_size} single calls {sequential:.3f} s: speed-up {speedup:.2f}x (target on a GPU >= 1.5x){' [CPU, not the target]' if dry else ''}")
         say("reward", f"service on {'cpu, float32' if dry else 'cuda, bfloat16'} with RANDOM weights ({reward.url})")
+        init_ray(cfg)  # one Ray for both runs (train() joins it and leaves it up)
         with GpuMemoryPeak() if not dry else contextlib.nullcontext() as mem:
             t0 = time.perf_counter()
             train(cfg)
@@ -189,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             final = f"step-{args.steps:08d}/policy.safetensors"
             diff = max_weight_diff(first / "checkpoints" / final, resumed_dir / "checkpoints" / final)
             say("resume", f"from step {args.steps // 2} to {args.steps} in {time.perf_counter() - t0:.1f} s; largest weight difference to the uninterrupted run {diff:.3g}")
+        ray.shutdown()
         say("memory", "peak GPU memory n/a (dry run)" if dry else f"peak GPU memory (all processes) {mem.peak} MiB")
-    judge_stage(dry)
+    judge_stage(dry, work, cfg.data.crop_size, cfg.grpo.group_size)
     say("done", f"{time.perf_counter() - t_start:.0f} s in all{' (DRY RUN: no GPU was used)' if dry else ''}")
     return 0
 
