@@ -97,6 +97,7 @@ def run_config(work: Path, dry: bool, steps: int, reward_url: str) -> TrainConfi
         raw["learner"] = {**raw.get("learner", {}), "num_ranks": 2, "gpus_per_rank": 0.75}  # 0.75 keeps them on separate GPUs
     raw["reward"] = {**raw["reward"], "url": reward_url, "token_env": None, "psnr_range_db": None}
     raw["judge"] = {**raw["judge"], "url": None, "token_env": None}
+    raw["watch"] = {**raw["watch"], "images": 2}  # the stand-in corpus is small: 2 held-out pairs keep the watch in the check
     raw["checkpoint"] = {"dir": str(work / "run" / "checkpoints"), "every_steps": steps // 2, "keep": 5}
     raw["logging"] = {"dir": str(work / "run"), "progress": False, "tensorboard": False}
     raw["ray"] = {**raw["ray"], "address": None, "num_cpus": 4 if dry else None, "temp_dir": tempfile.mkdtemp(prefix="ray-gpuchk-", dir="/tmp")}

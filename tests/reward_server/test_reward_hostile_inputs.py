@@ -55,7 +55,7 @@ def test_a_small_item_never_fails_concurrent_valid_requests(http):
 
 def test_info_reports_the_minimum_sides_of_the_configured_models(http):
     limits = http.get("/v1/info").json()["limits"]
-    assert limits["min_side_by_term"]["lpips"] == 31 and limits["min_side_by_term"]["brisque"] == 7
+    assert limits["min_side_by_term"]["lpips"] == 31 and limits["min_side_by_term"]["brisque"] == 32  # configs/reward-cpu.yaml's nr_min_side
     assert limits["min_side_for_weights"] == 31  # the default weights use LPIPS
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import get_current_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from trainer.actors.messages import ImageBatch, RolloutStats
@@ -120,13 +120,16 @@ class RolloutGroup:
         r = self.cfg.rollout
         self.size = r.num_workers
         self.capacity = r.max_staleness + 1  # rollout calls an actor runs at once (the rest wait on services)
-        self.pg = place(bundle_of(self.cfg), self.size, r.placement_strategy, r.placement_timeout_s, "rollout group")
+        # A run that is itself a task inside a placement group (trainer.experiment reserves each arm's CPUs so) places
+        # its actors in that group: Ray does not nest groups, and a new one would wait for the CPUs its parent holds.
+        self.parent_pg = get_current_placement_group()
+        self.pg = self.parent_pg or place(bundle_of(self.cfg), self.size, r.placement_strategy, r.placement_timeout_s, "rollout group")
         remote = ray.remote(self.worker_cls)
         self.actors = [
             remote.options(
                 num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker, resources=r.resources or None,
                 max_restarts=r.max_restarts, max_concurrency=self.capacity + 1,  # + 1: receive() of the next version
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=-1 if self.parent_pg else i),
             ).remote(self.cfg, i)
             for i in range(self.size)
         ]
@@ -304,4 +307,5 @@ class RolloutGroup:
     def close(self) -> None:
         for a in self.actors:
             ray.kill(a, no_restart=True)
-        remove_placement_group(self.pg)
+        if self.parent_pg is None:
+            remove_placement_group(self.pg)
