@@ -34,7 +34,8 @@ from trainer.actors.scoring import Scorer, check_services
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data.post_training import TrainDataError
 from trainer.demo.arms import GRPO_ARMS, TRAINED_ARMS, arm_config, grpo, sft_control
-from trainer.demo.report import COMPARED, REFERENCES, SPLITS, evaluation_protocol, mean_ci95, multiplicity, paired_change, verdict
+from trainer.demo.report import COMPARED, REFERENCES, SPLITS, evaluation_protocol, multiplicity, paired_change, verdict
+from trainer.stats import mean_ci95
 from trainer.demo.run import Stages, _policy, _reward_fn, prepare
 from trainer.evaluate import evaluate
 from trainer.local_service import LocalRewardService

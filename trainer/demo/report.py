@@ -10,11 +10,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from trainer.config import TrainConfig  # noqa: E402
+from trainer.stats import mean_ci95  # noqa: E402
 from trainer.data import build_eval_sets  # noqa: E402
 from trainer.evaluate import format_table, input_baseline, photo_of  # noqa: E402
 from trainer.inference import restore  # noqa: E402
@@ -28,14 +27,6 @@ SPLITS = {"id": "in-distribution", "ood": "OOD"}
 COMPARED = {"psnr": ("PSNR", " dB"), "reward": ("mean R", ""), "psnr_sampled": ("PSNR of the samples", " dB"), "reward_sampled": ("mean R of the samples", "")}
 # what each arm is compared with: every trained arm with the start, the GRPO arms also with the SFT control
 REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control"), "grpo_random": ("pretrained", "sft_control")}
-
-
-def mean_ci95(values) -> tuple[float, float]:
-    """(mean, Student t 95% half-width with n - 1 degrees of freedom); the half-width is inf for one value."""
-    v = np.asarray(values, dtype=np.float64)
-    n = len(v)
-    half = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
-    return float(v.mean()), half
 
 
 def photo_means(evaluation: dict, key: str) -> dict[str, float]:
