@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 import time
 from collections import Counter
@@ -28,11 +29,12 @@ from tqdm import tqdm
 
 from irpo_common.process import ProcessError
 from reward_server.client import RewardRequestError
-from trainer.actors.learner import Learner
+from trainer.actors.learner_group import LearnerGroup, LearnerLost
 from trainer.actors.messages import ImageBatch, RolloutStats
+from trainer.actors.placement import PlacementError
 from trainer.actors.rollout import RolloutWorker
 from trainer.actors.scoring import JudgeOutage, ServiceUnavailable, check_services
-from trainer.checkpointing import Checkpoint, CheckpointError, list_checkpoints, save_checkpoint
+from trainer.checkpointing import Checkpoint, CheckpointError, list_checkpoints, resolve_resume, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
 from trainer.local_service import LocalRewardService
@@ -98,6 +100,7 @@ class Trainer:
         self.cursor = DataCursor(len(self.data), cfg.seed)
         self.per_worker = cfg.rollout.images_per_worker
         self.faults: Counter[str] = Counter()
+        self.learner_restarts = 0  # of this process; a dead learner group restarts from the latest checkpoint
 
     # -- batches and rollouts ------------------------------------------------------------
     def _batches(self, step: int) -> list[ImageBatch]:
@@ -168,7 +171,7 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------
     def _save(self, completed: int) -> Path:
-        learner_state = ray.get(self.learner.state.remote())
+        learner_state = self.learner.state()
         pending = {self._version_for(j) for j in range(completed, min(completed + self.cfg.rollout.max_staleness, self.total))}
         pending.discard(learner_state["version"])
         rollout_weights = {v: ray.get(self.weights[v]) for v in sorted(pending)}
@@ -176,8 +179,8 @@ class Trainer:
         return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
 
     def _restore(self, ckpt: Checkpoint) -> int:
-        ray.get(self.learner.load_state.remote(ckpt.learner))
-        self.faults.update(ckpt.extra["faults"])
+        self.learner.load_state(ckpt.learner)
+        self.faults = Counter(ckpt.extra["faults"])
         for v, w in ckpt.rollout_weights.items():
             self.weights[v] = ray.put(w)
         return ckpt.step
@@ -189,19 +192,19 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def _start_actors(self) -> None:
         r = self.cfg.rollout
-        self.learner = ray.remote(Learner).options(num_cpus=r.learner_cpus, num_gpus=r.learner_gpus).remote(self.cfg, self.total)
+        self.learner = LearnerGroup(self.cfg, self.total)
         # up to max_staleness + 1 of an actor's rollouts are in flight at once; all but one wait on the services
         worker_cls = ray.remote(RolloutWorker).options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker, max_restarts=r.max_restarts, max_concurrency=r.max_staleness + 1)
         self.workers = [worker_cls.remote(self.cfg, rank) for rank in range(r.num_workers)]
-        info = ray.get(self.learner.describe.remote())
+        info = self.learner.describe()
         devices = ray.get([w.ping.remote() for w in self.workers])
-        print(f"[grpo] learner on {info['device']}, {info['policy']} policy, {info['parameters'] / 1e6:.2f} M parameters; weights: {info['weights']}", flush=True)
+        print(f"[grpo] learner: {info['ranks']} rank(s) on {info['device']}, {info['policy']} policy, {info['parameters'] / 1e6:.2f} M parameters; weights: {info['weights']}", flush=True)
         print(f"[grpo] {len(self.workers)} rollout actor(s) on {', '.join(devices)}; G={self.cfg.grpo.group_size}, {self.images_per_step} image(s)/step, staleness bound {r.max_staleness}", flush=True)
 
     def _log_action_sensitivity(self) -> None:
         """Say at the start whether exploration reaches the output (trainer/diagnostics.py); warn when it mostly does not."""
         degraded = torch.stack([self.data[i]["degraded"] for i in range(min(SENSITIVITY_IMAGES, len(self.data)))])
-        sens = ray.get(self.learner.action_sensitivity.remote(degraded))
+        sens = self.learner.action_sensitivity(degraded)
         if sens is None:
             print(f"[grpo] action sensitivity: not measured (the {self.cfg.policy.kind} policy has no named actions)", flush=True)
             return
@@ -213,16 +216,29 @@ class Trainer:
             log.warning("%s", warning)
 
     def run(self, on_step=None) -> RunResult:
-        cfg = self.cfg
         self._start_actors()
+        while True:
+            try:
+                return self._run(on_step)
+            except LearnerLost as exc:
+                if self.learner_restarts == self.cfg.learner.max_restarts:
+                    raise RunError(f"{exc}; the learner group was restarted {self.learner_restarts} time(s) already (learner.max_restarts)") from None
+                self.learner_restarts += 1
+                self.resume_from = resolve_resume(self.cfg.checkpoint.dir, "auto")
+                where = f"from {self.resume_from.path}" if self.resume_from else "from the start (no checkpoint yet)"
+                log.warning("%s; restarting the learner group %s (restart %d of %d)", exc, where, self.learner_restarts, self.cfg.learner.max_restarts)
+                self.learner = LearnerGroup(self.cfg, self.total)
+
+    def _run(self, on_step) -> RunResult:
+        cfg = self.cfg
         self.weights: dict[int, ray.ObjectRef] = {}
         self.inflight: dict[int, tuple] = {}
         start = self._restore(self.resume_from) if self.resume_from else 0
         if self.resume_from:
             print(f"[grpo] resumed from {self.resume_from.path} at step {start}", flush=True)
         self._log_action_sensitivity()
-        version_ref, weights_ref = self.learner.weights.options(num_returns=2).remote()
-        self.weights[ray.get(version_ref)] = weights_ref
+        version, weights_ref = self.learner.weights()
+        self.weights[version] = weights_ref
         if start >= self.total:
             raise RunError(f"nothing to do: the checkpoint is at step {start} and the run has {self.total} steps")
         metrics_log = MetricsLog(cfg.logging.dir, start, cfg.logging.tensorboard)
@@ -239,8 +255,7 @@ class Trainer:
                 wait0 = time.perf_counter()
                 rollout, parts = self._gather(step)
                 rollout_wait = time.perf_counter() - wait0
-                stats_ref, new_weights = self.learner.update.options(num_returns=2).remote(*parts)
-                stats = ray.get(stats_ref)
+                stats, new_weights = self.learner.update(*parts)
                 self.weights[step + 1] = new_weights
                 for v in [v for v in self.weights if v < self._version_for(step + 1)]:
                     del self.weights[v]
@@ -292,6 +307,7 @@ class Trainer:
         m["faults/judge_unscored"] = rollout.judge_unscored
         for kind in ("rollout_actor_lost", "service_unavailable"):
             m[f"faults/{kind}"] = self.faults[kind]
+        m["faults/learner_restarts"] = self.learner_restarts
         return m
 
 
@@ -324,7 +340,7 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
 
 
 # Failures that stop a run with a message instead of a traceback (a bug still gets its traceback).
-STOP_ERRORS = (ConfigError, CheckpointError, PreflightError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, ProcessError, JudgeOutage, RewardRequestError)
+STOP_ERRORS = (ConfigError, CheckpointError, PlacementError, PreflightError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, ProcessError, JudgeOutage, RewardRequestError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     except STOP_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         if list_checkpoints(cfg.checkpoint.dir):
-            print(f"the run can continue from its latest checkpoint: add --resume auto (checkpoint.dir {cfg.checkpoint.dir})", file=sys.stderr)
+            command = ["python", "trainer/run.py", "--config", args.config, *(a for o in args.overrides for a in ("--set", o)), "--resume", "auto"]
+            print(f"the run can continue from its latest checkpoint in {cfg.checkpoint.dir}:\n  {shlex.join(command)}", file=sys.stderr)
         return 2
     print(f"[grpo] done: {result.steps} steps; checkpoint {result.checkpoint}; metrics {result.run_dir / 'metrics.jsonl'}", flush=True)
     return 0

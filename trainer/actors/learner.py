@@ -15,11 +15,13 @@ import copy
 import time
 from datetime import timedelta
 
+import ray
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from irpo_common.device import resolve_device
+from irpo_common.process import free_port
 from trainer.actors.messages import Rollout
 from trainer.actors.objectives import OBJECTIVES
 from trainer.config import TrainConfig
@@ -52,13 +54,14 @@ def shares(num_images: int, parts: int) -> list[tuple[int, int]]:
 
 def merge_stats(parts: list[tuple[float, dict[str, float]]]) -> dict[str, float]:
     """The logged stats of a batch from those of its slices, each with its share of the batch (summing to 1):
-    a value every slice agrees on is kept, '/max' and '/min' keys take the extreme, the rest the weighted mean."""
+    a value every slice agrees on is kept, 'max' and 'min' keys take the extreme, times the longest (slices of
+    ranks run side by side), the rest the weighted mean."""
     out = {}
     for key in parts[0][1]:
         values = [s[key] for _, s in parts]
         if all(v == values[0] for v in values):
             out[key] = values[0]
-        elif key.endswith("max"):
+        elif key.endswith("max") or key.startswith("time/"):
             out[key] = max(values)
         elif key.endswith("min"):
             out[key] = min(values)
@@ -114,8 +117,14 @@ class Learner:
         """Join the group's torch.distributed process group (gloo on CPU, NCCL on GPU) and wrap the policy in DDP."""
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=self.rank, world_size=self.num_ranks, timeout=timedelta(minutes=30))
-        # buffers are not trained and equal on every rank: no broadcast per forward
-        self.ddp = DistributedDataParallel(_LossForward(self.policy), device_ids=[self.device.index or 0] if self.device.type == "cuda" else None, broadcast_buffers=False)
+        # buffers are not trained and equal on every rank: no sync per forward; parameters a loss leaves
+        # unused (e.g. inert frequency branches) are found per backward
+        self.ddp = DistributedDataParallel(_LossForward(self.policy), device_ids=[self.device.index or 0] if self.device.type == "cuda" else None,
+                                           forward_sync_buffers=False, find_unused_parameters=True)
+
+    def rendezvous(self) -> tuple[str, int]:
+        """Where rank 0 hosts the group's process group: its node's address and a free port."""
+        return ray.util.get_node_ip_address(), free_port()
 
     def describe(self) -> dict:
         weights = self.cfg.policy_section.weights
@@ -184,8 +193,10 @@ class Learner:
             "advantage/abs_max": adv.abs().max().item(),
             **{f"lr/{pg['name']}": pg["lr"] for pg in self.optimizer.param_groups},
         })
+        lo, hi = shares(num_images, self.num_ranks)[self.rank]
+        stats["learner/share"] = (hi - lo) / num_images  # of this rank: the group weighs the ranks' stats by it
         t1 = time.perf_counter()
-        new_weights = cpu_state(self.policy)
+        new_weights = cpu_state(self.policy) if self.rank == 0 else {}  # rank 0 exports for the group
         stats["time/update"] = t1 - t0
         stats["time/weight_export"] = time.perf_counter() - t1
         return stats, new_weights
