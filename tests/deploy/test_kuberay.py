@@ -102,11 +102,11 @@ def test_cluster_has_the_gpus_the_run_asks_for(rayjob):
     head, *_ = pods(spec)
     assert "nvidia.com/gpu" not in head[0]["containers"][0]["resources"].get("limits", {}), "the driver needs no GPU"
     gpus = sum(int(p["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0)) * n for p, n in pods(spec)[1:])
-    wanted = cfg.rollout.num_workers * cfg.rollout.gpus_per_worker + cfg.rollout.learner_gpus
+    wanted = cfg.rollout.num_workers * cfg.rollout.gpus_per_worker + cfg.learner.num_ranks * cfg.learner.gpus_per_rank
     assert wanted > 0, "the paper preset runs rollouts and learner on GPUs"
     assert gpus >= wanted, f"the cluster has {gpus} GPUs, the run asks for {wanted}"
     cpus = sum(float(p["containers"][0]["resources"]["limits"]["cpu"]) * n for p, n in pods(spec)[1:])
-    wanted_cpus = cfg.rollout.num_workers * cfg.rollout.cpus_per_worker + cfg.rollout.learner_cpus
+    wanted_cpus = cfg.rollout.num_workers * cfg.rollout.cpus_per_worker + cfg.learner.num_ranks * cfg.learner.cpus_per_rank
     assert cpus >= wanted_cpus, f"the GPU workers have {cpus} CPUs, the run asks for {wanted_cpus}"
     for group in spec["workerGroupSpecs"]:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]

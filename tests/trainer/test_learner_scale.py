@@ -88,3 +88,16 @@ def test_shares_cover_the_groups_and_stats_merge_by_share():
     merged = merge_stats([(0.25, {"a": 1.0, "ratio/max": 2.0, "ratio/min": 0.5, "lr": 3.0}),
                           (0.75, {"a": 3.0, "ratio/max": 1.0, "ratio/min": 0.9, "lr": 3.0})])
     assert merged == {"a": 2.5, "ratio/max": 2.0, "ratio/min": 0.5, "lr": 3.0}
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16")
+def test_bf16_autocast_keeps_the_log_densities_in_float32():
+    cfg = irpo._cfg()
+    cfg = cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"precision": "bf16"})})
+    learner = Learner(cfg, total_steps=2)
+    rollout = irpo._rollout(learner)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ev = learner.policy.evaluate(rollout.degraded, rollout.trajectory)
+    assert ev.log_prob.dtype == ev.alpha.dtype == torch.float32
+    stats, _ = learner.update(rollout)
+    assert abs(stats["ratio/max"] - 1) < 0.05  # bf16 forward against float32 sampling: close, not equal
