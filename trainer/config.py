@@ -12,9 +12,11 @@ from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from upath import UPath
 
 from irpo_common.reward_spec import RewardWeights
 from irpo_common.tasks import TASKS, Task
+from trainer.storage import StoragePath
 
 
 class _Section(BaseModel):
@@ -286,13 +288,14 @@ class JudgeConfig(_Section):
 
 
 class CheckpointConfig(_Section):
-    dir: Path = Field(Path("runs/grpo/checkpoints"), description="Checkpoint folder.")
+    dir: StoragePath = Field(UPath("runs/grpo/checkpoints"), description="Checkpoint folder: a local path or an fsspec URL (s3://, gs://: `pip install '.[cloud]'`). A local folder gets each checkpoint complete or not at all (written under a temporary name, then renamed); an object store cannot rename, so meta.json is written last as the commit marker and a folder without it is skipped by --resume auto.")
     every_steps: int = Field(100, gt=0, description="Save every N learner steps (and at the end).")
     keep: int = Field(3, gt=0, description="Checkpoints kept.")
 
 
 class LoggingConfig(_Section):
-    dir: Path = Field(Path("runs/grpo"), description="Run folder: TensorBoard events, metrics.jsonl, report.")
+    dir: StoragePath = Field(UPath("runs/grpo"), description="Run folder: TensorBoard events, metrics.jsonl, watch.json; a local path or an fsspec URL (as checkpoint.dir). TensorBoard writes to a URL through its own fsspec support, which appends to its event file: a backend that cannot append stops the run before any work (set tensorboard=false there). W&B keeps its local files under this folder when it is local, else in ./wandb.")
+    flush_seconds: float = Field(30.0, gt=0, description="When logging.dir is a URL, metrics.jsonl is rewritten whole at most this often and at the end (object stores cannot append); a local file gets every step at once.")
     progress: bool = Field(True, description="Show a progress bar with ETA on the console.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files next to metrics.jsonl.")
     wandb: bool = Field(False, description="Also log every step to Weights & Biases (`pip install .[wandb]`). The run id is stored in each checkpoint, so `--resume auto` continues the same W&B run.")

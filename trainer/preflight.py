@@ -12,10 +12,28 @@ import torch
 from trainer.checkpointing import Checkpoint, CheckpointError, resolve_resume
 from trainer.config import TrainConfig
 from trainer.policies import WeightsError, build_policy
+from trainer.storage import storage_path
 
 
 class PreflightError(RuntimeError):
     """A configured input of the run is unusable; the message names it and what to do."""
+
+
+def check_storage(cfg: TrainConfig) -> None:
+    """checkpoint.dir and logging.dir take a write (bucket, credentials, permissions); with TensorBoard on,
+    logging.dir also takes an append, as TensorBoard's event writer reopens its file in append mode."""
+    folders = (("checkpoint.dir", cfg.checkpoint.dir, "wb"), ("logging.dir", cfg.logging.dir, "ab" if cfg.logging.tensorboard else "wb"))
+    for field, folder, mode in folders:
+        folder = storage_path(folder)
+        probe = folder / ".irpo-write-check"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with probe.open(mode) as f:
+                f.write(b"ok")
+            probe.unlink()
+        except Exception as exc:  # each backend raises its own types (PermissionError, NotImplementedError, botocore's ...)
+            hint = "; TensorBoard needs a backend that appends: set logging.tensorboard=false there" if mode == "ab" else ""
+            raise PreflightError(f"{field} {folder}: cannot {'append to' if mode == 'ab' else 'write'} a file there ({type(exc).__name__}: {exc}){hint}") from None
 
 
 def check_policy_and_resume(cfg: TrainConfig, resume: str, num_images: int) -> Checkpoint | None:
