@@ -4,6 +4,7 @@ cannot do what TensorBoard needs stops the run before any work; the driver's bat
 
 import json
 import logging
+import re
 import sys
 import threading
 import uuid
@@ -21,6 +22,7 @@ from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data.prefetch import Prefetcher
 from trainer.metrics_log import MetricsLog, read_metrics
 from trainer.preflight import PreflightError, check_storage
+from trainer.run import main as run_main
 
 MEM = fsspec.filesystem("memory")
 
@@ -198,3 +200,28 @@ def test_the_next_steps_batches_are_built_ahead_on_one_thread():
     assert batches.get(0) == "batches-0"  # a restart from an earlier step gets its batches built again
     batches.close()
     assert built[:3] == [0, 1, 2] and threading.get_ident() not in threads and len(threads) == 1
+
+
+class _Denied(_Variant):
+    """A bucket the credentials cannot reach: every call is refused."""
+
+    protocol = "denied"
+
+    def _open(self, path, mode="rb", **kwargs):
+        raise PermissionError("access denied")
+
+    def ls(self, path, detail=True, **kwargs):
+        raise PermissionError("access denied")
+
+    def info(self, path, **kwargs):
+        raise PermissionError("access denied")
+
+
+def test_a_bucket_that_refuses_stops_the_cli_with_a_message(tmp_path, capsys):
+    _register(_Denied)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"root": str(tmp_path)}, "checkpoint": {"dir": "denied://bucket/ckpt"}, "logging": {"dir": str(tmp_path / "run")}}))
+    assert run_main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"checkpoint.dir denied:///?bucket/ckpt: cannot write a file there \(PermissionError: access denied\)", err)
+    assert "Traceback" not in err
