@@ -37,6 +37,7 @@ import torch
 from safetensors.torch import load_file
 
 from devtools.local_servers import LocalVLLM, ThreadedServer, vllm_unavailable_reason
+from devtools.timing import synced_seconds
 from irpo_common.process import ManagedProcess, free_port
 from judge_server.app import create_app as create_judge_app
 from judge_server.client import JudgeClient
@@ -115,13 +116,7 @@ def batched_speedup(cfg: TrainConfig, device: torch.device, images: int = 2, rep
         fn()  # warm-up (kernels, allocator)
         best = float("inf")
         for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, synced_seconds(fn, device))
         return best
 
     gen = torch.Generator().manual_seed(0)
