@@ -81,15 +81,33 @@ class DiffusionRLConfig(_Section):
     gt_likelihood_coef: float = Field(0.0, ge=0, description="Seed 3 (LRPO) ground-truth-guided likelihood regularisation: minus this times the per-step log-density of the GT-consistent step mean (the DDIM posterior mean of q(x_{t-1} | x_t, x_0 = GT)) under the current policy.")
 
 
+class DiffusionLoRAConfig(_Section):
+    """LoRA adapters (peft) on the denoiser(s); the base weights stay frozen and are the KL reference."""
+
+    rank: int = Field(0, ge=0, description="LoRA rank r; 0 = no adapters: full fine-tuning of the denoiser (the default). flow_grpo and DanceGRPO: 32; GDPO-SR (one-step SD-2.1 super-resolution): 4.")
+    alpha: float | None = Field(None, gt=0, description="LoRA alpha (the update is scaled by alpha / r); None = 2 r, flow_grpo's ratio (r 32, alpha 64).")
+    targets: list[str] = Field(["to_q", "to_k", "to_v", "to_out.0"], min_length=1, description="Module names (suffixes, peft target_modules) that get adapters, in the U-Net and the ControlNet: the attention projections (flow_grpo, DanceGRPO). Add 'conv1', 'conv2' for the ResNet convolutions as GDPO-SR does.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (flow_grpo: 0).")
+
+
 class DiffusionConfig(_PolicySection):
-    """The diffusion family (`policy.kind: diffusion`): a conditional denoising U-Net (diffusers UNet2DModel) that
-    restores by sampling from noise. Defaults: DDPO (eta 1.0, per-step PPO ratio, clip 1e-4) and the seed papers
+    """The diffusion family (`policy.kind: diffusion`): a conditional denoising U-Net that restores by sampling
+    from noise: a pixel-space UNet2DModel built from the fields below, or a latent diffusion restorer read from a
+    diffusers pipeline folder (x4 upscaler, LDM super-resolution, a ControlNet restorer). Defaults: DDPO (eta 1.0, per-step PPO ratio, clip 1e-4) and the seed papers
     (method.md, "Diffusion restorers as policies")."""
 
     kind: ClassVar[str] = "diffusion"
     weights_field: ClassVar[str] = "pretrained"
-    pretrained: Path | None = Field(None, description="Starting weights: a local diffusers folder (UNet2DModel.save_pretrained layout: config.json + weights; never a hub id), or one of our .safetensors files of the whole policy (pre-training output, a checkpoint's policy.safetensors; the architecture then comes from the fields below). None = build from the fields below with RANDOM weights (logged).")
-    space: Literal["pixel"] = Field("pixel", description="Where the chain runs: 'pixel' (images mapped to [-1, 1]); a latent space with a VAE plugs in at trainer/policies/diffusion/codec.py.")
+    pretrained: Path | None = Field(None, description="Starting weights, always local (local_files_only, never a hub id): a diffusers pipeline folder (model_index.json with unet/, scheduler/, vae/ or vqvae/, text_encoder/ + tokenizer/ or prompt_embeds, optional controlnet/ and low_res_scheduler/: the StableDiffusionUpscalePipeline, LDMSuperResolutionPipeline and StableDiffusionControlNetPipeline layouts load unchanged; its scheduler sets train_timesteps, beta_schedule, prediction_type and clip_x0), a UNet2DModel.save_pretrained folder (config.json + weights; pixel space), or one of our .safetensors files of the whole policy (pre-training output, a checkpoint's policy.safetensors; the architecture then comes from the fields below). None = build a pixel-space U-Net from the fields below with RANDOM weights (logged).")
+    prompt: str = Field("", description="Text prompt of a cross-attention U-Net, encoded once at load by the folder's text_encoder/ (which is then dropped); StableDiffusionUpscalePipeline's usual restoration prompt is empty.")
+    negative_prompt: str = Field("", description="The unconditional prompt of classifier-free guidance (used when guidance_scale > 1).")
+    prompt_embeds: Path | None = Field(None, description="A .safetensors file with 'prompt_embeds' (1, L, D) (and 'negative_prompt_embeds' for guidance) used instead of the folder's text_encoder/ + tokenizer/.")
+    guidance_scale: float = Field(1.0, ge=1, description="Classifier-free guidance scale of a prompt-conditioned U-Net; 1 = none (flow_grpo trains without it). The same guided output is used in sampling, in the learner's re-evaluation and in evaluation, so the ratio stays exact.")
+    noise_level: int = Field(20, ge=0, description="x4 upscaler (a U-Net with class embeddings): the low-resolution condition is noised by the folder's low_res_scheduler at this level, which is also the class label (StableDiffusionUpscalePipeline's default 20, at most its max_noise_level 350). The noise is drawn per rollout row and recorded, so re-evaluation sees the same condition.")
+    output_scale: int = Field(1, ge=1, description="Size of the restored image over the degraded input's: 1 for same-size tasks, 4 for the 'sr' task (x4 upscaler, LDM super-resolution, whose latent has the low-resolution image's size).")
+    lora: DiffusionLoRAConfig = Field(default_factory=DiffusionLoRAConfig, description="LoRA adapters instead of full fine-tuning (rank 0 = full fine-tuning).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype of the denoiser forward (U-Net and ControlNet) on a GPU; the step maths and log-densities stay float32. flow_grpo's FAQ prefers fp16 over bf16 for log-prob accuracy (measured here: docs/benchmarks.md). Ignored on a CPU (fp32).")
+    gradient_checkpointing: bool = Field(False, description="Recompute the denoiser's activations in the backward pass (diffusers enable_gradient_checkpointing): less learner memory, about one more forward of time.")
     block_out_channels: list[int] = Field([16, 32, 64], min_length=1, description="U-Net channels per resolution level (tiny CPU preset: 16, 32, 64, about 0.64 M parameters).")
     layers_per_block: int = Field(1, ge=1, description="ResNet layers per U-Net block.")
     attention: bool = Field(False, description="Self-attention blocks at the lowest resolution (AttnDownBlock2D/AttnUpBlock2D); off in the tiny preset.")
