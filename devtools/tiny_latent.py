@@ -81,8 +81,9 @@ def build_ldm_sr(out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     unet = UNet2DModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=6, out_channels=3,
                        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
-    vq = VQModel(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=3,
-                 down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+    # three levels: a 4x autoencoder like the real ldm-super-resolution-4x's, so the latent has the input's size
+    vq = VQModel(block_out_channels=[32, 32, 64], in_channels=3, out_channels=3, latent_channels=3,
+                 down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3)
     LDMSuperResolutionPipeline(vqvae=vq, unet=unet, scheduler=DDIMScheduler(clip_sample=False)).save_pretrained(out)
     return out
 

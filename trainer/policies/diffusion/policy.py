@@ -11,6 +11,8 @@ from the pipeline folder in every process, and with the adapters disabled it is 
 
 from __future__ import annotations
 
+import copy
+import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from trainer.config import DiffusionConfig
 from trainer.policies.diffusion.codec import PixelCodec
 from trainer.policies.diffusion.condition import Condition
 from trainer.policies.diffusion.ddim import StepGaussian, ddim_step, gaussian_kl_same_std, gaussian_log_density
-from trainer.policies.diffusion.lora import add_lora, adapters_disabled
+from trainer.policies.diffusion.lora import add_lora, adapters_disabled, merge_lora
 from trainer.policies.diffusion.network import build_denoiser
 from trainer.policies.diffusion.pipeline_folder import is_pipeline_folder, load_pipeline_folder
 from trainer.policies.diffusion.schedule import Schedule
@@ -312,8 +314,23 @@ class DiffusionPolicy(nn.Module):
         return self.diffusion_loss(x, target, generator)
 
     def save_pretrained(self, folder) -> None:
-        """The U-Net in diffusers' layout; `pretrained: <folder>` loads it back."""
-        self.unet.save_pretrained(folder)
+        """The denoiser(s) in diffusers' layout with the adapters merged; `pretrained: <folder>` loads it back
+        (without lora). The pixel model writes its UNet2DModel folder; a pipeline policy a copy of its source
+        folder with unet/ (and controlnet/) replaced, which the matching diffusers pipeline loads."""
+        folder = Path(folder)
+        source = None if self.cfg.pretrained is None else Path(self.cfg.pretrained)
+
+        def plain(m: nn.Module) -> nn.Module:  # merging rewrites layers: work on a copy, training goes on
+            return merge_lora(copy.deepcopy(m)) if self.lora else m
+
+        if not is_pipeline_folder(source):
+            plain(self.unet).save_pretrained(folder)
+            return
+        shutil.copytree(source, folder)
+        for name, m in (("unet", self.unet), ("controlnet", self.controlnet)):
+            if m is not None:
+                shutil.rmtree(folder / name)
+                plain(m).save_pretrained(folder / name)
 
 
 class AdaptersOff:

@@ -1,0 +1,186 @@
+"""Latent diffusion restorers from real diffusers pipeline folders (tiny, RANDOM, built like diffusers'
+test fixtures by devtools/tiny_latent.py and loaded from disk): the x4 upscaler, LDM super-resolution
+and a ControlNet restorer, with and without LoRA."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from devtools.tiny_latent import BUILDERS
+from trainer.config import DiffusionConfig
+from trainer.policies import optimizer_groups
+from trainer.policies.diffusion import build_diffusion_policy
+from trainer.policies.diffusion.lora import adapters_disabled
+from trainer.policies.diffusion.pipeline_folder import X4_SCALING_FACTOR, PipelineFolderError
+
+# kind -> (output_scale, input side): the super-resolution models restore a 4x smaller input
+KINDS = {"x4": (4, 8), "ldm_sr": (4, 8), "controlnet": (1, 16)}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-latent")
+    return {kind: BUILDERS[kind](root / kind) for kind in KINDS}
+
+
+def build(folders, kind, folder=None, **fields):
+    cfg = DiffusionConfig(pretrained=folder or folders[kind], output_scale=KINDS[kind][0], sampling_steps=3, **fields)
+    return build_diffusion_policy(cfg)
+
+
+def images(kind, n=2, seed=0):
+    side = KINDS[kind][1]
+    return torch.rand(n, 3, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def perturb_adapters(policy, seed=1):
+    """Non-zero lora_B, so the adapters change the output (fresh ones start at zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def rows(traj, sl):
+    noise = None if traj.cond_noise is None else traj.cond_noise[sl]
+    return replace(traj, latents=traj.latents[sl], log_prob=traj.log_prob[sl], estimates=traj.estimates[sl], cond_noise=noise)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_ratio_is_one_before_the_first_update_with_lora_and_a_smaller_micro_batch(folders, kind):
+    policy = build(folders, kind, lora={"rank": 4})
+    perturb_adapters(policy)
+    x = images(kind)
+    sample = policy.sample(x, 2, torch.Generator().manual_seed(0))
+    scale = KINDS[kind][0]
+    assert sample.images.shape == (4, 3, x.shape[2] * scale, x.shape[3] * scale)
+    traj = sample.trajectory
+    assert (traj.cond_noise is not None) == (kind == "x4")  # only the x4 upscaler noises its condition
+    full = policy.evaluate(x, traj)
+    assert (full.log_prob - traj.log_prob).abs().max() < 1e-5
+    # the learner's micro-batch: one image (its 2 candidates), one step
+    part = policy.evaluate(x[1:], rows(traj, slice(2, 4)), steps=torch.tensor([1]))
+    assert (part.log_prob - traj.log_prob[2:4, 1:2]).abs().max() < 1e-5
+
+
+def test_lora_off_is_the_base_model_and_the_reference_of_a_fresh_run_is_the_policy_exactly(folders):
+    base = build(folders, "x4")
+    lora = build(folders, "x4", lora={"rank": 4})
+    x = images("x4")
+    traj = lora.sample(x, 2, torch.Generator().manual_seed(0)).trajectory
+    reference = lora.shared_reference()
+    # fresh adapters (lora_B = 0): the policy and its adapters-off reference agree bit for bit, so KL = 0 and ratio = 1
+    assert torch.equal(reference.evaluate(x, traj).mean, lora.evaluate(x, traj).mean)
+    perturb_adapters(lora)
+    # a model with peft layers runs its float sums in another order than the plain diffusers model (measured
+    # ~1e-6 on this fixture), so "the base model" holds to float32 rounding, not bit for bit
+    with adapters_disabled(lora.denoisers):
+        assert (lora.deterministic(x) - base.deterministic(x)).abs().max() < 1e-5
+    assert (lora.deterministic(x) - base.deterministic(x)).abs().max() > 1e-3  # and the adapters are back on after the block
+    assert (reference.evaluate(x, traj).mean - base.evaluate(x, traj).mean).abs().max() < 1e-5
+    assert reference.state_dict() == {}
+    assert all(p.requires_grad for n, p in lora.named_parameters() if "lora_" in n)  # the switch restored trainability
+
+
+def test_lora_state_is_the_adapters_only_and_loads_into_a_fresh_policy(folders):
+    policy = build(folders, "controlnet", lora={"rank": 2})
+    perturb_adapters(policy)
+    state = policy.state_dict()
+    assert state and all("lora_" in k for k in state)
+    assert any(k.startswith("controlnet.") for k in state) and any(k.startswith("unet.") for k in state)
+    frozen = [n for n, p in policy.named_parameters() if "lora_" not in n]
+    assert frozen and not any(p.requires_grad for n, p in policy.named_parameters() if "lora_" not in n)
+    trainable = sum(p.numel() for g in optimizer_groups(policy, 1e-4) for p in g["params"])
+    assert trainable == sum(v.numel() for v in state.values())
+    fresh = build(folders, "controlnet", lora={"rank": 2})
+    fresh.load_state_dict(state)
+    x = images("controlnet")
+    assert torch.equal(fresh.deterministic(x), policy.deterministic(x))
+    with pytest.raises(RuntimeError, match="missing"):
+        fresh.load_state_dict({k: v for k, v in list(state.items())[1:]})
+
+
+@pytest.mark.parametrize("kind", ["x4", "ldm_sr"])
+def test_merged_export_matches_the_lora_policy_and_runs_in_the_diffusers_pipeline(folders, kind, tmp_path):
+    import diffusers
+
+    policy = build(folders, kind, lora={"rank": 4})
+    perturb_adapters(policy)
+    out = tmp_path / "export"
+    policy.save_pretrained(out)
+    merged = build(folders, kind, folder=out)
+    x = images(kind)
+    # compared where the chain runs: VQModel.decode quantises, so a 1e-7 latent difference may pick another code
+    traj = policy.sample(x, 2, torch.Generator().manual_seed(0)).trajectory
+    assert (merged.evaluate(x, traj).log_prob - traj.log_prob).abs().max() < 1e-5
+    assert not any("lora" in k for k in merged.state_dict())
+    pipe_cls = json.loads((out / "model_index.json").read_text())["_class_name"]
+    pipe = getattr(diffusers, pipe_cls).from_pretrained(out, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    if kind == "x4":
+        result = pipe(prompt="", image=x[:1], num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    else:
+        result = pipe(image=x[:1] * 2 - 1, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)).images
+        result = torch.as_tensor(result).permute(0, 3, 1, 2)
+    assert result.shape == (1, 3, x.shape[2] * 4, x.shape[3] * 4) and torch.isfinite(result).all()
+
+
+def test_x4_upscaler_scaling_factor_is_forced_and_others_come_from_the_config(folders, tmp_path):
+    copy = tmp_path / "x4"
+    shutil.copytree(folders["x4"], copy)
+    vae_cfg = json.loads((copy / "vae" / "config.json").read_text())
+    (copy / "vae" / "config.json").write_text(json.dumps({**vae_cfg, "scaling_factor": 0.18215}))
+    assert build(folders, "x4", folder=copy).codec.scaling_factor == X4_SCALING_FACTOR
+    cn = json.loads((folders["controlnet"] / "vae" / "config.json").read_text())["scaling_factor"]
+    assert build(folders, "controlnet").codec.scaling_factor == cn
+    assert build(folders, "ldm_sr").codec.scaling_factor == 1.0  # LDMSuperResolutionPipeline decodes its latents unscaled
+
+
+def _edit(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("damage, fields, message", [
+    (lambda f: shutil.rmtree(f / "text_encoder"), {}, "text_encoder/ is missing"),
+    (lambda f: _edit(f / "model_index.json", unet=["diffusers", "UNet3DConditionModel"]), {}, "supported: UNet2DModel, UNet2DConditionModel"),
+    (lambda f: _edit(f / "unet" / "config.json", in_channels=9), {}, "9 input and 4 output channels"),
+    (lambda f: shutil.rmtree(f / "low_res_scheduler"), {}, "low_res_scheduler"),
+    (lambda f: None, {"noise_level": 400}, "noise_level=400 exceeds 99"),
+    (lambda f: None, {"prediction_type": "epsilon"}, "scheduler says 'v_prediction'"),
+])
+def test_a_bad_folder_or_setting_is_one_clear_error_before_loading(folders, tmp_path, damage, fields, message):
+    copy = tmp_path / "x4"
+    shutil.copytree(folders["x4"], copy)
+    damage(copy)
+    with pytest.raises(PipelineFolderError, match=message.replace("(", r"\(")):
+        build(folders, "x4", folder=copy, **fields)
+
+
+def test_a_file_of_prompt_embeddings_replaces_the_text_encoder(folders, tmp_path):
+    policy = build(folders, "x4", prompt="a sharp photo")
+    embeds = tmp_path / "prompt.safetensors"
+    save_file({"prompt_embeds": policy.prompt_embeds.contiguous()}, str(embeds))
+    copy = tmp_path / "x4"
+    shutil.copytree(folders["x4"], copy)
+    shutil.rmtree(copy / "text_encoder")
+    shutil.rmtree(copy / "tokenizer")
+    other = build(folders, "x4", folder=copy, prompt_embeds=embeds)
+    x = images("x4")
+    assert torch.equal(other.deterministic(x), policy.deterministic(x))
+    assert not hasattr(policy, "text_encoder")  # the encoder was dropped after encoding the prompt
+
+
+def test_guidance_is_the_same_in_sampling_and_re_evaluation(folders):
+    policy = build(folders, "x4", guidance_scale=3.0, prompt="sharp", negative_prompt="blurry")
+    x = images("x4", n=1)
+    traj = policy.sample(x, 2, torch.Generator().manual_seed(0)).trajectory
+    assert (policy.evaluate(x, traj).log_prob - traj.log_prob).abs().max() < 1e-5
+    assert not torch.equal(policy.deterministic(x), build(folders, "x4", prompt="sharp").deterministic(x))
