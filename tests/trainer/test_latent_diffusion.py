@@ -184,3 +184,12 @@ def test_guidance_is_the_same_in_sampling_and_re_evaluation(folders):
     traj = policy.sample(x, 2, torch.Generator().manual_seed(0)).trajectory
     assert (policy.evaluate(x, traj).log_prob - traj.log_prob).abs().max() < 1e-5
     assert not torch.equal(policy.deterministic(x), build(folders, "x4", prompt="sharp").deterministic(x))
+
+
+@pytest.mark.parametrize("name, rank", [("cpu-smoke-x4", 4), ("cpu-smoke-controlnet", 4), ("paper-diffusion-x4", 32)])
+def test_latent_presets_load_with_their_lora_rank(name, rank):
+    from tests.trainer.run_fixtures import REPO
+    from trainer.config import load_config
+
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert cfg.policy.kind == "diffusion" and cfg.policy.diffusion.lora.rank == rank
