@@ -193,3 +193,17 @@ def test_latent_presets_load_with_their_lora_rank(name, rank):
 
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
     assert cfg.policy.kind == "diffusion" and cfg.policy.diffusion.lora.rank == rank
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(folders):
+    x = images("ldm_sr", n=1)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)  # lora_A starts random
+        policy = build(folders, "ldm_sr", lora={"rank": 2}, gradient_checkpointing=checkpointing).train()
+        perturb_adapters(policy)
+        assert policy.unet.is_gradient_checkpointing == checkpointing
+        traj = policy.sample(x, 2, torch.Generator().manual_seed(0)).trajectory
+        policy.evaluate(x, traj).log_prob.sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.requires_grad]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
