@@ -154,7 +154,7 @@ def _edit(path: Path, **changes) -> None:
     (lambda f: _edit(f / "unet" / "config.json", in_channels=9), {}, "9 input and 4 output channels"),
     (lambda f: shutil.rmtree(f / "low_res_scheduler"), {}, "low_res_scheduler"),
     (lambda f: None, {"noise_level": 400}, "noise_level=400 exceeds 99"),
-    (lambda f: None, {"prediction_type": "epsilon"}, "scheduler says 'v_prediction'"),
+    (lambda f: None, {"train_timesteps": 500}, "scheduler says 1000"),
 ])
 def test_a_bad_folder_or_setting_is_one_clear_error_before_loading(folders, tmp_path, damage, fields, message):
     copy = tmp_path / "x4"

@@ -111,7 +111,8 @@ def _check(folder: Path, cfg: DiffusionConfig) -> dict:
                 raise PipelineFolderError(f"diffusion pretrained={folder}: the U-Net cross-attends to a prompt but {part}/ is missing; add it or set policy.diffusion.prompt_embeds")
     for key, value in (("prediction_type", sched.get("prediction_type", "epsilon")), ("clip_x0", sched.get("clip_sample", True)),
                        ("train_timesteps", sched.get("num_train_timesteps", 1000)), ("beta_schedule", sched.get("beta_schedule", "linear"))):
-        if key in cfg.model_fields_set and getattr(cfg, key) != value:
+        # a field left at its default yields to the folder (a config dumped into a checkpoint lists every field)
+        if getattr(cfg, key) != type(cfg).model_fields[key].default and getattr(cfg, key) != value:
             raise PipelineFolderError(f"policy.diffusion.{key}={getattr(cfg, key)!r} but {folder}/scheduler says {value!r}; the folder's scheduler decides: drop the setting")
     if cfg.guidance_scale > 1 and not text:
         raise PipelineFolderError(f"policy.diffusion.guidance_scale={cfg.guidance_scale} needs a prompt-conditioned U-Net; {folder}'s is a {unet_cls}")
