@@ -70,15 +70,17 @@ class DiffusionRLConfig(_Section):
     """How the denoising chain is trained as a policy (DDPO) with the options of seeds 2 and 3."""
 
     clip_eps: float = Field(1e-4, gt=0, description="PPO clip range of the per-step ratio (DDPO: 1e-4; the per-step log-density is a mean over dimensions, so ratios stay near 1).")
-    adv_clip: float = Field(5.0, gt=0, description="Advantages are clipped to [-adv_clip, adv_clip] (DDPO: 5).")
+    adv_clip: float = Field(5.0, gt=0, description="Normalised advantages are clipped to [-adv_clip, adv_clip] (DDPO: 5) before the noise-level weights, which may then scale a step's advantage beyond it.")
     kl_coef: float = Field(0.01, ge=0, description="Weight of the per-step KL to the frozen reference, closed form between the step Gaussians (flow_grpo: 0.01-0.04).")
-    reward_at: Literal["final", "stepwise"] = Field("final", description="'final': every step gets the advantage of the final output's reward; 'stepwise' (seed 2): each step gets the advantage of the first scored estimate at or after it (see reward_steps).")
-    reward_steps: list[int] = Field(default_factory=list, description="Sampling steps (0-based, the first is the noisiest) whose estimate after the action is also scored when reward_at='stepwise'; the final output is always scored.")
+    reward_at: Literal["final", "stepwise"] = Field("final", description="'final': every step gets the advantage of the final output's reward; 'stepwise' (seed 2): the estimates after reward_steps are scored too and step_credit says which step gets which.")
+    reward_steps: list[int] = Field(default_factory=list, description="Sampling steps (0-based, the first is the noisiest; sorted, no repeats, each below sampling_steps - 1) whose estimate after the action is also scored when reward_at='stepwise'; the final output is always scored.")
+    step_credit: Literal["to_go", "next"] = Field("to_go", description="Under reward_at='stepwise', the advantage of step k: 'to_go' the mean of the advantages of the scored estimates at or after step k, the final output's included (reward-to-go); 'next' that of the first scored estimate at or after k only (the final output's after the last reward step). Seed 2 gives no formula; 'to_go' is the default because DDPO and flow_grpo give every step the final reward, and 'next' would hide it from every step up to the last reward step.")
     step_reward_on: Literal["x0_hat", "x_prev"] = Field("x0_hat", description="What an intermediate step's reward scores: 'x0_hat' (seed 2's enhanced target): the denoised estimate of x_{t-1} by one extra denoising step, which the next step computes anyway; 'x_prev': the plain noisy x_{t-1}.")
-    noise_level_weighting: Literal["uniform", "linear", "snr"] = Field("uniform", description="Seed 3 (LRPO) noise-level advantage assignment, each step's advantage times a weight normalised to mean 1 over the stochastic steps: 'uniform' 1; 'linear' proportional to t / T_train (noisier steps weigh more); 'snr' proportional to alpha_bar_t / (1 - alpha_bar_t) (cleaner, detail-setting steps weigh more).")
+    noise_level_weighting: Literal["uniform", "linear", "snr"] = Field("uniform", description="Seed 3 (LRPO) noise-level advantage assignment, each step's advantage times a weight normalised to mean 1 over the stochastic steps: 'uniform' 1; 'linear' proportional to t / T_train (noisier steps weigh more); 'snr' proportional to alpha_bar_t / (1 - alpha_bar_t) (cleaner, detail-setting steps weigh more; with 10 steps the last weighs ~6). Applied after adv_clip.")
     adaptive_weighting: bool = Field(False, description="Seed 2's automatic weight w_i = ||y_i - g_i|| / max_j ||y_j - g_j|| (y_i: the deterministic output of image i): loss = sum (1 - w_i) L_diff + sum w_i L_RL + L_KL.")
     sft_coef: float = Field(1.0, ge=0, description="Weight of the diffusion loss L_diff (epsilon MSE on the ground truth) in the RL objective; with adaptive_weighting it is scaled per image by 1 - w_i. 0 = RL only.")
-    gt_likelihood_coef: float = Field(0.0, ge=0, description="Seed 3 (LRPO) ground-truth-guided likelihood regularisation: minus this times the per-step log-density of the GT-consistent step mean (the DDIM posterior mean of q(x_{t-1} | x_t, x_0 = GT)) under the current policy.")
+    gt_likelihood_coef: float = Field(0.0, ge=0, description="Seed 3 (LRPO) ground-truth-guided likelihood regularisation: minus this times the per-step log-density of the GT-consistent step mean (the DDIM posterior mean of q(x_{t-1} | x_t, x_0 = GT)) under the current policy (see gt_likelihood_norm).")
+    gt_likelihood_norm: Literal["per_step", "none"] = Field("per_step", description="'per_step': each step's GT log-density, taken from its peak, is divided by its weight on (x0_hat - GT)^2 (k^2 / 2 sigma^2, trainer/policies/diffusion/ddim.py gt_step_weight), so the term is minus the squared error of x0_hat and every step weighs the same; 'none': the raw log-density, whose weight grows from ~1e-4 at t = 999 to ~3 at the last stochastic step (T 1000, 10 steps, eta 1), so the last two steps carry ~90% of it and the structure-setting steps are barely constrained. LRPO publishes no code; 'per_step' is our reading.")
 
 
 class DiffusionLoRAConfig(_Section):
@@ -114,11 +116,13 @@ class DiffusionConfig(_PolicySection):
     norm_num_groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every entry of block_out_channels.")
     train_timesteps: int = Field(1000, ge=2, description="T of the DDPM training schedule.")
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field("linear", description="DDPM beta schedule (diffusers names).")
-    prediction_type: Literal["epsilon", "v_prediction"] = Field("epsilon", description="What the U-Net predicts: the noise epsilon (DDPM/DDPO) or v = sqrt(a) eps - sqrt(1 - a) x_0.")
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field("epsilon", description="What the U-Net predicts: the noise epsilon (DDPM/DDPO), v = sqrt(a) eps - sqrt(1 - a) x_0, or x_0 itself ('sample', diffusers' name; the loss then weighs every timestep's x_0 error alike, as a regression restorer's).")
     sampling_steps: int = Field(10, ge=2, description="DDIM steps per sample (flow_grpo: 10 in training); the last goes to t = 0 without noise and carries no log-density.")
     eta: float = Field(1.0, gt=0, le=1, description="DDIM eta: step noise sigma_t = eta * sqrt(DDPM posterior variance); > 0 makes every step a Gaussian policy (DDPO: 1.0).")
     clip_x0: bool = Field(True, description="Clamp the predicted clean image to [-1, 1] inside each step (diffusers clip_sample).")
-    logprob_reduction: Literal["mean", "sum"] = Field("mean", description="Per-step log-density over the C*H*W dimensions: 'mean' (DDPO, resolution-independent ratios and KL) or 'sum' (the exact joint log-density).")
+    residual: bool = Field(False, description="Run the chain on the residual x_0 - encode(degraded) and output encode(degraded) + the chain's result (ResShift, Yue et al. 2023; residual diffusion restorers): a change of variables around the condition, the DDIM step maths unchanged. The clamp of x0_hat (clip_x0) then applies to the image. False = the chain generates the image itself (DDPO, the seed papers; the GPU presets).")
+    start_strength: float = Field(1.0, gt=0, le=1, description="The chain runs from t = strength * T to 0 in sampling_steps steps, starting from the degraded image noised to that t (SDEdit, Meng et al. 2022; diffusers' img2img `strength`); with `residual` its starting residual is 0, so the start is noise scaled to that t. Pre-training then draws t below strength * T only. 1.0 = from pure noise at T (the papers; the GPU presets).")
+    logprob_reduction: Literal["mean", "sum"] = Field("mean", description="Per-step log-density over the D = C*H*W dimensions: 'mean' (DDPO): the per-dimension average, so rl.clip_eps bounds the per-dimension log-ratio and the trust region in joint nats is about clip_eps x D (it grows with the crop); 'sum': the exact joint log-density, reduced in float64, with the ratio clipped to (1 +- clip_eps)^D, the same trust region; kl_coef is not rescaled (the surrogate's and the KL's gradients both grow by D), so against 'mean' the RL terms weigh D times more than L_diff.")
     rl: DiffusionRLConfig = Field(default_factory=DiffusionRLConfig, description="How the chain is trained as a policy (DDPO, seeds 2 and 3).")
 
     @model_validator(mode="after")
@@ -128,9 +132,12 @@ class DiffusionConfig(_PolicySection):
             raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide block_out_channels {bad}")
         if self.sampling_steps > self.train_timesteps:
             raise ValueError(f"sampling_steps={self.sampling_steps} exceeds train_timesteps={self.train_timesteps}")
-        bad_steps = [s for s in self.rl.reward_steps if not 0 <= s < self.sampling_steps - 1]
+        steps = self.rl.reward_steps
+        bad_steps = [s for s in steps if not 0 <= s < self.sampling_steps - 1]
         if bad_steps:
-            raise ValueError(f"rl.reward_steps {bad_steps} must lie in [0, sampling_steps - 1) = [0, {self.sampling_steps - 1}): the last step is the final output")
+            raise ValueError(f"rl.reward_steps {bad_steps} must lie in [0, sampling_steps - 1) = [0, {self.sampling_steps - 1}): the stochastic steps; the last step is the final output")
+        if steps != sorted(set(steps)):
+            raise ValueError(f"rl.reward_steps {steps} must be increasing without repeats (e.g. {sorted(set(steps))}): each is one column of the step credit")
         return self
 
 
@@ -176,14 +183,16 @@ class EvalConfig(_Section):
     tile_overlap: int = Field(32, ge=0, description="Overlap between tiles in pixels.")
     crop: int | None = Field(None, ge=16, description="Centre-crop each test image to this size (px, multiple of 16); None = whole images (the paper). For fast CPU demos.")
     ood: bool = Field(True, description="Also evaluate the out-of-distribution degradation set.")
+    samples: int = Field(0, ge=0, description="Besides the deterministic output, score this many stochastic samples per image from the sampler GRPO trains (policy.sample: Beta draws, or the eta > 0 chain), seeded per image by data.seed, and report their mean PSNR/SSIM/R (`*_sampled`): what post-training optimises. 0 = the deterministic output only.")
 
 
 class GRPOConfig(_Section):
     group_size: int = Field(4, ge=2, description="G: stochastic candidates per image (IRPO: 4).")
-    advantage: Literal["group", "group_no_std", "history", "history_batch"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': statistics of each image's reward history (DDPO's per-prompt tracker; batch statistics until history_min_count rewards are tracked); 'history_batch': of the image's history together with the current batch (difficulty-adaptive paper, which beats history only).")
+    advantage: Literal["group", "group_no_std", "history", "history_batch"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': (r - group mean) / the spread of the image's earlier rewards around their groups' means (DDPO's per-prompt tracker, centred per visit because the crop and flip change the input at every visit; the current batch's spread until history_min_count earlier rewards are tracked; trainer/grpo/advantages.py); 'history_batch': the spread of the image's history together with the current batch's (difficulty-adaptive paper, which beats history only). A group of equal rewards gets 0.")
     advantage_eps: float = Field(1e-6, gt=0, description="eps in the advantage denominator.")
-    history_buffer: int = Field(32, gt=0, description="Rewards kept per image for the 'history' advantage.")
-    history_min_count: int = Field(8, gt=0, description="Below this many tracked rewards the 'history' advantage uses batch statistics.")
+    reward_aggregation: Literal["sum", "per_term"] = Field("sum", description="'sum': the advantage normalises R, the weighted sum of the reward terms (IRPO). 'per_term': each term is normalised within its group, then the weighted sum is scaled by its batch standard deviation (GDPO's decoupled normalisation, as Flow-Factory's `gdpo` aggregation and MixGRPO; flow_grpo issue 188), so a term of large spread does not drown the others. Needs grpo.advantage 'group' and, for the diffusion family, rl.reward_at 'final' (step-wise estimates are scored as R only).")
+    history_buffer: int = Field(32, gt=0, description="Centred rewards kept per image for the 'history' advantages.")
+    history_min_count: int = Field(8, gt=0, description="Below this many earlier rewards of an image the 'history' advantages use the current batch's spread.")
     clip_eps: float = Field(0.2, gt=0, description="PPO ratio clip range.")
     ppo_epochs: int = Field(1, ge=1, description="Policy updates per rollout batch (>1 makes the ratio differ from 1 within a batch).")
     kl_coef: float = Field(0.01, ge=0, description="Weight of the KL to the frozen reference policy.")
@@ -219,11 +228,16 @@ class RolloutConfig(_Section):
     learner_gpus: float = Field(0.0, ge=0, description="GPUs of the learner actor; 0 = CPU.")
     learner_cpus: float = Field(1.0, gt=0, description="CPUs of the learner actor.")
     max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed rollout actor.")
-    step_retries: int = Field(2, ge=0, description="Retries of one step's rollout, with backoff, after its actor crashed or the reward service stayed unreachable through its client's retries; then the run stops.")
+    step_retries: int = Field(2, ge=0, description="Retries of one rollout part, with backoff, after the reward service stayed unreachable through its client's retries; then the run stops. A part whose actor died is not counted here: it moves to a healthy actor at once.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each rollout actor's bundle asks for besides CPU/GPU (e.g. {'rollout_node': 1} to keep rollouts on the nodes started with that resource).")
+    placement_strategy: Literal["PACK", "SPREAD"] = Field("SPREAD", description="Ray placement-group strategy of the rollout actors' bundles: SPREAD (one node's loss takes fewest actors) or PACK (fewest nodes).")
+    placement_timeout_s: float = Field(60.0, gt=0, description="How long the rollout group waits at start for its placement group (e.g. for an autoscaler to add nodes) before the run stops naming the resources no node offers.")
+    restart_timeout_s: float = Field(600.0, gt=0, description="How long rollout work may wait with no rollout actor alive (all crashed and restarting, or their node lost and not yet replaced) before the run stops. A fresh actor process imports torch and builds the policy.")
 
 
 class RewardConfig(_Section):
     url: str = Field("http://127.0.0.1:8100", description="Base URL of the reward service.")
+    urls: list[str] = Field(default_factory=list, description="Base URLs of several reward service replicas (e.g. one per GPU); when set, url is not used. Each request goes to the replica with the fewest requests outstanding from that rollout actor, and a connection error or a 503 moves it to the next replica (irpo_common/service_client.py).")
     token_env: str | None = Field(None, description="Environment variable holding the reward service's bearer token.")
     weights: RewardWeights = Field(default_factory=RewardWeights, description="Weights of R (irpo_common.reward_spec.RewardWeights: the generic terms, 'gen', 'judge', 'task'); unset ones keep the paper's values. The trainer combines the service's terms with the judge's using these, once.")
     timeout_s: float = Field(90.0, gt=0, description="Timeout of one batch request; must exceed the reward service's request_timeout_s (checked at start), so the service answers before the client gives up.")
@@ -234,6 +248,10 @@ class RewardConfig(_Section):
     local_threads: int = Field(1, gt=0, description="CPU threads of the local reward service (OMP_NUM_THREADS): it shares the machine with the Ray actors, and oversubscribed OpenMP threads spin.")
     psnr_range_db: tuple[float, float] | None = Field(None, description="PSNR thresholds (dB) the reward service maps onto [0, 1] for the PSNR term (its psnr_range_db setting); None = the service's own. A local service is started with them; a remote one must report the same in /v1/info or the run stops.")
     psnr_range_percentiles: tuple[float, float] | None = Field(None, description="Set psnr_range_db from the data: these percentiles (0-100) of the starting model's PSNR over the training set, read from mining.manifest when the run starts (e.g. [5, 95]). Exclusive with psnr_range_db.")
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.urls or [self.url]
 
     @model_validator(mode="after")
     def _check_psnr_range(self) -> "RewardConfig":
@@ -248,11 +266,16 @@ class RewardConfig(_Section):
 
 class JudgeConfig(_Section):
     url: str | None = Field(None, description="Base URL of the judge service; None = no judge term (its weight is renormalised away).")
+    urls: list[str] = Field(default_factory=list, description="Base URLs of several judge service replicas; when set, url is not used (balanced and failed over as reward.urls).")
     token_env: str | None = Field(None, description="Environment variable holding the judge service's bearer token.")
     mode: Literal["fast", "reasoned", "iqa"] = Field("fast", description="'fast': expected score from digit logprobs; 'reasoned': the IRPO verifier prompt; 'iqa': no-reference quality of the output alone, expected level over excellent..bad (Q-Align / DeQA-Score).")
     timeout_s: float = Field(120.0, gt=0, description="Timeout of one batch request; must exceed the judge service's request_timeout_s (checked at start), so the service answers before the client gives up. A timed-out request is not resent.")
     retries: int = Field(3, ge=0, description="Resends, with exponential backoff, after a connection failure or a 5xx other than 503/504 (e.g. 502: a malformed answer of the judge's backend); 503 and 504 are not resent, the service has already retried its backend.")
     on_outage: Literal["stop", "drop"] = Field("stop", description="When the judge stays unreachable, times out or fails (5xx after the retries, or refuses the batch): 'stop' the run, or 'drop' the judge term for that step with renormalised weights (counted in the logs).")
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.urls or ([self.url] if self.url else [])
 
 
 class CheckpointConfig(_Section):
@@ -265,6 +288,18 @@ class LoggingConfig(_Section):
     dir: Path = Field(Path("runs/grpo"), description="Run folder: TensorBoard events, metrics.jsonl, report.")
     progress: bool = Field(True, description="Show a progress bar with ETA on the console.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files next to metrics.jsonl.")
+    wandb: bool = Field(False, description="Also log every step to Weights & Biases (`pip install .[wandb]`). The run id is stored in each checkpoint, so `--resume auto` continues the same W&B run.")
+    wandb_project: str = Field("irpo", description="W&B project.")
+    wandb_mode: Literal["online", "offline"] = Field("online", description="'online' streams to the W&B server; 'offline' writes the run under logging.dir/wandb for a later `wandb sync` (clusters without internet, tests).")
+
+
+class WatchConfig(_Section):
+    """The reward-hacking watch (trainer/watch.py): R rising while PSNR/SSIM against the ground truth fall."""
+
+    every_steps: int = Field(0, ge=0, description="Restore and score the gold set before the first step and every N learner steps; 0 = off. Reward over-optimisation is the most reported failure of diffusion RL (flow_grpo issues 233, 92, 216); a held-out gold metric is the common remedy.")
+    images: int = Field(8, ge=2, description="Gold pairs: a seeded draw of training pairs outside the post-training set (with grpo.train_on 'all' they are left out of training). Not the test photos: the watch is looked at while tuning.")
+    crop: int | None = Field(None, ge=16, description="Centre crop of each gold pair (px, multiple of 8); None = data.crop_size.")
+    window: int = Field(2, ge=1, description="Each watch point is compared with the one this many points earlier, paired over the gold pairs; a warning needs R up and PSNR or SSIM down, each beyond its 95% interval.")
 
 
 class RayConfig(_Section):
@@ -294,6 +329,7 @@ class TrainConfig(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @property
@@ -320,6 +356,16 @@ class TrainConfig(_Section):
             width = self.model.dim * 2**level
             if width % h:
                 raise ValueError(f"model.heads[{level}]={h} does not divide the level width {width}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_reward_aggregation(self) -> "TrainConfig":
+        if self.grpo.reward_aggregation != "per_term":
+            return self
+        if self.grpo.advantage != "group":
+            raise ValueError(f"grpo.reward_aggregation 'per_term' normalises each term within its group and replaces grpo.advantage; set grpo.advantage to 'group' (got {self.grpo.advantage!r})")
+        if self.policy.kind == "diffusion" and self.policy.diffusion.rl.reward_at == "stepwise":
+            raise ValueError("grpo.reward_aggregation 'per_term' needs policy.diffusion.rl.reward_at 'final': the step-wise estimates are scored as R only, not per term")
         return self
 
     @model_validator(mode="after")

@@ -29,9 +29,17 @@ from trainer.policies import Policy
 TABLE2_COLUMNS = ("denoise_sigma25", "derain", "dehaze", "deblur", "lowlight")
 
 
+METRICS = ("psnr", "ssim", "reward", "psnr_sampled", "ssim_sampled", "reward_sampled")
+
+
+def photo_of(image_id: str) -> str:
+    """The photo an evaluation image was made from (its ids end with the clean image's stem): the sampling unit."""
+    return image_id.rsplit("/", 1)[-1]
+
+
 def column_average(columns: dict) -> dict:
-    """Mean of the column means of psnr, ssim and, when every column has it, reward."""
-    keys = ("psnr", "ssim") + (("reward",) if all("reward" in c for c in columns.values()) else ())
+    """Mean of the column means of psnr, ssim and every other metric of METRICS that every column has."""
+    keys = [m for m in METRICS if all(m in c for c in columns.values())]
     return {m: sum(c[m] for c in columns.values()) / len(columns) for m in keys}
 
 
@@ -42,7 +50,8 @@ def table2_average(columns: dict) -> dict | None:
     return column_average({c: columns[c] for c in TABLE2_COLUMNS})
 
 
-RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], float]
+# (restored (N, 3, H, W) of one image, target (3, H, W), degraded (3, H, W), task) -> N rewards
+RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], list[float]]
 
 
 def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: RewardFn | None = None) -> dict:
@@ -52,7 +61,10 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
 
     The averages are means of the column means (each column weighs the same, as in the paper);
     average_table2 over IRPO's five Table 2 columns only (None when they were not all evaluated).
-    With `reward` (restored, target, degraded, task) -> R, every image, column and the average also get "reward".
+    With `reward` (RewardFn: N restorations of one image -> N rewards), every image, column and the average also get "reward".
+    With eval.samples = S > 0 they also get psnr_sampled, ssim_sampled (and reward_sampled): the means over S stochastic
+    samples of the image (policy.sample, the sampler GRPO trains), drawn from a generator seeded by data.seed and the
+    image's position, so every arm sees the same draws. Every row names its photo (photo_of), the sampling unit.
     """
     t0 = time.perf_counter()
     e = cfg.eval
@@ -60,17 +72,23 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
     was_training = policy.training
     policy.eval()
     columns, per_image = {}, []
-    metrics = ("psnr", "ssim") + (("reward",) if reward is not None else ())
-    for column, dataset in build_eval_sets(cfg.data, ood=ood, crop=e.crop).items():
+    scored = ("psnr", "ssim") + (("reward",) if reward is not None else ())
+    metrics = scored + (tuple(f"{m}_sampled" for m in scored) if e.samples else ())
+    for c, (column, dataset) in enumerate(build_eval_sets(cfg.data, ood=ood, crop=e.crop).items()):
         rows = []
         for i in range(len(dataset)):
             item = dataset[i]
-            out = restore(policy, item["degraded"][None].to(device), e.tile, e.tile_overlap)[0]
-            psnr, ssim = psnr_ssim(out, item["target"], e.convention, e.crop_border)
+            x = item["degraded"][None].to(device)
+            out = restore(policy, x, e.tile, e.tile_overlap)[0]
             in_psnr, in_ssim = psnr_ssim(item["degraded"], item["target"], e.convention, e.crop_border)
-            row = {"id": item["id"], "column": column, "psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim}
-            if reward is not None:
-                row["reward"] = reward(out.cpu(), item["target"], item["degraded"], item["task"])
+            row = {"id": item["id"], "photo": photo_of(item["id"]), "column": column, **_scores(out[None], item, e, reward)[0],
+                   "input_psnr": in_psnr, "input_ssim": in_ssim}
+            if e.samples:
+                gen = torch.Generator().manual_seed(cfg.data.seed * 1_000_003 + int(ood) * 10_007 + c * 1_009 + i)
+                with torch.no_grad():
+                    draws = policy.sample(x, e.samples, generator=gen).images.clamp(0, 1).cpu()
+                per_draw = _scores(draws, item, e, reward)
+                row |= {f"{m}_sampled": sum(d[m] for d in per_draw) / len(per_draw) for m in scored}
             rows.append(row)
         per_image += rows
         columns[column] = {m: sum(r[m] for r in rows) / len(rows) for m in metrics} | {"n": len(rows)}
@@ -86,6 +104,15 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
         "per_image": per_image,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _scores(outs: torch.Tensor, item: dict, e, reward: RewardFn | None) -> list[dict]:
+    """PSNR, SSIM (and R, one request for all) of N restorations (N, 3, H, W) of one image against its target."""
+    rows = [dict(zip(("psnr", "ssim"), psnr_ssim(o.clamp(0, 1), item["target"], e.convention, e.crop_border))) for o in outs]
+    if reward is not None:
+        for row, r in zip(rows, reward(outs.cpu(), item["target"], item["degraded"], item["task"])):
+            row["reward"] = r
+    return rows
 
 
 def input_baseline(results: dict) -> dict:

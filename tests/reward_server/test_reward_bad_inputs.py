@@ -98,6 +98,9 @@ def test_unsupported_content_type_is_415(http):
     resp = http.post("/v1/score", content=b"x", headers={"Content-Type": "text/plain; x=" + "y" * 1000})
     _assert_refused(resp, 415, "application/json")
     assert "text/plain" not in resp.text  # the header is not echoed
+    # the routes that document one other body take only that one
+    _assert_refused(http.post("/v1/score/upload", json={"restored": GOOD}), 415, "send multipart/form-data")
+    _assert_refused(http.post("/v1/score/batch/safetensors", json={"items": [{"restored": GOOD}]}), 415, "send application/vnd.safetensors")
 
 
 def test_body_over_limit_is_413(http):

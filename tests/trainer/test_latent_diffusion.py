@@ -207,3 +207,44 @@ def test_gradient_checkpointing_gives_the_same_gradients(folders):
         policy.evaluate(x, traj).log_prob.sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.requires_grad]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_residual_frame_and_start_strength_on_latent_models_keep_ratio_one(folders, kind):
+    """Main's chain-frame options on every latent kind: the origin is the degraded image's encoding at the output size."""
+    policy = build(folders, kind, lora={"rank": 2}, residual=True, start_strength=0.5)
+    perturb_adapters(policy)
+    x = images(kind)
+    sample = policy.sample(x, 2, torch.Generator().manual_seed(0))
+    traj = sample.trajectory
+    assert (policy.evaluate(x, traj).log_prob - traj.log_prob).abs().max() < 1e-5
+    scale = KINDS[kind][0]
+    up = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bicubic", antialias=True).clamp(0, 1) if scale > 1 else x
+    origin = policy.codec.encode(up).repeat_interleave(2, dim=0)
+    assert torch.allclose(sample.images, policy.codec.decode(traj.latents[:, -1] + origin), atol=1e-5)
+    # under the residual the start at strength 0.5 is the first noise draw scaled to t0 (the origin's frame is 0)
+    z0 = torch.randn((4, traj.num_steps, *traj.latents.shape[2:]), generator=torch.Generator().manual_seed(0))[:, 0]
+    assert torch.allclose(traj.latents[:, 0], (1 - policy.schedule.alpha_bar(traj.timesteps[0])).sqrt() * z0, atol=1e-6)
+    assert int(traj.timesteps[0]) == policy.schedule.train_timesteps // 2 - 1
+
+
+def test_weight_sync_sends_only_the_adapters_and_a_rollout_policy_applies_them(folders):
+    """trainer/actors/weight_sync.py on a LoRA policy: the changing packet is the trainable adapters, the frozen one
+    is empty (every process reads the base from the folder), and a rollout actor's policy then samples identically."""
+    from trainer.actors.weight_sync import export_weights, load_packet
+
+    learner = build(folders, "controlnet", lora={"rank": 2})
+    perturb_adapters(learner)
+    changing, frozen = export_weights(learner, 3), export_weights(learner, 3, "frozen")
+    trainable = {n: p for n, p in learner.named_parameters() if p.requires_grad}
+    assert sorted(changing.tensors()) == sorted(trainable) and all("lora_" in n for n in trainable)
+    assert changing.nbytes >= sum(p.numel() * p.element_size() for p in trainable.values()) and frozen.tensors() == {}
+    cfg = DiffusionConfig(pretrained=folders["controlnet"], output_scale=1, sampling_steps=3, lora={"rank": 2})
+    rollout = build_diffusion_policy(cfg, load_weights=False)
+    x = images("controlnet")
+    assert not torch.equal(rollout.deterministic(x), learner.deterministic(x))
+    load_packet(rollout, frozen)
+    load_packet(rollout, changing)
+    assert torch.equal(rollout.deterministic(x), learner.deterministic(x))
+    g = torch.Generator
+    assert torch.equal(rollout.sample(x, 2, g().manual_seed(1)).images, learner.sample(x, 2, g().manual_seed(1)).images)

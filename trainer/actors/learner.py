@@ -14,9 +14,11 @@ import torch
 from irpo_common.device import resolve_device
 from trainer.actors.messages import Rollout
 from trainer.actors.objectives import OBJECTIVES
+from trainer.actors.weight_sync import WeightPacket, export_weights
 from trainer.config import TrainConfig
 from trainer.diagnostics import Sensitivity, action_sensitivity
 from trainer.grpo import HistoryTracker, build_optimizer, group_advantages
+from trainer.grpo.advantages import per_term_advantages, term_weights
 from trainer.policies import build_policy
 
 
@@ -60,8 +62,18 @@ class Learner:
         None for a policy without named actions."""
         return action_sensitivity(self.policy, degraded.to(self.device))
 
-    def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
-        return self.version, cpu_state(self.policy)
+    @torch.no_grad()
+    def deterministic(self, degraded: torch.Tensor) -> torch.Tensor:
+        """The current policy's deterministic output on the CPU (the reward-hacking watch, trainer/watch.py)."""
+        self.policy.eval()
+        try:
+            return self.policy.deterministic(degraded.to(self.device)).cpu()
+        finally:
+            self.policy.train()
+
+    def weights(self) -> tuple[int, WeightPacket, WeightPacket]:
+        """(version, its changing tensors, the frozen parameters): trainer/actors/weight_sync.py."""
+        return self.version, export_weights(self.policy, self.version), export_weights(self.policy, self.version, "frozen")
 
     def normalise(self, keys: list[str], rewards: torch.Tensor) -> torch.Tensor:
         """(B, G) rewards of images `keys` -> advantages, as grpo.advantage says (the history is recorded)."""
@@ -70,7 +82,14 @@ class Learner:
             return self.tracker.advantages(keys, rewards)
         return group_advantages(rewards, g.advantage_eps, normalize_std=g.advantage == "group")
 
-    def update(self, *parts: Rollout) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    def final_advantages(self, rollout: Rollout) -> torch.Tensor:
+        """(B, G) advantages of the final outputs: R normalised as grpo.advantage says, or under
+        grpo.reward_aggregation 'per_term' each reward term normalised within its group (GDPO)."""
+        if self.cfg.grpo.reward_aggregation == "per_term":
+            return per_term_advantages(rollout.terms, term_weights(rollout.terms, self.cfg.reward.weights), self.cfg.grpo.advantage_eps)
+        return self.normalise(rollout.ids, rollout.rewards)
+
+    def update(self, *parts: Rollout) -> tuple[dict[str, float], WeightPacket]:
         """One GRPO update on a step's rollout (the parts of its actors, given as object references that
         Ray resolves here); returns (metrics, new weights). Metrics are for the step's log."""
         t0 = time.perf_counter()
@@ -93,7 +112,7 @@ class Learner:
             **{f"lr/{pg['name']}": pg["lr"] for pg in self.optimizer.param_groups},
         })
         t1 = time.perf_counter()
-        new_weights = cpu_state(self.policy)
+        new_weights = export_weights(self.policy, self.version)
         stats["time/update"] = t1 - t0
         stats["time/weight_export"] = time.perf_counter() - t1
         return stats, new_weights

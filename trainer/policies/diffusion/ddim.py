@@ -38,14 +38,17 @@ def _col(a: Tensor, like: Tensor) -> Tensor:
 
 
 def split_prediction(model_out: Tensor, x_t: Tensor, a_t: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
-    """(x0_hat, eps_hat) from the U-Net output: 'epsilon' predicts the noise, 'v_prediction' v = sqrt(a) eps - sqrt(1-a) x0."""
+    """(x0_hat, eps_hat) from the U-Net output: 'epsilon' predicts the noise, 'v_prediction' v = sqrt(a) eps - sqrt(1-a) x0,
+    'sample' the clean sample x0 itself (diffusers' names)."""
     a = _col(a_t, x_t)
+    if prediction_type == "sample":
+        return model_out, (x_t - a.sqrt() * model_out) / (1 - a).sqrt()
     if prediction_type == "epsilon":
         eps = model_out
         return (x_t - (1 - a).sqrt() * eps) / a.sqrt(), eps
     if prediction_type == "v_prediction":
         return a.sqrt() * x_t - (1 - a).sqrt() * model_out, a.sqrt() * model_out + (1 - a).sqrt() * x_t
-    raise ValueError(f"unknown prediction_type {prediction_type!r} (choose 'epsilon' or 'v_prediction')")
+    raise ValueError(f"unknown prediction_type {prediction_type!r} (choose 'epsilon', 'v_prediction' or 'sample')")
 
 
 def ddim_std(a_t: Tensor, a_prev: Tensor, eta: float) -> Tensor:
@@ -60,12 +63,16 @@ def ddim_mean(x0: Tensor, eps: Tensor, a_prev: Tensor, std: Tensor) -> Tensor:
     return a.sqrt() * x0 + (1 - a - std**2).clamp_min(0).sqrt() * eps
 
 
-def ddim_step(model_out: Tensor, x_t: Tensor, a_t: Tensor, a_prev: Tensor, eta: float, prediction_type: str, clip_x0: bool) -> StepGaussian:
-    """The step's Gaussian N(mu, sigma^2 I). As in diffusers, a clamp of x0_hat leaves eps_hat as predicted."""
+def ddim_step(model_out: Tensor, x_t: Tensor, a_t: Tensor, a_prev: Tensor, eta: float, prediction_type: str, clip_x0: bool,
+              origin: Tensor | None = None) -> StepGaussian:
+    """The step's Gaussian N(mu, sigma^2 I). As in diffusers, a clamp of x0_hat leaves eps_hat as predicted.
+
+    `origin` (N, C, h, w): the chain runs on x - origin (a residual around the condition); the clamp then keeps
+    the image origin + x0_hat in [-1, 1]. None: the chain runs on the image itself."""
     model_out, x_t = model_out.float(), x_t.float()
     x0, eps = split_prediction(model_out, x_t, a_t, prediction_type)
     if clip_x0:
-        x0 = x0.clamp(-1, 1)
+        x0 = x0.clamp(-1, 1) if origin is None else (x0 + origin).clamp(-1, 1) - origin
     std = _col(ddim_std(a_t, a_prev, eta).to(x_t.device), x_t)
     return StepGaussian(ddim_mean(x0, eps, a_prev, std), std, x0, eps)
 
@@ -82,17 +89,19 @@ def gt_step_mean(x_t: Tensor, x0_gt: Tensor, a_t: Tensor, a_prev: Tensor, std: T
 
 
 def _reduce(per_element: Tensor, reduction: Reduction) -> Tensor:
+    """Per-row mean (float32) or sum (float64) of float64 elements. A float32 sum over C*H*W terms of a
+    few nats each moves by 1e-4 or more with the summation order alone: the size of DDPO's clip range."""
     flat = per_element.flatten(1)
     if reduction == "mean":
-        return flat.mean(dim=1)
+        return flat.mean(dim=1).float()
     if reduction == "sum":
         return flat.sum(dim=1)
     raise ValueError(f"unknown reduction {reduction!r} (choose 'mean' or 'sum')")
 
 
 def gaussian_log_density(x: Tensor, mean: Tensor, std: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """(N,) log N(x; mean, std^2 I) in float32, summed over the sample's dimensions or averaged (DDPO)."""
-    x, mean, std = x.float(), mean.float(), std.float()
+    """(N,) log N(x; mean, std^2 I), averaged over the sample's dimensions (DDPO, float32) or summed (float64)."""
+    x, mean, std = x.double(), mean.double(), std.double()
     if bool((std <= 0).any()):
         raise ValueError("the step has zero noise (sigma = 0): a deterministic step has no log-density")
     per_element = -((x - mean) ** 2) / (2 * std**2) - std.log() - _HALF_LOG_2PI
@@ -101,4 +110,16 @@ def gaussian_log_density(x: Tensor, mean: Tensor, std: Tensor, reduction: Reduct
 
 def gaussian_kl_same_std(mean: Tensor, ref_mean: Tensor, std: Tensor, reduction: Reduction = "mean") -> Tensor:
     """(N,) KL(N(mean, s^2 I) || N(ref_mean, s^2 I)) = ||mean - ref_mean||^2 / (2 s^2), reduced like the log-density."""
-    return _reduce((mean.float() - ref_mean.float()) ** 2 / (2 * std.float() ** 2), reduction)
+    return _reduce((mean.double() - ref_mean.double()) ** 2 / (2 * std.double() ** 2), reduction)
+
+
+def gt_step_weight(a_t: Tensor, a_prev: Tensor, std: Tensor) -> Tensor:
+    """Per-row weight w = k^2 / (2 sigma^2) of (x0_hat - GT)^2 in the per-dimension log-density of the GT step.
+
+    With eps_hat = (x_t - sqrt(a_t) x0_hat) / sqrt(1 - a_t) (any parameterisation, no x0 clamp), both step means
+    are linear in x0: mu - mu_GT = k (x0_hat - GT), k = sqrt(a_prev) - sqrt(1 - a_prev - sigma^2) sqrt(a_t / (1 - a_t)).
+    Over T = 1000, 10 steps, eta 1, w grows from ~1e-4 at t = 999 to ~3 at the last stochastic step.
+    """
+    a_t, a_prev, std = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in (a_t, a_prev, std))
+    k = a_prev.sqrt() - (1 - a_prev - std**2).clamp_min(0).sqrt() * (a_t / (1 - a_t)).sqrt()
+    return k**2 / (2 * std**2)

@@ -136,15 +136,19 @@ class DiffusionPolicy(nn.Module):
         return h // self.codec.downscale, w // self.codec.downscale
 
     def _condition(self, x: Tensor) -> Condition:
-        """The per-image condition, before any x4 noising (see Condition.noised)."""
+        """The per-image condition, before any x4 noising (see _with_noise)."""
         x = x.float()
         size = self._latent_size(x)
         out_size = (size[0] * self.codec.downscale, size[1] * self.codec.downscale)
+        # the degraded image in the chain's space: the residual frame's origin and the img2img start
+        origin = None
+        if self.cfg.residual or self.schedule.strength < 1:
+            origin = self.codec.encode(_resize(x, out_size))
         if self.conditioning == "controlnet":
-            return Condition(None, _resize(x, out_size))
+            return Condition(None, _resize(x, out_size), origin)
         if self.conditioning == "latent":
-            return Condition(self.codec.encode(_resize(x, out_size)), None)
-        return Condition(_resize(x, size) * 2 - 1, None)
+            return Condition(self.codec.encode(_resize(x, out_size)) if origin is None else origin, None, origin)
+        return Condition(_resize(x, size) * 2 - 1, None, origin)
 
     def _cond_noise(self, cond: Condition, generator: torch.Generator | None, shared: bool = False) -> Tensor | None:
         if self.low_res_scheduler is None:
@@ -160,7 +164,7 @@ class DiffusionPolicy(nn.Module):
             return cond
         level = torch.full((cond.concat.shape[0],), self.cfg.noise_level, dtype=torch.long)
         noised = self.low_res_scheduler.add_noise(cond.concat, noise.to(cond.concat), level.to(cond.concat.device))
-        return Condition(noised, cond.control)
+        return Condition(noised, cond.control, cond.origin)
 
     def _autocast(self, device: torch.device):
         if self.cfg.precision == "fp32":
@@ -193,12 +197,36 @@ class DiffusionPolicy(nn.Module):
                 out = uncond.float() + self.cfg.guidance_scale * (text.float() - uncond.float())
         return out.float()
 
+    def _origin(self, cond: Condition) -> Tensor | None:
+        """What the chain's x_0 is measured from: the encoded degraded image (`residual`), or None (the image itself)."""
+        return cond.origin if self.cfg.residual else None
+
     def _gaussians(self, x_t: Tensor, t: Tensor, t_prev: Tensor, cond: Condition, eta: float) -> StepGaussian:
         """The step Gaussians of M rows at once: x_t (M, C, h, w), cond of M rows; t, t_prev (M,) timesteps."""
         out = self._denoise(x_t, t, cond)
         a_t = self.schedule.alpha_bar(t).to(x_t.device)
         a_prev = self.schedule.alpha_bar(t_prev).to(x_t.device)
-        return ddim_step(out, x_t, a_t, a_prev, eta, self.schedule.prediction_type, self.schedule.clip_x0)
+        return ddim_step(out, x_t, a_t, a_prev, eta, self.schedule.prediction_type, self.schedule.clip_x0,
+                         self._origin(cond))
+
+    def _start(self, noise: Tensor, cond: Condition, t0: Tensor) -> Tensor:
+        """The chain's first latent: the noise itself at strength 1 (x_T), else q(x_t0 | x_0 = the degraded image in the
+        chain's frame), which is 0 under `residual`."""
+        if self.schedule.strength == 1.0:
+            return noise
+        x0 = torch.zeros_like(noise) if self.cfg.residual else cond.origin.expand_as(noise)
+        return self.schedule.add_noise(x0, noise, t0.expand(noise.shape[0]))
+
+    def _image(self, latent: Tensor, cond: Condition) -> Tensor:
+        """Decode a latent of the chain's frame to an image."""
+        origin = self._origin(cond)
+        return self.codec.decode(latent if origin is None else latent + origin)
+
+    def chain_x0(self, x: Tensor, target: Tensor) -> Tensor:
+        """The clean sample the chain should reach for ground truth `target` (B, 3, H*s, W*s): its latent, minus the origin."""
+        x0 = self.codec.encode(target.float())
+        origin = self._origin(self._condition(x))
+        return x0 if origin is None else x0 - origin
 
     def _noise(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
         # drawn on the CPU: a seeded chain is the same on every device
@@ -221,18 +249,18 @@ class DiffusionPolicy(nn.Module):
         z = self._noise((n, k, *self._latent_shape(x)), generator, x.device)
         cond_noise = self._cond_noise(cond, generator)
         cond = self._with_noise(cond, cond_noise)
-        latents, log_probs, estimates = [z[:, 0]], [], {}
+        latents, log_probs, estimates = [self._start(z[:, 0], cond, timesteps[0])], [], {}
         for j in range(k):
             g = self._gaussians(latents[-1], timesteps[j].expand(n), prev[j].expand(n), cond, self.cfg.eta)
             if j > 0 and j - 1 in self.estimate_steps:
                 produced = g.x0 if self.cfg.rl.step_reward_on == "x0_hat" else latents[-1]
-                estimates[j - 1] = self.codec.decode(produced)
+                estimates[j - 1] = self._image(produced, cond)
             if j < k - 1:
                 latents.append(g.mean + g.std * z[:, j + 1])
                 log_probs.append(gaussian_log_density(latents[-1], g.mean, g.std, self.cfg.logprob_reduction))
             else:
                 latents.append(g.mean)  # the last step to t = 0 has sigma = 0: no action
-        images = self.codec.decode(latents[-1])
+        images = self._image(latents[-1], cond)
         est = [estimates[int(s)] for s in self.estimate_steps]
         traj = DiffusionTrajectory(
             latents=torch.stack(latents, dim=1),
@@ -286,11 +314,12 @@ class DiffusionPolicy(nn.Module):
         # (mining scores batches, evaluation one image at a time, and both must see the same output)
         gen = torch.Generator().manual_seed(DETERMINISTIC_SEED)
         shape = self._latent_shape(x)
-        x_t = self._noise((1, *shape), gen, x.device).expand(n, *shape)
+        noise = self._noise((1, *shape), gen, x.device).expand(n, *shape)
         cond = self._with_noise(cond, self._cond_noise(cond, gen, shared=True))
+        x_t = self._start(noise, cond, timesteps[0])
         for j in range(k):
             x_t = self._gaussians(x_t, timesteps[j].expand(n), prev[j].expand(n), cond, 0.0).mean
-        return self.codec.decode(x_t)
+        return self._image(x_t, cond)
 
     def parameter_groups(self) -> list[ParameterGroup]:
         return [ParameterGroup("denoiser", [p for p in self.parameters() if p.requires_grad])]
@@ -298,11 +327,11 @@ class DiffusionPolicy(nn.Module):
     # --- supervision and export ----------------------------------------------------------------
     def diffusion_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(B,) the standard DDPM loss per image: MSE between the U-Net output and its target
-        (the noise, or v) at a uniform random timestep, the degraded image as the condition."""
+        (the noise, or v) at a uniform random timestep below the chain's start, the degraded image as the condition."""
         cond = self._condition(x)
-        x0 = self.codec.encode(target.float())
+        x0 = self.chain_x0(x, target)
         b = x0.shape[0]
-        t = torch.randint(0, self.schedule.train_timesteps, (b,), generator=generator)
+        t = torch.randint(0, self.schedule.start_timesteps, (b,), generator=generator)
         noise = self._noise(tuple(x0.shape), generator, x0.device)
         cond = self._with_noise(cond, self._cond_noise(cond, generator))
         x_t = self.schedule.add_noise(x0, noise, t)
