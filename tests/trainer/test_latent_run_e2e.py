@@ -5,8 +5,11 @@ the checkpoint exports to a folder the diffusers pipeline runs."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from devtools.tiny_latent import build_x4
@@ -15,7 +18,7 @@ from tests.trainer.test_run_e2e import assert_same_weights, local_ray, photos, r
 from trainer.config import load_config
 from trainer.export import export
 from trainer.metrics_log import read_metrics
-from trainer.run import train
+from trainer.run import main, train
 
 pytestmark = pytest.mark.timeout(1200)
 STEPS = 4
@@ -58,6 +61,9 @@ def test_x4_lora_run_trains_only_adapters_against_the_base_reference(smoke_run):
 
 
 def test_killed_x4_lora_run_resumes_to_identical_adapters(tmp_path, photos, reward, smoke_run, x4_folder):  # noqa: F811
+    """The driver dies right after the step-2 checkpoint; `trainer/run.py --resume auto` (in this process, on the
+    same local Ray) passes preflight (a pipeline folder is not built on the meta device; the LoRA reference file is
+    empty) and ends with the uninterrupted run's adapters and rewards, bit for bit."""
     ref_cfg, _ = smoke_run
     cfg = smoke_config(tmp_path, photos, reward.url, x4_folder)
 
@@ -70,7 +76,13 @@ def test_killed_x4_lora_run_resumes_to_identical_adapters(tmp_path, photos, rewa
 
     with pytest.raises(Crash):
         train(cfg, on_step=crash)
-    assert train(cfg, resume="auto").start_step == 2
+    assert sorted(p.name for p in cfg.checkpoint.dir.iterdir()) == ["step-00000002"]
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+    assert main(["--config", str(cfg_file), "--resume", "auto"]) == 0
+    rows, ref_rows = read_metrics(tmp_path / "metrics.jsonl"), read_metrics(ref_cfg.logging.dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(STEPS))
+    assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in ref_rows]
     assert_same_weights(adapters(tmp_path), adapters(ref_cfg.logging.dir))
 
 
