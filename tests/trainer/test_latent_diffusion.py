@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,9 @@ import torch
 from safetensors.torch import save_file
 
 from devtools.tiny_latent import BUILDERS
-from trainer.config import DiffusionConfig
+from trainer.actors.learner import Learner
+from trainer.actors.messages import Rollout
+from trainer.config import DiffusionConfig, TrainConfig
 from trainer.policies import optimizer_groups
 from trainer.policies.diffusion import build_diffusion_policy
 from trainer.policies.diffusion.lora import adapters_disabled
@@ -49,11 +50,6 @@ def perturb_adapters(policy, seed=1):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
 
 
-def rows(traj, sl):
-    noise = None if traj.cond_noise is None else traj.cond_noise[sl]
-    return replace(traj, latents=traj.latents[sl], log_prob=traj.log_prob[sl], estimates=traj.estimates[sl], cond_noise=noise)
-
-
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_ratio_is_one_before_the_first_update_with_lora_and_a_smaller_micro_batch(folders, kind):
     policy = build(folders, kind, lora={"rank": 4})
@@ -67,7 +63,7 @@ def test_ratio_is_one_before_the_first_update_with_lora_and_a_smaller_micro_batc
     full = policy.evaluate(x, traj)
     assert (full.log_prob - traj.log_prob).abs().max() < 1e-5
     # the learner's micro-batch: one image (its 2 candidates), one step
-    part = policy.evaluate(x[1:], rows(traj, slice(2, 4)), steps=torch.tensor([1]))
+    part = policy.evaluate(x[1:], traj.rows(2, 4), steps=torch.tensor([1]))
     assert (part.log_prob - traj.log_prob[2:4, 1:2]).abs().max() < 1e-5
 
 
@@ -248,3 +244,32 @@ def test_weight_sync_sends_only_the_adapters_and_a_rollout_policy_applies_them(f
     assert torch.equal(rollout.deterministic(x), learner.deterministic(x))
     g = torch.Generator
     assert torch.equal(rollout.sample(x, 2, g().manual_seed(1)).images, learner.sample(x, 2, g().manual_seed(1)).images)
+
+
+def test_x4_lora_learner_micro_batches_give_the_whole_batch_gradient(folders):
+    """The learner's micro-batches on the x4 upscaler with LoRA: a slice of the trajectory keeps its rows' condition
+    noise, and the diffusion loss's batch-wide draw includes the low-resolution condition's noise."""
+
+    def grads(micro):
+        diffusion = {"pretrained": str(folders["x4"]), "output_scale": 4, "sampling_steps": 3, "lora": {"rank": 2},
+                     "rl": {"sft_coef": 1.0, "gt_likelihood_coef": 0.1}}
+        cfg = TrainConfig.model_validate({"policy": {"kind": "diffusion", "diffusion": diffusion}, "grpo": {"group_size": 2},
+                                          "rollout": {"images_per_worker": 3}, "learner": {"micro_batch_images": micro}})
+        torch.manual_seed(0)
+        learner = Learner(cfg, total_steps=2)
+        perturb_adapters(learner.policy)
+        x = images("x4", n=3)
+        target = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+        s = learner.policy.sample(x, 2, torch.Generator().manual_seed(0))
+        rewards = -(s.images - target.repeat_interleave(2, 0)).abs().flatten(1).mean(1).view(3, 2)
+        rollout = Rollout(step=0, version=0, ids=["a", "b", "c"], tasks=["denoise"] * 3, degraded=x, target=target, trajectory=s.trajectory,
+                          rewards=rewards, terms={}, estimate_rewards=None, estimate_steps=s.estimate_steps)
+        _, step_loss = learner.objective(learner, rollout)
+        learner._backward(step_loss, 0, 3, 0)
+        return [p.grad.clone() for p in learner.policy.parameters() if p.grad is not None]
+
+    whole, parts = grads(None), grads(1)
+    assert len(whole) == len(parts) and sum(g.abs().sum() for g in whole) > 0
+    scale = max(a.abs().max().item() for a in whole)
+    for a, b in zip(whole, parts):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-4 * scale)

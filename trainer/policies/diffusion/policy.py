@@ -325,15 +325,25 @@ class DiffusionPolicy(nn.Module):
         return [ParameterGroup("denoiser", [p for p in self.parameters() if p.requires_grad])]
 
     # --- supervision and export ----------------------------------------------------------------
-    def diffusion_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """(B,) the standard DDPM loss per image: MSE between the U-Net output and its target
-        (the noise, or v) at a uniform random timestep below the chain's start, the degraded image as the condition."""
-        cond = self._condition(x)
-        x0 = self.chain_x0(x, target)
-        b = x0.shape[0]
+    def diffusion_draw(self, target: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The random part of the diffusion loss for these (B, 3, H, W) targets: timesteps (B,), noise (B, C, h, w) and
+        the x4 upscaler's condition noise (B, 3, h, w) (None without one). Drawn once for a whole batch, it lets the
+        loss of each slice of the batch equal the batch's (micro-batches)."""
+        b, (h, w) = target.shape[0], target.shape[-2:]
+        shape = (self.codec.channels, h // self.codec.downscale, w // self.codec.downscale)
         t = torch.randint(0, self.schedule.start_timesteps, (b,), generator=generator)
-        noise = self._noise(tuple(x0.shape), generator, x0.device)
-        cond = self._with_noise(cond, self._cond_noise(cond, generator))
+        noise = self._noise((b, *shape), generator, target.device)
+        cond_noise = None if self.low_res_scheduler is None else self._noise((b, 3, *shape[1:]), generator, target.device)
+        return t, noise, cond_noise
+
+    def diffusion_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None,
+                       draw: tuple[Tensor, Tensor, Tensor | None] | None = None) -> Tensor:
+        """(B,) the standard DDPM loss per image: MSE between the denoiser's output and its target
+        (the noise, x_0 or v) at a uniform random timestep below the chain's start, the degraded image as the condition;
+        `draw` (diffusion_draw's) replaces drawing from `generator`."""
+        x0 = self.chain_x0(x, target)
+        t, noise, cond_noise = draw if draw is not None else self.diffusion_draw(target, generator)
+        cond = self._with_noise(self._condition(x), cond_noise)
         x_t = self.schedule.add_noise(x0, noise, t)
         out = self._denoise(x_t, t, cond)
         return F.mse_loss(out, self.schedule.training_target(x0, noise, t), reduction="none").flatten(1).mean(dim=1)

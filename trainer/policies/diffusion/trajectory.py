@@ -34,6 +34,10 @@ class DiffusionTrajectory:
         noise = None if self.cond_noise is None else self.cond_noise.to(device)
         return replace(self, latents=self.latents.to(device), log_prob=self.log_prob.to(device), estimates=self.estimates.to(device), cond_noise=noise)
 
+    def rows(self, start: int, stop: int) -> "DiffusionTrajectory":
+        noise = None if self.cond_noise is None else self.cond_noise[start:stop]
+        return replace(self, latents=self.latents[start:stop], log_prob=self.log_prob[start:stop], estimates=self.estimates[start:stop], cond_noise=noise)
+
     @classmethod
     def cat(cls, parts: Sequence["DiffusionTrajectory"]) -> "DiffusionTrajectory":
         first = parts[0]
