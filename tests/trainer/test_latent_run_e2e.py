@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from devtools.tiny_latent import build_x4
 from tests.trainer.run_fixtures import REPO
-from tests.trainer.test_run_e2e import assert_same_weights, local_ray, photos, reward  # noqa: F401 (fixtures)
+from tests.trainer.test_run_e2e import assert_same_weights, local_ray, photos, reward, run_until_crash  # noqa: F401 (fixtures)
 from trainer.config import load_config
 from trainer.export import export
 from trainer.metrics_log import read_metrics
@@ -67,15 +67,7 @@ def test_killed_x4_lora_run_resumes_to_identical_adapters(tmp_path, photos, rewa
     ref_cfg, _ = smoke_run
     cfg = smoke_config(tmp_path, photos, reward.url, x4_folder)
 
-    class Crash(Exception):
-        pass
-
-    def crash(trainer, step, metrics):
-        if step == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(cfg, on_step=crash)
+    run_until_crash(cfg, step=1)
     assert sorted(p.name for p in cfg.checkpoint.dir.iterdir()) == ["step-00000002"]
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
