@@ -11,7 +11,7 @@ from typing import Annotated
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import PlainValidator, PlainSerializer, WithJsonSchema
 from upath import UPath
 
 CLOUD_EXTRA = "pip install 'irpo[cloud]' installs s3fs and gcsfs"
@@ -48,7 +48,7 @@ def remove_tree(path: UPath, first: str | None = None) -> None:
 # A config field holding a local path or URL: validated as above, written back as the string it was given.
 StoragePath = Annotated[
     UPath,
-    BeforeValidator(storage_path),
+    PlainValidator(storage_path),
     PlainSerializer(str, return_type=str),
     WithJsonSchema({"type": "string", "description": "local path or fsspec URL"}),
 ]

@@ -97,6 +97,21 @@ def assert_same_weights(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
+class Crash(Exception):
+    """The driver dying inside a run (raised from its on_step hook)."""
+
+
+def run_until_crash(cfg, step: int) -> None:
+    """Run `cfg` and let its driver die right after step `step` (and that step's checkpoint, when one falls due)."""
+
+    def crash(trainer, at, metrics):
+        if at == step:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, on_step=crash)
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, photos, reward, local_ray):
     run_dir = tmp_path_factory.mktemp("reference")
@@ -246,15 +261,7 @@ def test_diffusion_run_resumed_after_a_crash_ends_with_bit_identical_weights(tmp
     ref_cfg, _ = diffusion_run
     cfg = _diffusion_config(tmp_path, photos, reward.url)
 
-    class Crash(Exception):
-        pass
-
-    def crash(trainer, step, metrics):
-        if step == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(cfg, on_step=crash)
+    run_until_crash(cfg, step=1)
     result = train(cfg, resume="auto")
     assert result.start_step == 2
     assert_same_weights(_final_diffusion_policy(tmp_path), _final_diffusion_policy(ref_cfg.logging.dir))

@@ -134,6 +134,15 @@ def test_loading_from_a_url_verifies_the_hashes(url):
         resolve_resume(url, f"{url}/step-00000009")
 
 
+@pytest.mark.parametrize("where", ["local/run", "memory://bucket/run"])
+def test_a_config_with_storage_paths_round_trips_through_json(where):
+    """Checkpoints store the run's config as JSON; export and evaluation read it back with model_validate_json."""
+    cfg = TrainConfig.model_validate({"checkpoint": {"dir": f"{where}/checkpoints"}, "logging": {"dir": where}})
+    back = TrainConfig.model_validate_json(cfg.model_dump_json())
+    assert (str(back.checkpoint.dir), str(back.logging.dir)) == (str(cfg.checkpoint.dir), str(cfg.logging.dir))
+    assert json.loads(cfg.model_dump_json())["logging"]["dir"] == str(cfg.logging.dir)
+
+
 def test_a_url_whose_package_is_missing_fails_at_config_load(tmp_path, monkeypatch):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"root": str(tmp_path)}}))
