@@ -22,7 +22,7 @@ from irpo_common.json_input import validate
 from irpo_common.openapi_doc import ApiDoc, answers, operation_id
 from irpo_common.problem import problem
 from irpo_common.reward_spec import GEN_TERMS
-from irpo_common.tasks import TASKS
+from irpo_common.tasks import TASKS, input_scale
 from reward_server import __version__
 from reward_server import terms as table
 from reward_server.admission import Admission, DeadlineExceeded
@@ -156,6 +156,8 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             "ready": state["batcher"] is not None,
             "device": str(m.device) if m else None,
             "terms": {"generic": list(GEN_TERMS), "task": list(TASKS), "caller_supplied": ["judge"]},
+            "tasks_without_task_term": table.NO_TASK_TERM,
+            "input_scale": {t: input_scale(t) for t in TASKS},
             "weights": settings.weights.model_dump(),
             "psnr_range_db": settings.psnr_range_db,
             "aesthetic_range": settings.aesthetic_range,

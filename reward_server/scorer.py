@@ -10,9 +10,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from irpo_common.reward_spec import GEN_TERMS, RewardWeights, combine_rewards
-from irpo_common.tasks import TASKS
+from irpo_common.tasks import TASKS, input_scale
 from reward_server import terms as table
 from reward_server.config import RewardSettings
 from reward_server.models import RewardModels
@@ -59,7 +60,12 @@ def make_item(
             raise InvalidItemError(f"{label}{name}: {w}x{h} = {h * w} pixels exceeds the limit of {settings.max_pixels}")
         if name != "restored" and t.shape != restored.shape:
             rh, rw = restored.shape[1:]
-            raise InvalidItemError(f"{label}{name}: size {w}x{h} differs from restored {rw}x{rh}")
+            scale = input_scale(task) if task is not None and name == "degraded" else 1
+            if scale == 1:
+                raise InvalidItemError(f"{label}{name}: size {w}x{h} differs from restored {rw}x{rh}")
+            if (h * scale, w * scale) != (rh, rw):
+                raise InvalidItemError(f"{label}degraded: the {task} task's input is the output downscaled {scale}x: "
+                                       f"expected {rw // scale}x{rh // scale} (or {rw}x{rh}) for restored {rw}x{rh}, got {w}x{h}")
         if not torch.isfinite(t).all():
             raise InvalidItemError(f"{label}{name}: contains NaN or infinite values")
         if t.min() < 0 or t.max() > 1:
@@ -74,7 +80,15 @@ def make_item(
     except ValueError as exc:
         raise InvalidItemError(f"{label}weights: {exc}") from None
     as_float = lambda t: None if t is None else t.float()  # noqa: E731
-    return ScoreItem(as_float(restored), as_float(reference), as_float(degraded), task, weights, judge)
+    return ScoreItem(as_float(restored), as_float(reference), _at_output_size(as_float(degraded), restored), task, weights, judge)
+
+
+def _at_output_size(degraded: torch.Tensor | None, restored: torch.Tensor) -> torch.Tensor | None:
+    """A smaller degraded input (the sr task's) upsampled bicubic to the restored image's size, for the terms
+    that compare with it: every term sees images of one size."""
+    if degraded is None or degraded.shape == restored.shape:
+        return degraded
+    return F.interpolate(degraded[None], size=tuple(restored.shape[1:]), mode="bicubic", align_corners=False)[0].clamp(0, 1)
 
 
 def _given(reference: torch.Tensor | None, degraded: torch.Tensor | None) -> frozenset[str]:

@@ -139,8 +139,14 @@ TERMS = tuple(m for m in METRICS if m.to_unit is not None)
 if tuple(sorted(t.name for t in TERMS)) != tuple(sorted(GEN_TERMS)):
     raise RuntimeError(f"reward_server.terms: terms {[t.name for t in TERMS]} differ from RewardWeights' {list(GEN_TERMS)}")
 
+# Tasks without a published task-aware term: R_task is absent for them, reported in `skipped` and in /v1/info, and its
+# weight renormalised away like any absent term. Super-resolution papers reward with generic and no-reference terms
+# (GDPO-SR, DiffBIR/SeeSR evaluations); IRPO's task terms are defined for its five all-in-one tasks only.
+NO_TASK_TERM: dict[str, str] = {
+    "sr": "no task-aware term exists for sr (none is published for super-resolution); its weight is renormalised away",
+}
 # The task-aware terms (reward_server.metrics.task_terms): derain's needs only the restored image.
-TASK_NEEDS: dict[str, tuple[str, ...]] = {t: () if t == "derain" else ("reference",) for t in TASKS}
+TASK_NEEDS: dict[str, tuple[str, ...]] = {t: () if t == "derain" else ("reference",) for t in TASKS if t not in NO_TASK_TERM}
 
 
 def random_terms(provenance: dict) -> list[str]:
@@ -184,6 +190,8 @@ def present_terms(
             present.append(t.name)
     if task is None:
         skipped["task"] = "no task given"
+    elif task in NO_TASK_TERM:
+        skipped["task"] = NO_TASK_TERM[task]
     elif all(n in given for n in TASK_NEEDS[task]):
         present.append("task")
     else:

@@ -1,7 +1,7 @@
 """Lossless binary batch encoding: safetensors bytes (media type application/vnd.safetensors).
 
-Tensors: `restored` (N, 3, H, W) float32/float16/bfloat16 in [0, 1]; optional `reference` and `degraded`
-of the same shape. Metadata (safetensors' string map), each value JSON: `tasks` (list of N task names or
+Tensors: `restored` (N, 3, H, W) float32/float16/bfloat16 in [0, 1]; optional `reference` of the same shape and
+`degraded` of the same shape, or (N, 3, H/4, W/4) for the sr task (irpo_common.tasks.input_scale). Metadata (safetensors' string map), each value JSON: `tasks` (list of N task names or
 null), `weights` (one mapping for all items, or a list of N mappings or null), `judge` (list of N floats
 or null); any other key is refused, as an extra JSON field is. PNG would round candidates to 8 bits; this keeps the floats the trainer produced.
 """
@@ -128,17 +128,18 @@ def decode_batch(
     if "restored" not in header:
         raise WireError("tensor 'restored' is required")
     shapes = {name: _check_entry(name, info) for name, info in header.items()}
-    for name, shape in shapes.items():
-        if shape != shapes["restored"]:
-            raise WireError(f"{name}: shape {shape} differs from restored {shapes['restored']}")
+    for name, shape in shapes.items():  # the sr task's degraded input is smaller: make_item checks its size per task
+        if shape != shapes["restored"] and (name != "degraded" or shape[0] != shapes["restored"][0]):
+            raise WireError(f"{name}: shape {shape} differs from restored {shapes['restored']}"
+                            + (" (degraded may differ in height and width only)" if name == "degraded" else ""))
     n, _, h, w = shapes["restored"]
     if not 1 <= n <= max_items:
         raise WireError(f"batch of {n} items; allowed 1..{max_items}")
     if h * w > max_pixels:
         raise WireError(f"restored: {w}x{h} = {h * w} pixels exceeds the limit of {max_pixels}")
-    total = n * h * w * len(shapes)
+    total = sum(s[0] * s[2] * s[3] for s in shapes.values())
     if total > max_request_pixels:
-        raise WireError(f"{len(shapes)} tensor(s) of {n} images of {w}x{h} = {total} pixels exceed the request budget of {max_request_pixels}")
+        raise WireError(f"{len(shapes)} tensor(s) of {n} images of up to {w}x{h} = {total} pixels exceed the request budget of {max_request_pixels}")
     try:
         tensors = st_load(data)
     except SafetensorError as exc:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from upath import UPath
 
 from irpo_common.reward_spec import RewardWeights
-from irpo_common.tasks import TASKS, Task
+from irpo_common.tasks import ALL_IN_ONE_TASKS, Task, input_scale
 from trainer.storage import StoragePath
 
 
@@ -151,14 +151,54 @@ class PolicyConfig(_Section):
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig, description="The diffusion family's settings (read when kind is 'diffusion'). Its `rl` section replaces grpo.clip_eps, grpo.kl_coef, grpo.adaptive_weighting and the IRPO-only terms (entropy, sup_coef, cons_coef); grpo.group_size, grpo.advantage and grpo.ppo_epochs apply to both families.")
 
 
+def _range(low: float, high: float, name: str) -> None:
+    if not 0 <= low <= high:
+        raise ValueError(f"data.sr.{name} must satisfy 0 <= low <= high, got {[low, high]}")
+
+
+class SrConfig(_Section):
+    """Super-resolution (task 'sr'): the degraded input is the ground truth downscaled 4x (irpo_common.tasks.INPUT_SCALE)
+    after optional blur, followed by optional noise and JPEG: Real-ESRGAN's first-order order (blur -> resize -> noise
+    -> JPEG; Wang et al. 2021, options/train_realesrnet_x4plus.yml), each factor drawn uniformly from its range.
+    Each step is off when its range is null: the default is bicubic only (the classical SR benchmarks' x4 setting)."""
+
+    blur_sigma: tuple[float, float] | None = Field(None, description="Isotropic Gaussian blur sigma range in px before downscaling (Real-ESRGAN's first order: [0.2, 3]); null = no blur.")
+    noise: tuple[float, float] | None = Field(None, description="Additive Gaussian noise sigma range on the 0-255 scale after downscaling (Real-ESRGAN: [1, 30]); null = no noise.")
+    jpeg_quality: tuple[int, int] | None = Field(None, description="JPEG quality range, last (Real-ESRGAN: [30, 95]); null = no JPEG.")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "SrConfig":
+        for name in ("blur_sigma", "noise", "jpeg_quality"):
+            if getattr(self, name) is not None:
+                _range(*getattr(self, name), name)
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
+            raise ValueError(f"data.sr.jpeg_quality must lie in [1, 100], got {list(self.jpeg_quality)}")
+        return self
+
+
 class DataConfig(_Section):
-    source: Literal["demo", "adair", "paired"] = Field("demo", description="'demo': real photos fetched at setup with synthetic degradations; 'adair': AdaIR folder layout under root; 'paired': input/ + target/ folders under root.")
+    source: Literal["demo", "adair", "paired"] = Field("demo", description="'demo': real photos fetched at setup with synthetic degradations; 'adair': AdaIR folder layout under root; 'paired': input/ + target/ folders under root (for 'sr' the inputs are the targets' size / 4).")
     root: Path = Field(Path("data/demo"), description="Dataset root folder.")
-    tasks: list[Task] = Field(list(TASKS), min_length=1, description="Restoration tasks to train and evaluate on.")
+    tasks: list[Task] = Field(list(ALL_IN_ONE_TASKS), min_length=1, description="Restoration tasks to train and evaluate on (default: IRPO's five). 'sr' (4x super-resolution, restored at the ground truth's size) is a task of its own: its inputs are smaller, so it is not mixed with the same-size tasks.")
     crop_size: int = Field(128, ge=16, description="Random training crop size in pixels (IRPO: 128).")
     noise_sigmas: list[float] = Field([15.0, 25.0, 50.0], description="Gaussian noise levels (0-255 scale) for denoising.")
     seed: int = Field(0, description="Seed for degradation synthesis and crops.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    sr: SrConfig = Field(default_factory=SrConfig, description="The sr task's degradation (blur, 4x bicubic downscale, noise, JPEG).")
+
+    @model_validator(mode="after")
+    def _check_scales(self) -> "DataConfig":
+        scales = {input_scale(t) for t in self.tasks}
+        if len(scales) > 1:
+            raise ValueError(f"data.tasks {self.tasks}: 'sr' restores a 4x smaller input and cannot share a run with the same-size tasks; train it alone (data.tasks: [sr])")
+        if self.source == "adair" and "sr" in self.tasks:
+            raise ValueError("data.source 'adair' has no sr task: use 'demo' (clean photos downscaled with data.sr) or 'paired' (input/ at the targets' size / 4)")
+        return self
+
+    @property
+    def input_scale(self) -> int:
+        """The ground truth's side over the degraded input's, for every task of the run (checked to be one)."""
+        return input_scale(self.tasks[0])
 
 
 class PretrainConfig(_Section):
@@ -380,6 +420,22 @@ class TrainConfig(_Section):
         if self.policy.kind == "diffusion":
             return self.model_copy(update={"policy": self.policy.model_copy(update={"diffusion": section})})
         return self.model_copy(update={"model": section})
+
+    @model_validator(mode="after")
+    def _check_input_scale(self) -> "TrainConfig":
+        scale = self.data.input_scale
+        if self.policy.kind == "diffusion" and self.policy.diffusion.output_scale != scale:
+            raise ValueError(f"policy.diffusion.output_scale={self.policy.diffusion.output_scale} but data.tasks {self.data.tasks} restore "
+                             f"an input {scale}x smaller than the ground truth: set output_scale {scale}")
+        if self.policy.kind == "irpo" and scale != 1:
+            raise ValueError(f"policy.kind 'irpo' (AdaIR) restores at its input's size; data.tasks {self.data.tasks} need a model that upscales "
+                             f"{scale}x (policy.kind 'diffusion' with an x4-upscaler or LDM super-resolution folder)")
+        crops = {"data.crop_size": self.data.crop_size, "pretrain.crop_size": self.pretrain.crop_size, "mining.crop": self.mining.crop,
+                 "eval.crop": self.eval.crop, "watch.crop": self.watch.crop}
+        bad = {k: v for k, v in crops.items() if scale > 1 and v is not None and v % (8 * scale)}
+        if bad:
+            raise ValueError(f"{bad}: with data.tasks {self.data.tasks} the input is {scale}x smaller, and its side (crop / {scale}) must be a multiple of 8: use multiples of {8 * scale} px")
+        return self
 
     @model_validator(mode="after")
     def _check_heads_divide_width(self) -> "TrainConfig":

@@ -21,7 +21,7 @@ from trainer import cli_common
 from trainer.config import TrainConfig
 from trainer.data import build_eval_sets
 from trainer.inference import restore
-from trainer.metrics import psnr_ssim
+from trainer.metrics import at_size, psnr_ssim
 from trainer.policies import Policy
 
 # IRPO's Table 2 averages five columns, denoising at sigma 25 only; our default denoises at
@@ -80,7 +80,7 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
             item = dataset[i]
             x = item["degraded"][None].to(device)
             out = restore(policy, x, e.tile, e.tile_overlap)[0]
-            in_psnr, in_ssim = psnr_ssim(item["degraded"], item["target"], e.convention, e.crop_border)
+            in_psnr, in_ssim = psnr_ssim(at_size(item["degraded"], item["target"].shape[-2:]), item["target"], e.convention, e.crop_border)
             row = {"id": item["id"], "photo": photo_of(item["id"]), "column": column, **_scores(out[None], item, e, reward)[0],
                    "input_psnr": in_psnr, "input_ssim": in_ssim}
             if e.samples:

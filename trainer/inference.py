@@ -21,8 +21,8 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
 def restore(policy: Policy, degraded: Tensor, tile: int | None = None, overlap: int = 32) -> Tensor:
     """Deterministic output (policy.deterministic: Beta means, or the fixed-noise eta = 0 chain) for (N, 3, H, W), H and W multiples of 8.
 
-    With `tile`, overlapping tile x tile windows are restored separately and averaged where
-    they overlap; each window's actions come from that window, as in AdaIR's tiled testing.
+    With `tile`, overlapping tile x tile windows (of the input; the sr task's output windows are 4x larger) are
+    restored separately and averaged where they overlap; each window's actions come from that window, as in AdaIR's tiled testing.
     """
     h, w = degraded.shape[-2:]
     if h % SIDE_MULTIPLE or w % SIDE_MULTIPLE:
@@ -32,11 +32,14 @@ def restore(policy: Policy, degraded: Tensor, tile: int | None = None, overlap: 
     if tile % SIDE_MULTIPLE or overlap >= tile:
         raise ValueError(f"tile ({tile}) must be a multiple of {SIDE_MULTIPLE} and larger than the overlap ({overlap})")
     th, tw = min(tile, h), min(tile, w)
-    out = torch.zeros_like(degraded)
-    weight = torch.zeros_like(degraded[:, :1])
+    out = weight = None
     for top in _starts(h, th, th - overlap):
         for left in _starts(w, tw, tw - overlap):
-            window = degraded[..., top : top + th, left : left + tw]
-            out[..., top : top + th, left : left + tw] += policy.deterministic(window)
-            weight[..., top : top + th, left : left + tw] += 1
+            restored = policy.deterministic(degraded[..., top : top + th, left : left + tw])
+            s = restored.shape[-1] // tw  # the output's scale over the input's (4 for the sr task)
+            if out is None:
+                out = restored.new_zeros((*degraded.shape[:2], h * s, w * s))
+                weight = restored.new_zeros((degraded.shape[0], 1, h * s, w * s))
+            out[..., top * s : (top + th) * s, left * s : (left + tw) * s] += restored
+            weight[..., top * s : (top + th) * s, left * s : (left + tw) * s] += 1
     return out / weight

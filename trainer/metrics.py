@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor
 
@@ -30,6 +31,16 @@ def _hwc(img: Tensor) -> np.ndarray:
 
 def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb @ _Y_WEIGHTS + 16.0
+
+
+def at_size(img: Tensor, size: tuple[int, int]) -> Tensor:
+    """(..., 3, h, w) bicubic-upsampled to `size`, or `img` itself at that size: the sr task's smaller input where it is
+    measured or shown beside its output (the reward service upsamples it the same way)."""
+    if tuple(img.shape[-2:]) == tuple(size):
+        return img
+    x = img if img.dim() == 4 else img[None]
+    out = F.interpolate(x.float(), size=tuple(size), mode="bicubic", align_corners=False).clamp(0, 1)
+    return out if img.dim() == 4 else out[0]
 
 
 def psnr_ssim(restored: Tensor, target: Tensor, convention: Convention = "adair", crop_border: int = 0) -> tuple[float, float]:

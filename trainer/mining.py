@@ -24,7 +24,7 @@ from trainer.config import TrainConfig
 from trainer.data import build_full_train_set
 from trainer.data.degradations import stable_seed
 from trainer.inference import restore
-from trainer.metrics import psnr_ssim
+from trainer.metrics import at_size, psnr_ssim
 from trainer.policies import Policy
 
 
@@ -42,7 +42,7 @@ def score_training_set(cfg: TrainConfig, policy: Policy) -> list[dict]:
         out = restore(policy, torch.stack([b["degraded"] for b in batch]).to(device), cfg.eval.tile, cfg.eval.tile_overlap)
         for item, restored in zip(batch, out):
             psnr, ssim = psnr_ssim(restored, item["target"])
-            in_psnr, in_ssim = psnr_ssim(item["degraded"], item["target"])
+            in_psnr, in_ssim = psnr_ssim(at_size(item["degraded"], item["target"].shape[-2:]), item["target"])
             records.append({"id": item["id"], "task": item["task"], "psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim})
         batch.clear()
 

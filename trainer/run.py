@@ -33,7 +33,7 @@ from trainer.actors.learner_group import LearnerGroup, LearnerLost
 from trainer.actors.messages import ImageBatch, RolloutStats
 from trainer.actors.placement import PlacementError
 from trainer.actors.rollout_group import RolloutGroup, RolloutGroupError
-from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable, check_services
+from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable, check_services, tasks_without_term
 from trainer.actors.weight_sync import full_state
 from trainer.checkpointing import Checkpoint, CheckpointError, CheckpointWriter, list_checkpoints, resolve_resume, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
@@ -371,6 +371,8 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
             print(f"[grpo] the reward service runs on RANDOM weights for: {', '.join(random_terms)} (its development flag; these terms carry no meaning)", flush=True)
         if not cfg.judge.endpoints:
             print("[grpo] no judge configured: R_judge is absent and its weight renormalised away", flush=True)
+        for task, reason in tasks_without_term(cfg.reward, cfg.data.tasks).items():
+            print(f"[grpo] task {task}: {reason} (reward service; reward.weights.task = {cfg.reward.weights.task:g})", flush=True)
         started = init_ray(cfg)
         try:
             return dataclasses.replace(trainer.run(on_step), random_reward_terms=random_terms)

@@ -23,6 +23,7 @@ from irpo_common.reward_spec import combine_rewards
 from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
 from reward_server.client import RewardClient, RewardRequestError, RewardServiceUnavailable
 from trainer.config import ConfigError, JudgeConfig, RewardConfig
+from trainer.metrics import at_size
 
 
 class ServiceUnavailable(RuntimeError):
@@ -78,6 +79,14 @@ def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | N
     for url in judge.endpoints:
         check_judge(judge, url, judge_token, image_side)
     return sorted(random_terms)
+
+
+def tasks_without_term(reward: RewardConfig, tasks: list[str]) -> dict[str, str]:
+    """The run's tasks for which the reward service has no task-aware term, with its reason (/v1/info): R_task's
+    weight is renormalised away for their images, which the run says at its start."""
+    with RewardClient(reward.endpoints[0], token=_token(reward.token_env), timeout_s=reward.timeout_s, retries=0) as client:
+        missing = client.info().get("tasks_without_task_term") or {}
+    return {t: missing[t] for t in tasks if t in missing}
 
 
 def unreachable(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
@@ -156,7 +165,8 @@ class Scorer:
         t0 = time.perf_counter()
         judge_job = None
         if self.judge is not None:  # the judge in a pool thread, the reward service in this one
-            others = (None, None) if self.judge_cfg.mode == "iqa" else (degraded, reference)  # iqa rates the output alone
+            # iqa rates the output alone; the judge shows its three images at one size (the sr input upsampled)
+            others = (None, None) if self.judge_cfg.mode == "iqa" else (at_size(degraded, restored.shape[-2:]), reference)
             judge_job = self._pool.submit(_timed, self.judge.judge_batch, others[0], restored, others[1], tasks=tasks, mode=self.judge_cfg.mode)
         try:
             results, reward_s = _timed(self.reward.score_batch, restored, reference=reference, degraded=degraded, tasks=tasks)

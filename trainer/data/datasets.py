@@ -1,6 +1,7 @@
 """Datasets of (degraded, target) pairs: random training crops, and full images for evaluation.
 
-Items are dicts {"id", "task", "degraded", "target"} with (3, h, w) float tensors in [0, 1].
+Items are dicts {"id", "task", "degraded", "target"} with (3, h, w) float tensors in [0, 1]; for the sr task the
+degraded image is (3, h / 4, w / 4) (irpo_common.tasks.input_scale), and every crop cuts both at matching places.
 Synthesised degradations are drawn from a generator seeded by (DataConfig.seed, id) and
 quantised to 8 bits, like an image stored on disk; they are cached per dataset as uint8,
 since synthesis (motion kernels over a whole photo) costs more than a training step's crop.
@@ -17,9 +18,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from irpo_common.imaging import ImageError, decode_image
+from irpo_common.tasks import input_scale
 from trainer.config import DataConfig
-from trainer.data.degradations import OOD_VARIANTS, stable_seed, synthesize, training_variants
+from trainer.data.degradations import stable_seed, synthesize
 from trainer.data.sources import DataLayoutError, SampleSpec, test_specs, train_specs
+from trainer.data.variants import variants
 
 # AdaIR's test convention: centre-crop every image to sides that are multiples of 16.
 SIZE_MULTIPLE = 16
@@ -51,6 +54,13 @@ def centre_crop(img: Tensor, size: int) -> Tensor:
     return img[..., top : top + size, left : left + size]
 
 
+def crop_pair(degraded: Tensor, target: Tensor, top: int, left: int, height: int, width: int, scale: int) -> tuple[Tensor, Tensor]:
+    """The target's height x width window at (top, left) and the degraded input's window over the same scene (the
+    input is `scale` times smaller; top, left, height and width are multiples of scale)."""
+    t, lf, h, w = top // scale, left // scale, height // scale, width // scale
+    return degraded[..., t : t + h, lf : lf + w], target[..., top : top + height, left : left + width]
+
+
 def _quantise(img: Tensor) -> Tensor:
     return (img.clamp(0, 1) * 255.0).round().to(torch.uint8)
 
@@ -66,7 +76,7 @@ class PairDataset(Dataset):
         self.specs = specs
         self.seed = cfg.seed
         self.crop = crop
-        self._variants = {False: training_variants(cfg.noise_sigmas), True: OOD_VARIANTS}
+        self._variants = {False: variants(cfg), True: variants(cfg, ood=True)}
         self._cache: dict[str | Path, Tensor] = {}  # uint8 targets by path, degraded images by id
 
     def __len__(self) -> int:
@@ -77,12 +87,26 @@ class PairDataset(Dataset):
         return [s.id for s in self.specs]
 
     def pair(self, index: int) -> tuple[Tensor, Tensor]:
-        degraded, target = self._full_pair(self.specs[index])
+        spec = self.specs[index]
+        degraded, target = self._full_pair(spec)
         if self.crop is None:
             return degraded, target
-        return centre_crop(degraded, self.crop), centre_crop(target, self.crop)
+        h, w = target.shape[-2:]
+        if h < self.crop or w < self.crop:
+            raise ValueError(f"{spec.id}: image of {h}x{w} is smaller than the {self.crop} px centre crop")
+        s = input_scale(spec.task)
+        return crop_pair(degraded, target, (h - self.crop) // 2 // s * s, (w - self.crop) // 2 // s * s, self.crop, self.crop, s)
 
     def _full_pair(self, spec: SampleSpec) -> tuple[Tensor, Tensor]:
+        s = input_scale(spec.task)
+        base = SIZE_MULTIPLE * s  # the input's sides stay multiples of 16 too
+        if spec.degraded is not None and s > 1:  # a low-resolution file: cut both around the same scene
+            target, degraded = read_image(spec.target), read_image(spec.degraded)
+            h, w = target.shape[-2:]
+            if tuple(degraded.shape[-2:]) != (h // s, w // s) or min(h, w) < base:
+                raise DataLayoutError(f"{spec.id}: the {spec.task} input {tuple(degraded.shape)} must be the target {tuple(target.shape)} "
+                                      f"downscaled {s}x (sides // {s}), and the target at least {base} px")
+            return crop_pair(degraded, target, (h % base) // 2 // s * s, (w % base) // 2 // s * s, h - h % base, w - w % base, s)
         if spec.degraded is not None:
             target = cut_to_multiple(read_image(spec.target))
             degraded = cut_to_multiple(read_image(spec.degraded))
@@ -90,7 +114,7 @@ class PairDataset(Dataset):
                 raise DataLayoutError(f"{spec.id}: input {tuple(degraded.shape)} and target {tuple(target.shape)} differ in size")
             return degraded, target
         if spec.target not in self._cache:
-            self._cache[spec.target] = _quantise(cut_to_multiple(read_image(spec.target)))
+            self._cache[spec.target] = _quantise(cut_to_multiple(read_image(spec.target), base))
         target = self._cache[spec.target].float() / 255.0
         if spec.id not in self._cache:
             degrade = self._variants[spec.ood][spec.task][spec.variant]
@@ -125,13 +149,16 @@ class CropDataset(PairDataset):
         h, w = target.shape[-2:]
         if h < c or w < c:
             raise DataLayoutError(f"{spec.id}: image of {h}x{w} is smaller than the {c} px crop")
+        s = input_scale(spec.task)
+        if c % s:
+            raise DataLayoutError(f"{spec.id}: the {c} px crop is not a multiple of the {spec.task} task's scale {s}")
         g = torch.Generator().manual_seed(stable_seed(self.seed, spec.id, self.epoch))
-        top = int(torch.randint(0, h - c + 1, (), generator=g))
-        left = int(torch.randint(0, w - c + 1, (), generator=g))
+        top = s * int(torch.randint(0, (h - c) // s + 1, (), generator=g))
+        left = s * int(torch.randint(0, (w - c) // s + 1, (), generator=g))
         k, flip = int(torch.randint(0, 4, (), generator=g)), bool(torch.randint(0, 2, (), generator=g))
         out = []
-        for img in (degraded, target):
-            img = torch.rot90(img[:, top : top + c, left : left + c], k, dims=(1, 2))
+        for img in crop_pair(degraded, target, top, left, c, c, s):
+            img = torch.rot90(img, k, dims=(1, 2))
             out.append((img.flip(-1) if flip else img).contiguous())
         return {"id": spec.id, "task": spec.task, "degraded": out[0], "target": out[1]}
 

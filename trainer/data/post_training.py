@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from irpo_common.tasks import input_scale
 from trainer.config import TrainConfig
 from trainer.data.datasets import PairDataset, build_train_dataset
 from trainer.data.sources import train_specs
@@ -108,6 +109,7 @@ def load_training_data(cfg: TrainConfig):
     missing = {"id", "task", "degraded", "target"} - set(item)
     if missing:
         raise TrainDataError(f"dataset items lack {sorted(missing)}")
-    if item["degraded"].shape != item["target"].shape or item["degraded"].dim() != 3:
-        raise TrainDataError(f"dataset item {item['id']}: degraded {tuple(item['degraded'].shape)} and target {tuple(item['target'].shape)} must both be (3, H, W)")
+    s, (h, w) = input_scale(item["task"]), item["target"].shape[-2:]
+    if item["target"].dim() != 3 or item["degraded"].shape != (3, h // s, w // s):
+        raise TrainDataError(f"dataset item {item['id']}: degraded {tuple(item['degraded'].shape)} and target {tuple(item['target'].shape)} must be (3, H / {s}, W / {s}) and (3, H, W)")
     return dataset

@@ -14,7 +14,7 @@ Layouts (under DataConfig.root):
           test/dehaze/{input,target} (NAME_x -> NAME), test/deblur/gopro/{input,target},
           test/enhance/lol/{input,target}. AdaIR's list files (rainTrain.txt, ...) are not
           needed: the folders are scanned.
-- paired: {train,test}/<task>/{input,target}, pairs matched by file name.
+- paired: {train,test}/<task>/{input,target}, pairs matched by file name (sr: each input the target's size / 4).
 OOD sets are always synthesised from the clean test targets with the OOD variants.
 """
 
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.config import DataConfig
-from trainer.data.degradations import OOD_VARIANTS, training_variants
+from trainer.data.degradations import training_variants
+from trainer.data.variants import variants
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # what the shared codec (irpo_common.imaging) decodes
 
@@ -49,8 +50,8 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _synthetic(task: str, clean: list[Path], variants: dict[str, dict], ood: bool = False) -> list[SampleSpec]:
-    return [SampleSpec(f"{task}/{v}/{p.stem}", task, p, variant=v, ood=ood) for v in variants[task] for p in clean]
+def _synthetic(task: str, clean: list[Path], table: dict[str, dict], ood: bool = False) -> list[SampleSpec]:
+    return [SampleSpec(f"{task}/{v}/{p.stem}", task, p, variant=v, ood=ood) for v in table[task] for p in clean]
 
 
 def _pairs(task: str, inputs: Path, targets: Path, target_name=lambda stem: stem) -> list[SampleSpec]:
@@ -102,8 +103,8 @@ def _split_specs(cfg: DataConfig, split: str) -> list[SampleSpec]:
     root = Path(cfg.root)
     if cfg.source == "demo":
         clean = _demo_photos(root / split)
-        variants = training_variants(cfg.noise_sigmas)
-        return [s for task in cfg.tasks for s in _synthetic(task, clean, variants)]
+        table = variants(cfg)
+        return [s for task in cfg.tasks for s in _synthetic(task, clean, table)]
     if cfg.source == "adair":
         adair = _adair_train if split == "train" else _adair_test
         return [s for task in cfg.tasks for s in adair(root, task, cfg)]
@@ -117,5 +118,5 @@ def train_specs(cfg: DataConfig) -> list[SampleSpec]:
 def test_specs(cfg: DataConfig, ood: bool = False) -> list[SampleSpec]:
     if ood:
         clean = sorted({s.target for s in test_specs(cfg)})
-        return [s for task in cfg.tasks for s in _synthetic(task, clean, OOD_VARIANTS, ood=True)]
+        return [s for task in cfg.tasks for s in _synthetic(task, clean, variants(cfg, ood=True), ood=True)]
     return _split_specs(cfg, "test")

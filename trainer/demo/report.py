@@ -17,7 +17,7 @@ from trainer.stats import mean_ci95  # noqa: E402
 from trainer.data import build_eval_sets  # noqa: E402
 from trainer.evaluate import format_table, input_baseline, photo_of  # noqa: E402
 from trainer.inference import restore  # noqa: E402
-from trainer.metrics import psnr_ssim  # noqa: E402
+from trainer.metrics import at_size, psnr_ssim  # noqa: E402
 from trainer.metrics_log import read_metrics  # noqa: E402
 from trainer.policies import Policy  # noqa: E402
 
@@ -194,7 +194,7 @@ def image_grid(cfg: TrainConfig, policies: dict[str, Policy], path: Path) -> Pat
     width = len(policies) + 2
     fig, axes = plt.subplots(len(rows), width, figsize=(2.5 * width, 2.6 * len(rows)), squeeze=False)
     for r, (column, item, outs) in enumerate(rows):
-        panels = [("degraded", item["degraded"]), *outs.items(), ("ground truth", item["target"])]
+        panels = [("degraded", at_size(item["degraded"], item["target"].shape[-2:])), *outs.items(), ("ground truth", item["target"])]
         for c, (name, img) in enumerate(panels):
             ax = axes[r][c]
             ax.imshow(_show(img))
@@ -238,7 +238,7 @@ def candidates_grid(cfg: TrainConfig, policy: Policy, reward, path: Path, rows: 
         mean_r = sum(rewards) / g
         std_r = torch.tensor(rewards).std().item()  # as the runs' reward/group_std
         spreads.append({"column": column, "id": item["id"], "rewards": rewards, "mean": mean_r, "std": std_r, "range": max(rewards) - min(rewards)})
-        panels = [("degraded", item["degraded"])]
+        panels = [("degraded", at_size(item["degraded"], target.shape[-2:]))]
         panels += [(f"candidate {j + 1}\nR {rw:.3f}", c) for j, (c, rw) in enumerate(zip(candidates, rewards))]
         panels += [("deterministic", policy.deterministic(x)[0].cpu()), ("ground truth", target)]
         for c, (name, img) in enumerate(panels):

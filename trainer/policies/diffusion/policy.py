@@ -93,6 +93,7 @@ class DiffusionPolicy(nn.Module):
             for m in self.denoisers:
                 m.enable_gradient_checkpointing()
         self._multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        self._check_output_scale(folder)
         rl = cfg.rl
         self.estimate_steps = torch.tensor(rl.reward_steps if rl.reward_at == "stepwise" else [], dtype=torch.long)
 
@@ -124,6 +125,23 @@ class DiffusionPolicy(nn.Module):
     def shared_reference(self) -> "AdaptersOff | None":
         """The KL reference without a second copy: this policy with its adapters disabled (LoRA only)."""
         return AdaptersOff(self) if self.lora else None
+
+    @property
+    def native_scale(self) -> int:
+        """The output's side over the input's that the model was built for: a U-Net that takes the image itself at
+        the latent size (x4 upscaler, LDM super-resolution) restores an input its autoencoder's factor smaller;
+        the pixel U-Net, a latent-concatenating one and a ControlNet restore at the input's size."""
+        return self.codec.downscale if self.conditioning == "image" else 1
+
+    def _check_output_scale(self, folder: Path | None) -> None:
+        if self.cfg.output_scale == self.native_scale:
+            return
+        if self.native_scale > 1:
+            raise ValueError(f"policy.diffusion.pretrained={folder} is a {self.native_scale}x super-resolution model (its U-Net takes the "
+                             f"low-resolution image at the latent size): it restores inputs {self.native_scale}x smaller than its output; "
+                             f"set data.tasks [sr] and policy.diffusion.output_scale {self.native_scale} (got {self.cfg.output_scale})")
+        raise ValueError(f"policy.diffusion.output_scale={self.cfg.output_scale}, but this model ({self.conditioning} conditioning) restores "
+                         "at its input's size; the sr task needs a super-resolution folder (x4 upscaler or LDM super-resolution)")
 
     # --- the condition and the denoiser call ---------------------------------------------------
     def _latent_size(self, x: Tensor) -> tuple[int, int]:
