@@ -1,5 +1,5 @@
 """configs/cpu-smoke-x4.yaml end to end on local Ray against the real reward service: a tiny RANDOM
-x4-upscaler folder trained with LoRA; only adapters travel and are checkpointed, the reference is the
+x4-upscaler folder trained with LoRA on the sr task (inputs 4x smaller than the outputs, no task term); only adapters travel and are checkpointed, the reference is the
 base model (an empty reference file), a killed and resumed run ends with bit-identical adapters, and
 the checkpoint exports to a folder the diffusers pipeline runs."""
 
@@ -15,7 +15,9 @@ from safetensors.torch import load_file
 from devtools.tiny_latent import build_x4
 from tests.trainer.run_fixtures import REPO
 from tests.trainer.test_run_e2e import assert_same_weights, local_ray, photos, reward, run_until_crash  # noqa: F401 (fixtures)
+from trainer.actors.scoring import tasks_without_term
 from trainer.config import load_config
+from trainer.data.post_training import load_training_data
 from trainer.export import export
 from trainer.metrics_log import read_metrics
 from trainer.run import main, train
@@ -58,6 +60,15 @@ def test_x4_lora_run_trains_only_adapters_against_the_base_reference(smoke_run):
     ckpt = cfg.checkpoint.dir / f"step-{STEPS:08d}"
     assert load_file(str(ckpt / "reference.safetensors")) == {}
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in state.items() if "lora_B" in k)  # the adapters moved
+
+
+def test_x4_smoke_run_is_the_sr_task_without_a_task_term(smoke_run):
+    cfg, _ = smoke_run
+    item = load_training_data(cfg)[0]
+    assert cfg.data.tasks == ["sr"] and item["degraded"].shape == (3, 8, 8) and item["target"].shape == (3, 32, 32)
+    rows = read_metrics(cfg.logging.dir / "metrics.jsonl")
+    assert all("reward_terms/psnr/mean" in r and "reward_terms/task/mean" not in r for r in rows)  # scored at 32 px, R_task absent
+    assert list(tasks_without_term(cfg.reward, ["sr", "denoise"])) == ["sr"]  # what the run says at its start
 
 
 def test_killed_x4_lora_run_resumes_to_identical_adapters(tmp_path, photos, reward, smoke_run, x4_folder):  # noqa: F811

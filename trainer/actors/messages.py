@@ -20,7 +20,7 @@ class ImageBatch:
     part: int  # which share of the step: its candidate draws follow from (seed, step, part), whichever actor runs it
     ids: list[str]
     tasks: list[str]
-    degraded: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    degraded: torch.Tensor  # (B, 3, H, W) in [0, 1]; (B, 3, H / 4, W / 4) for the sr task (irpo_common.tasks.input_scale)
     target: torch.Tensor  # (B, 3, H, W) in [0, 1]
 
 
@@ -76,7 +76,7 @@ class Rollout(RolloutStats):
 
     ids: list[str]
     tasks: list[str]
-    degraded: torch.Tensor  # (B, 3, H, W)
+    degraded: torch.Tensor  # (B, 3, H, W), or (B, 3, H / 4, W / 4) for the sr task
     target: torch.Tensor  # (B, 3, H, W)
     trajectory: Trajectory  # B*G rows, image-major; trajectory.log_prob (B*G, S) is the sampling policy's
 

@@ -99,7 +99,7 @@ class PairDataset(Dataset):
 
     def _full_pair(self, spec: SampleSpec) -> tuple[Tensor, Tensor]:
         s = input_scale(spec.task)
-        base = SIZE_MULTIPLE * s  # the input's sides stay multiples of 16 too
+        base = SIZE_MULTIPLE if s == 1 else max(SIZE_MULTIPLE, 8 * s)  # a smaller input keeps sides of multiples of 8 (inference)
         if spec.degraded is not None and s > 1:  # a low-resolution file: cut both around the same scene
             target, degraded = read_image(spec.target), read_image(spec.degraded)
             h, w = target.shape[-2:]

@@ -90,7 +90,9 @@ def _check(folder: Path, cfg: DiffusionConfig) -> dict:
         condition = "controlnet"
     else:
         extra = unet_cfg["in_channels"] - latent
-        condition = {3: "image", latent: "latent"}.get(extra)
+        # 3 extra channels are the degraded RGB image at the latent size, also when the latent has 3 channels (LDM
+        # super-resolution's VQ latent: LDMSuperResolutionPipeline concatenates the low-resolution image, never its latent)
+        condition = {latent: "latent", 3: "image"}.get(extra)
         if condition is None or unet_cfg["out_channels"] != latent:
             raise PipelineFolderError(f"diffusion pretrained={folder}: the U-Net has {unet_cfg['in_channels']} input and {unet_cfg['out_channels']} output channels; "
                                       f"conditioning by concatenation needs {latent} + 3 (the degraded image) or {2 * latent} (its latent) in and {latent} out")
