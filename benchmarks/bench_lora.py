@@ -59,9 +59,9 @@ def tiny_case(folder: Path, lora: int, checkpointing: bool, precision: str = "fp
     from trainer.policies.diffusion import build_diffusion_policy
 
     torch.set_num_threads(1)
-    cfg = DiffusionConfig(pretrained=folder, sampling_steps=10, lora={"rank": lora}, gradient_checkpointing=checkpointing, precision=precision)
+    cfg = DiffusionConfig(pretrained=folder, output_scale=4, sampling_steps=10, lora={"rank": lora}, gradient_checkpointing=checkpointing, precision=precision)
     policy = build_diffusion_policy(cfg).train()
-    x = torch.rand(b, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(b, 3, 16, 16, generator=torch.Generator().manual_seed(0))  # the sr input of a 64 x 64 output (latent 16 x 16)
     t0 = time.perf_counter()
     sample = policy.sample(x, g, torch.Generator().manual_seed(1))
     t_roll = time.perf_counter() - t0

@@ -253,7 +253,7 @@ def test_x4_lora_learner_micro_batches_give_the_whole_batch_gradient(folders):
     def grads(micro):
         diffusion = {"pretrained": str(folders["x4"]), "output_scale": 4, "sampling_steps": 3, "lora": {"rank": 2},
                      "rl": {"sft_coef": 1.0, "gt_likelihood_coef": 0.1}}
-        cfg = TrainConfig.model_validate({"policy": {"kind": "diffusion", "diffusion": diffusion}, "grpo": {"group_size": 2},
+        cfg = TrainConfig.model_validate({"policy": {"kind": "diffusion", "diffusion": diffusion}, "grpo": {"group_size": 2}, "data": {"tasks": ["sr"]},
                                           "rollout": {"images_per_worker": 3}, "learner": {"micro_batch_images": micro}})
         torch.manual_seed(0)
         learner = Learner(cfg, total_steps=2)
@@ -262,7 +262,7 @@ def test_x4_lora_learner_micro_batches_give_the_whole_batch_gradient(folders):
         target = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
         s = learner.policy.sample(x, 2, torch.Generator().manual_seed(0))
         rewards = -(s.images - target.repeat_interleave(2, 0)).abs().flatten(1).mean(1).view(3, 2)
-        rollout = Rollout(step=0, version=0, ids=["a", "b", "c"], tasks=["denoise"] * 3, degraded=x, target=target, trajectory=s.trajectory,
+        rollout = Rollout(step=0, version=0, ids=["a", "b", "c"], tasks=["sr"] * 3, degraded=x, target=target, trajectory=s.trajectory,
                           rewards=rewards, terms={}, estimate_rewards=None, estimate_steps=s.estimate_steps)
         _, step_loss = learner.objective(learner, rollout)
         learner._backward(step_loss, 0, 3, 0)

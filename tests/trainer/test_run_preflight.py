@@ -166,8 +166,8 @@ def test_a_lora_checkpoint_of_a_pipeline_folder_passes_preflight_and_a_wrong_one
     reference against the policy's own shared reference."""
     folder = build_x4(tmp_path / "x4")
     photos = write_photos(tmp_path / "photos")
-    policy = {"kind": "diffusion", "diffusion": {"pretrained": str(folder), "sampling_steps": 3, "lora": {"rank": 2}}}
-    cfg = tiny_config(tmp_path / "run", photos, "http://127.0.0.1:9", policy=policy)
+    policy = {"kind": "diffusion", "diffusion": {"pretrained": str(folder), "output_scale": 4, "sampling_steps": 3, "lora": {"rank": 2}}}
+    cfg = tiny_config(tmp_path / "run", photos, "http://127.0.0.1:9", policy=policy, data={"tasks": ["sr"]})
     adapters = build_policy(cfg.policy_section).state_dict()
     assert adapters and all("lora_" in k for k in adapters)
 

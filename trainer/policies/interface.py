@@ -72,7 +72,8 @@ class ParameterGroup:
 
 @runtime_checkable
 class Policy(Protocol):
-    """A restoration policy: degraded (B, 3, H, W) images in [0, 1] -> restorations, stochastically or not.
+    """A restoration policy: degraded (B, 3, H, W) images in [0, 1] -> restorations, stochastically or not; the outputs
+    have the input's size, or 4x its sides for a super-resolution model on the sr task (policy.diffusion.output_scale).
 
     Also an nn.Module: `state_dict()` / `load_state_dict()` are its save/load (checkpoints store
     the state dict as safetensors), and `.to()`, `.train()`, `.eval()` behave as usual.
