@@ -11,7 +11,7 @@ import torch
 
 from trainer.checkpointing import Checkpoint, CheckpointError, resolve_resume
 from trainer.config import TrainConfig
-from trainer.policies import WeightsError, build_policy
+from trainer.policies import build_policy
 from trainer.storage import storage_path
 
 
@@ -47,13 +47,16 @@ def check_policy_and_resume(cfg: TrainConfig, resume: str, num_images: int) -> C
     if section.weights is not None:
         try:
             policy = build_policy(section)
-        except WeightsError as exc:
+        except ValueError as exc:  # WeightsError, or a setting the model refuses (policy.diffusion.output_scale)
             raise PreflightError(f"{cfg.policy_weights_field}: {exc}") from None
+    if policy is None:  # random init: the architecture alone, on the meta device (no memory); it checks its settings
+        try:
+            with torch.device("meta"):
+                policy = build_policy(section, load_weights=False)
+        except ValueError as exc:
+            raise PreflightError(f"{cfg.policy_weights_field.rsplit('.', 1)[0]}: {exc}") from None
     if ckpt is None:
         return None
-    if policy is None:  # random init: the architecture alone, on the meta device (no memory)
-        with torch.device("meta"):
-            policy = build_policy(section, load_weights=False)
     # (a pipeline folder cannot be built on the meta device: from_pretrained refuses it, so the policy built above
     # serves; assign=True then swaps its tensors for the checkpoint's without a copy)
     if ckpt.extra.get("num_images") != num_images:

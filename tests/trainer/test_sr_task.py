@@ -116,3 +116,15 @@ def test_the_demo_grid_shows_the_sr_input_at_the_output_size(tmp_path):
     photos = write_photos(tmp_path / "photos", side=72)
     cfg = tiny_config(tmp_path, photos, "http://127.0.0.1:1", **SR, eval={"crop": 32})
     assert image_grid(cfg, {"upsampled": Upsampler()}, tmp_path / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", ["controlnet", None])
+def test_a_same_size_model_on_the_sr_task_stops_at_preflight(tmp_path, kind):
+    """Before any actor or service starts: a ControlNet folder, or the pixel U-Net built from the config."""
+    from trainer.preflight import PreflightError, check_policy_and_resume
+
+    folder = None if kind is None else str(BUILDERS[kind](tmp_path / kind))
+    cfg = tiny_config(tmp_path, tmp_path, "http://127.0.0.1:1", **SR)
+    cfg = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"diffusion": cfg.policy.diffusion.model_copy(update={"pretrained": folder})})})
+    with pytest.raises(PreflightError, match="restores at its input's size; the sr task needs a super-resolution folder"):
+        check_policy_and_resume(cfg, "never", 3)

@@ -28,7 +28,7 @@ from trainer.policies.diffusion.condition import Condition
 from trainer.policies.diffusion.ddim import StepGaussian, ddim_step, gaussian_kl_same_std, gaussian_log_density
 from trainer.policies.diffusion.lora import add_lora, adapters_disabled, merge_lora
 from trainer.policies.diffusion.network import build_denoiser
-from trainer.policies.diffusion.pipeline_folder import is_pipeline_folder, load_pipeline_folder
+from trainer.policies.diffusion.pipeline_folder import PipelineFolderError, is_pipeline_folder, load_pipeline_folder
 from trainer.policies.diffusion.schedule import Schedule
 from trainer.policies.diffusion.trajectory import DiffusionTrajectory
 from trainer.policies.interface import ParameterGroup, PolicySample
@@ -137,7 +137,7 @@ class DiffusionPolicy(nn.Module):
         if self.cfg.output_scale == self.native_scale:
             return
         if self.native_scale > 1:
-            raise ValueError(f"policy.diffusion.pretrained={folder} is a {self.native_scale}x super-resolution model (its U-Net takes the "
+            raise PipelineFolderError(f"policy.diffusion.pretrained={folder} is a {self.native_scale}x super-resolution model (its U-Net takes the "
                              f"low-resolution image at the latent size): it restores inputs {self.native_scale}x smaller than its output; "
                              f"set data.tasks [sr] and policy.diffusion.output_scale {self.native_scale} (got {self.cfg.output_scale})")
         raise ValueError(f"policy.diffusion.output_scale={self.cfg.output_scale}, but this model ({self.conditioning} conditioning) restores "
