@@ -128,3 +128,34 @@ def test_a_same_size_model_on_the_sr_task_stops_at_preflight(tmp_path, kind):
     cfg = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"diffusion": cfg.policy.diffusion.model_copy(update={"pretrained": folder})})})
     with pytest.raises(PreflightError, match="restores at its input's size; the sr task needs a super-resolution folder"):
         check_policy_and_resume(cfg, "never", 3)
+
+
+def test_paired_sr_folders_take_inputs_at_a_quarter_of_the_targets_size(tmp_path):
+    from PIL import Image
+
+    from trainer.data.sources import DataLayoutError
+
+    gt = (torch.rand(3, 70, 100, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    for split in ("train", "test"):
+        for folder, img in (("target", gt), ("input", gt[:, ::4, ::4][:, :17, :25])):  # 70 x 100 -> 17 x 25 (sides // 4)
+            (tmp_path / split / "sr" / folder).mkdir(parents=True)
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / split / "sr" / folder / "a.png")
+    cfg = tiny_config(tmp_path, tmp_path, "http://127.0.0.1:1", **{**SR, "data": {"tasks": ["sr"], "source": "paired"}})
+    item = build_eval_sets(cfg.data)["sr"][0]
+    assert item["target"].shape == (3, 64, 96) and item["degraded"].shape == (3, 16, 24)  # cut to 32s around one scene
+    assert torch.equal((item["degraded"] * 255).round().to(torch.uint8), (item["target"][:, ::4, ::4] * 255).round().to(torch.uint8))
+    Image.fromarray(gt[:, ::2, ::2].permute(1, 2, 0).numpy()).save(tmp_path / "test" / "sr" / "input" / "a.png")  # 2x smaller
+    with pytest.raises(DataLayoutError, match="must be the target .* downscaled 4x"):
+        build_eval_sets(cfg.data)["sr"][0]
+
+
+def test_tiled_inference_places_4x_output_windows():
+    from trainer.inference import restore
+
+    class Nearest(Upsampler):  # local: a tiled restoration equals the whole one
+        def deterministic(self, x):
+            return x.repeat_interleave(4, dim=-2).repeat_interleave(4, dim=-1)
+
+    x = torch.rand(1, 3, 24, 40, generator=torch.Generator().manual_seed(0))
+    tiled = restore(Nearest(), x, tile=16, overlap=8)
+    assert tiled.shape == (1, 3, 96, 160) and torch.allclose(tiled, Nearest().deterministic(x))

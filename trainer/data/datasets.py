@@ -46,14 +46,6 @@ def cut_to_multiple(img: Tensor, base: int = SIZE_MULTIPLE) -> Tensor:
     return img[..., top : top + h - h % base, left : left + w - w % base]
 
 
-def centre_crop(img: Tensor, size: int) -> Tensor:
-    h, w = img.shape[-2:]
-    if h < size or w < size:
-        raise ValueError(f"image of {h}x{w} is smaller than the {size} px centre crop")
-    top, left = (h - size) // 2, (w - size) // 2
-    return img[..., top : top + size, left : left + size]
-
-
 def crop_pair(degraded: Tensor, target: Tensor, top: int, left: int, height: int, width: int, scale: int) -> tuple[Tensor, Tensor]:
     """The target's height x width window at (top, left) and the degraded input's window over the same scene (the
     input is `scale` times smaller; top, left, height and width are multiples of scale)."""
