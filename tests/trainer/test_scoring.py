@@ -109,3 +109,15 @@ def test_a_reward_service_that_does_not_fit_the_run_is_refused_at_start():
         check_fit("reward", "http://r", 60.0, limits["request_timeout_s"], limits["min_side_for_weights"], None)
     with pytest.raises(ConfigError, match=r"data.crop_size is 16 px but the reward service .* at least 32 px"):
         check_fit("reward", "http://r", 90.0, limits["request_timeout_s"], limits["min_side_for_weights"], 16)
+
+
+def test_the_judge_sees_the_sr_input_at_the_output_size():
+    """The judge service takes its three images at one size: the sr task's 4x smaller input is upsampled for it."""
+    n = 2
+    restored = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    small = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with ScriptedBackend(logprobs=FAST) as backend, ThreadedServer(create_app(JudgeSettings(backend_url=backend.url, model="judge-model"))) as judge:
+        s = Scorer(RewardConfig(), JudgeConfig(url=judge.url, retries=0, on_outage="stop"))
+        s.reward = SimpleNamespace(score_batch=lambda *a, **k: [SimpleNamespace(terms={"psnr": 0.5})] * n)
+        scored = s.score(restored, restored, small, ["sr"] * n, group_size=n)
+    assert scored.judge_dropped == 0 and scored.judge_unscored == 0 and torch.isfinite(scored.rewards).all()
