@@ -159,3 +159,13 @@ def test_tiled_inference_places_4x_output_windows():
     x = torch.rand(1, 3, 24, 40, generator=torch.Generator().manual_seed(0))
     tiled = restore(Nearest(), x, tile=16, overlap=8)
     assert tiled.shape == (1, 3, 96, 160) and torch.allclose(tiled, Nearest().deterministic(x))
+
+
+@pytest.mark.parametrize("kind", ["x4", "ldm_sr"])
+def test_upscalers_take_the_small_input_itself_as_their_pipelines_do(tmp_path, kind):
+    """StableDiffusionUpscalePipeline and LDMSuperResolutionPipeline concatenate the low-resolution image, in [-1, 1],
+    with the latent of its size: no resize and no encoding of the input."""
+    policy = build_diffusion_policy(DiffusionConfig(pretrained=BUILDERS[kind](tmp_path / kind), output_scale=4, sampling_steps=3))
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(policy._condition(x).concat, x * 2 - 1)
+    assert policy.sample(x, 2, torch.Generator().manual_seed(0)).images.shape == (4, 3, 32, 32)
