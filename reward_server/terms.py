@@ -138,8 +138,11 @@ TERMS = tuple(m for m in METRICS if m.to_unit is not None)
 if tuple(sorted(t.name for t in TERMS)) != tuple(sorted(GEN_TERMS)):
     raise RuntimeError(f"reward_server.terms: terms {[t.name for t in TERMS]} differ from RewardWeights' {list(GEN_TERMS)}")
 
+# Tasks without a published task-aware term: R_task is absent for them, reported in `skipped`, and its
+# weight renormalised away like any absent term. LRPO's face reward has no task term.
+NO_TASK_TERM: dict[str, str] = {"face": "no task-aware term exists for face (LRPO's reward has none); its weight is renormalised away"}
 # The task-aware terms (reward_server.metrics.task_terms): derain's needs only the restored image.
-TASK_NEEDS: dict[str, tuple[str, ...]] = {t: () if t == "derain" else ("reference",) for t in TASKS}
+TASK_NEEDS: dict[str, tuple[str, ...]] = {t: () if t == "derain" else ("reference",) for t in TASKS if t not in NO_TASK_TERM}
 
 
 def random_terms(provenance: dict) -> list[str]:
@@ -183,6 +186,8 @@ def present_terms(
             present.append(t.name)
     if task is None:
         skipped["task"] = "no task given"
+    elif task in NO_TASK_TERM:
+        skipped["task"] = NO_TASK_TERM[task]
     elif all(n in given for n in TASK_NEEDS[task]):
         present.append("task")
     else:

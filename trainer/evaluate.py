@@ -20,6 +20,7 @@ import torch
 from trainer import cli_common
 from trainer.config import TrainConfig
 from trainer.data import build_eval_sets
+from trainer.face_identity import IdentityMetric
 from trainer.inference import restore
 from trainer.metrics import psnr_ssim
 from trainer.policies import Policy
@@ -30,8 +31,9 @@ TABLE2_COLUMNS = ("denoise_sigma25", "derain", "dehaze", "deblur", "lowlight")
 
 
 def column_average(columns: dict) -> dict:
-    """Mean of the column means of psnr, ssim and, when every column has it, reward."""
-    keys = ("psnr", "ssim") + (("reward",) if all("reward" in c for c in columns.values()) else ())
+    """Mean of the column means of psnr, ssim and every other metric all columns have (reward, identity, lpips)."""
+    first = next(iter(columns.values()))
+    keys = [k for k in first if k != "n" and all(k in c for c in columns.values())]
     return {m: sum(c[m] for c in columns.values()) / len(columns) for m in keys}
 
 
@@ -43,16 +45,20 @@ def table2_average(columns: dict) -> dict | None:
 
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], float]
+MeasureFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], dict[str, float]]
 
 
-def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: RewardFn | None = None) -> dict:
+def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: RewardFn | None = None, measure: MeasureFn | None = None) -> dict:
     """{"convention", "ood", "columns": {col: {"psnr", "ssim", "n"}}, "average": {"psnr", "ssim"},
     "average_table2": {"psnr", "ssim"} or None, "per_image": [{"id", "column", "psnr", "ssim",
     "input_psnr", "input_ssim"}], "seconds"}.
 
     The averages are means of the column means (each column weighs the same, as in the paper);
     average_table2 over IRPO's five Table 2 columns only (None when they were not all evaluated).
-    With `reward` (restored, target, degraded, task) -> R, every image, column and the average also get "reward".
+    With `reward` (restored, target, degraded, task) -> R, every image, column and the average also get "reward";
+    `measure` (same arguments) -> further named metrics (e.g. the reward service's LPIPS) likewise. The face task's
+    images also get "identity" (trainer/face_identity.py, eval.identity_*), and the result says which network
+    computed it ("identity_network"), on random weights or not.
     """
     t0 = time.perf_counter()
     e = cfg.eval
@@ -60,7 +66,7 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
     was_training = policy.training
     policy.eval()
     columns, per_image = {}, []
-    metrics = ("psnr", "ssim") + (("reward",) if reward is not None else ())
+    identity = IdentityMetric(e.identity_arch, e.identity_weights, device) if "face" in cfg.data.tasks else None
     for column, dataset in build_eval_sets(cfg.data, ood=ood, crop=e.crop).items():
         rows = []
         for i in range(len(dataset)):
@@ -71,8 +77,14 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
             row = {"id": item["id"], "column": column, "psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim}
             if reward is not None:
                 row["reward"] = reward(out.cpu(), item["target"], item["degraded"], item["task"])
+            if measure is not None:
+                row |= measure(out.cpu(), item["target"], item["degraded"], item["task"])
+            if identity is not None and item["task"] == "face":
+                row["identity"] = float(identity(out[None], item["target"][None])[0])
+                row["input_identity"] = float(identity(item["degraded"][None], item["target"][None])[0])
             rows.append(row)
         per_image += rows
+        metrics = [k for k in rows[0] if k not in ("id", "column") and not k.startswith("input_")]
         columns[column] = {m: sum(r[m] for r in rows) / len(rows) for m in metrics} | {"n": len(rows)}
     policy.train(was_training)
     if not columns:
@@ -84,6 +96,7 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
         "average": column_average(columns),
         "average_table2": table2_average(columns),
         "per_image": per_image,
+        "identity_network": identity.describe() if identity is not None else None,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -93,7 +106,8 @@ def input_baseline(results: dict) -> dict:
     columns = {}
     for col in results["columns"]:
         rows = [r for r in results["per_image"] if r["column"] == col]
-        columns[col] = {m: sum(r[f"input_{m}"] for r in rows) / len(rows) for m in ("psnr", "ssim")} | {"n": len(rows)}
+        metrics = [k.removeprefix("input_") for k in rows[0] if k.startswith("input_")]
+        columns[col] = {m: sum(r[f"input_{m}"] for r in rows) / len(rows) for m in metrics} | {"n": len(rows)}
     return {"convention": results["convention"], "ood": results["ood"], "columns": columns,
             "average": column_average(columns), "average_table2": table2_average(columns)}
 
