@@ -33,6 +33,7 @@ class RewardWeights(BaseModel):
     clip_iqa: float = Field(0.0, ge=0, description="R_gen: CLIP-IQA (no reference); 0 keeps the paper's reward.")
     brisque: float = Field(0.0, ge=0, description="R_gen: BRISQUE (no reference; the LIVE model's published parameters) mapped by brisque_range; 0 keeps the paper's reward.")
     niqe: float = Field(0.0, ge=0, description="R_gen: NIQE (no reference; published pristine model; needs two whole 96x96 patches) mapped by niqe_range; 0 keeps the paper's reward.")
+    hps: float = Field(0.0, ge=0, description="R_gen: human-preference score (HPSv2-style open_clip model: cosine of the image and a quality prompt; the reward service's hps_* settings) mapped by hps_range; LRPO's preference term; 0 keeps the paper's reward.")
     gen: float = Field(0.6, ge=0, description="R: weight of the generic term R_gen.")
     judge: float = Field(0.1, ge=0, description="R: weight of the caller-supplied judge score.")
     task: float = Field(0.3, ge=0, description="R: weight of the task-aware term R_task.")

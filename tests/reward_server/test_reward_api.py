@@ -72,6 +72,7 @@ def test_no_reference_scoring_uses_no_reference_terms(http):
         "task": "no reference given (the dehaze term compares with the ground truth)",
         "judge": "no judge score supplied (the judge service is separate; pass `judge` to include it)",
         "niqe": "NIQE needs at least 2 whole 96x96 patches (e.g. 96x192), got 64x64",
+        "hps": "no human-preference model configured (hps_model)",
     }
     assert body["renormalised"] is True
     assert body["weights"] == {"aesthetic": 1.0, "clip_iqa": 0.0, "brisque": 0.0}  # R_gen keeps its whole share

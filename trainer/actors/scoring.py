@@ -37,6 +37,7 @@ class JudgeOutage(RuntimeError):
 class Scored:
     rewards: torch.Tensor  # (N,) combined R
     terms: dict[str, torch.Tensor]  # term -> (N,), NaN where not computed
+    metrics: dict[str, torch.Tensor]  # the service's raw metric -> (N,) (LPIPS distance, PSNR in dB, ...), NaN where not computed
     judge_dropped: int  # candidates scored without the judge term because the judge was down ('drop' policy)
     judge_unscored: int  # candidates whose judge answer held no score (term dropped for their whole group)
     times: dict[str, float]  # reward, judge, score (wall of both together)
@@ -126,6 +127,12 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
+def _columns(rows: list[dict[str, float]]) -> dict[str, torch.Tensor]:
+    """Per-item dicts -> name -> (N,) tensor, NaN where an item lacks the name."""
+    names = sorted(set().union(*rows))
+    return {k: torch.tensor([row.get(k, float("nan")) for row in rows]) for k in names}
+
+
 class Scorer:
     """Thread-safe: a rollout actor scores up to `concurrency` rollouts at once."""
 
@@ -168,11 +175,10 @@ class Scorer:
             reward, _ = combine_rewards(terms, self.weights)
             rewards.append(reward)
             term_rows.append({k: v for k, v in terms.items() if v is not None})
-        names = sorted(set().union(*term_rows))
-        term_tensors = {k: torch.tensor([row.get(k, float("nan")) for row in term_rows]) for k in names}
         return Scored(
             rewards=torch.tensor(rewards),
-            terms=term_tensors,
+            terms=_columns(term_rows),
+            metrics=_columns([item.metrics for item in results]),
             judge_dropped=dropped,
             judge_unscored=unscored,
             times={"reward": reward_s, "judge": judge_s, "score": time.perf_counter() - t0},

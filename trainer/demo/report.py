@@ -54,21 +54,23 @@ def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
     Every arm and split holds psnr, ssim, reward (averages over the columns), the columns and the per-image rows;
     the trained arms add delta_psnr_vs_pretrained / ci95_psnr_vs_pretrained, the GRPO arms also
     delta_psnr_vs_sft_control / ci95_psnr_vs_sft_control (sft_control against itself is omitted), and the
-    same for R (delta_reward_vs_* / ci95_reward_vs_*) where the rows carry a reward.
+    same for R (delta_reward_vs_* / ci95_reward_vs_*) and the face task's identity similarity (delta_identity_vs_*)
+    where the rows carry them; the face task's averages also hold identity and lpips.
     """
     arms, verdicts = {}, []
     for arm, splits in evals.items():
         arms[arm] = {}
         for split, ev in splits.items():
-            row = {k: ev["average"][k] for k in ("psnr", "ssim", "reward")}
+            row = dict(ev["average"])
             for reference in REFERENCES.get(arm, ()):
                 change = paired_change(ev, evals[reference][split])
                 row[f"delta_psnr_vs_{reference}"], row[f"ci95_psnr_vs_{reference}"] = change["delta"], change["ci95"]
                 verdicts.append(verdict(change, arm, reference, SPLITS[split]))
-                if all("reward" in r for r in ev["per_image"]):
-                    change = paired_change(ev, evals[reference][split], "reward")
-                    row[f"delta_reward_vs_{reference}"], row[f"ci95_reward_vs_{reference}"] = change["delta"], change["ci95"]
-                    verdicts.append(verdict(change, arm, reference, SPLITS[split], "mean R", ""))
+                for key, label in (("reward", "mean R"), ("identity", "identity similarity")):
+                    if all(key in r for r in ev["per_image"]):
+                        change = paired_change(ev, evals[reference][split], key)
+                        row[f"delta_{key}_vs_{reference}"], row[f"ci95_{key}_vs_{reference}"] = change["delta"], change["ci95"]
+                        verdicts.append(verdict(change, arm, reference, SPLITS[split], label, ""))
             arms[arm][split] = row | {"columns": ev["columns"], "per_image": ev["per_image"]}
     return arms, verdicts
 
@@ -85,7 +87,27 @@ def _comparison_table(arms: dict, split: str) -> str:
         row = splits[split]
         lines.append(f"| {arm} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['reward']:.4f} | {cell(row, 'pretrained')} | {cell(row, 'sft_control')} | "
                      f"{cell(row, 'pretrained', 'reward')} | {cell(row, 'sft_control', 'reward')} |")
+    if all("identity" in splits[split] for splits in arms.values()):  # the face task
+        lines += ["", f"Face metrics, {SPLITS[split]}: identity similarity (cosine of ArcFace embeddings) and LPIPS distance (the reward service's)", "",
+                  "| arm | identity | LPIPS | identity vs pretrained | identity vs sft_control |", "|---|---|---|---|---|"]
+        for arm, splits in arms.items():
+            row = splits[split]
+            lines.append(f"| {arm} | {row['identity']:.4f} | {row.get('lpips', float('nan')):.4f} | {cell(row, 'pretrained', 'identity')} | {cell(row, 'sft_control', 'identity')} |")
     return "\n".join(lines) + "\n"
+
+
+def _real_world_table(real_world: dict[str, dict]) -> str:
+    """real_world[arm][set] (trainer.evaluate_real_world) -> one markdown table per set, the input first."""
+    parts = []
+    for name in next(iter(real_world.values())):
+        first = real_world[next(iter(real_world))][name]
+        keys = list(first["metrics"])
+        lines = [f"Real-world set {name} ({first['n']} faces, no ground truth): the reward service's no-reference metrics", "",
+                 "| arm | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
+                 "| input | " + " | ".join(f"{first['input'].get(k, float('nan')):.4f}" for k in keys) + " |"]
+        lines += [f"| {arm} | " + " | ".join(f"{sets[name]['metrics'].get(k, float('nan')):.4f}" for k in keys) + " |" for arm, sets in real_world.items()]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> tuple[str, list[str]]:
@@ -97,6 +119,8 @@ def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> 
     for split in SPLITS:
         parts.append(format_table({"input (degraded)": input_baseline(first[split]), **{arm: e[split] for arm, e in evals.items()}}))
         parts.append(_comparison_table(arms, split))
+    if extra.get("real_world"):
+        parts.append(_real_world_table(extra["real_world"]))
     text = "\n".join(parts)
     (out / "results.md").write_text(text + "\n" + "\n".join(f"- {v}" for v in verdicts) + "\n")
     inputs = {split: input_baseline(first[split])["average"] for split in SPLITS}

@@ -38,6 +38,7 @@ from trainer.demo.cache import cached_pretrain
 from trainer.demo.corpus import describe, fetch
 from trainer.demo.report import SPLITS, candidates_grid, image_grid, plot_curves, write_results
 from trainer.evaluate import evaluate
+from trainer.evaluate_real_world import evaluate_real_world
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics
 from trainer.mining import calibrate_psnr_range, mine
@@ -75,6 +76,14 @@ def _reward_fn(scorer: Scorer):
         # the clamped output, as its PSNR is measured (the reward service refuses values outside [0, 1])
         return scorer.score(out.clamp(0, 1)[None], target[None], degraded[None], [task], group_size=1).rewards[0].item()
     return reward
+
+
+def _face_measure(scorer: Scorer):
+    """The face task's R and the service's LPIPS distance of one deterministic output, from one request."""
+    def measure(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> dict[str, float]:
+        scored = scorer.score(out.clamp(0, 1)[None], target[None], degraded[None], [task], group_size=1)
+        return {"reward": scored.rewards[0].item(), "lpips": scored.metrics["lpips"][0].item()}
+    return measure
 
 
 def _reward_terms(cfg: TrainConfig, random_terms: list[str]) -> dict[str, dict]:
@@ -117,9 +126,16 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
         if local_url is not None:  # one service for every arm and every evaluation
             cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"url": local_url, "start_local": False})})
         random_terms = check_services(cfg.reward, cfg.judge)  # also checks the service's PSNR thresholds
-        reward = _reward_fn(Scorer(cfg.reward, cfg.judge))
+        scorer = Scorer(cfg.reward, cfg.judge)
+        reward = _reward_fn(scorer)
+        face = cfg.data.tasks == ["face"]
+        real_world: dict[str, dict] = {}
 
         def evaluate_arm(arm: str) -> dict:
+            if cfg.data.face.real_world:
+                real_world[arm] = evaluate_real_world(cfg, policies[arm], scorer.reward)
+            if face:  # PSNR, SSIM, identity (evaluate), LPIPS and R (the service) per face
+                return {s: evaluate(cfg, policies[arm], ood=s == "ood", measure=_face_measure(scorer)) for s in SPLITS}
             return {s: evaluate(cfg, policies[arm], ood=s == "ood", reward=reward) for s in SPLITS}
 
         evals = {"pretrained": timed("evaluating the arms", evaluate_arm, "pretrained")}
@@ -163,7 +179,12 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
         "stage_seconds": times,
         "load_average_start": load_start,
     }
+    identity = evals["pretrained"]["id"].get("identity_network")
     extra = {"protocol": protocol, "psnr_range_db": notes["psnr_range_db"], "random_weight_terms": random_terms, "within_group_spread": notes["within_group_spread"]}
+    if identity:
+        extra["identity_network"] = notes["identity_network"] = identity
+    if real_world:
+        extra["real_world"] = real_world
     tables, verdicts = write_results(evals, extra, report)
     plot_curves({arm: cfg.logging.dir / arm / "metrics.jsonl" for arm in GRPO_ARMS}, report / "curves.png")
     image_grid(cfg, policies, report / "grid.png")
@@ -183,6 +204,8 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
               + "; within-group std of R " + ", ".join(f"{v:.4f}" for v in notes["reward_group_std_per_epoch"][arm]))
         spread = notes["within_group_spread"][arm]
         print(f"[demo] {arm}: within-group std of R over the run {spread['group_std']:.4f} = {spread['of_mean_reward']:.1%} of mean R {spread['mean_reward']:.4f}")
+    if identity:
+        print(f"[demo] identity similarity: {identity}")
     print(f"[demo] judge: {notes['judge']}")
     print(f"[demo] report: {report}/results.md, results.json, curves.png, grid.png, candidates_*.png, config.json, notes.json")
     print(f"[demo] total {notes['total_seconds'] / 60:.1f} min (load average at start {load_start[0]:.2f}, end {notes['load_average_end'][0]:.2f}): "
