@@ -79,9 +79,9 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
                 row["reward"] = reward(out.cpu(), item["target"], item["degraded"], item["task"])
             if measure is not None:
                 row |= measure(out.cpu(), item["target"], item["degraded"], item["task"])
-            if identity is not None and item["task"] == "face":
-                row["identity"] = float(identity(out[None], item["target"][None])[0])
-                row["input_identity"] = float(identity(item["degraded"][None], item["target"][None])[0])
+            if identity is not None and item["task"] == "face":  # one forward for the output, the input and the target
+                emb = identity.embed(torch.stack([out.cpu(), item["degraded"], item["target"]]))
+                row["identity"], row["input_identity"] = (emb[:2] @ emb[2]).tolist()
             rows.append(row)
         per_image += rows
         metrics = [k for k in rows[0] if k not in ("id", "column") and not k.startswith("input_")]

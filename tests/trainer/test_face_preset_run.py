@@ -31,7 +31,7 @@ def tiny_lrpo(tmp_path):
         "optim.max_steps": STEPS, "rollout.num_workers": 1, "rollout.images_per_worker": 2, "rollout.gpus_per_worker": 0,
         "rollout.learner_gpus": 0, "rollout.cpus_per_worker": 1, "rollout.learner_cpus": 1, "grpo.train_on": "all",
         "reward.start_local": True, "reward.local_args": ["--random-weights", "--config", str(REPO / "configs" / "reward-cpu-faces.yaml")],
-        "reward.retry_for_s": 120, "checkpoint.dir": str(tmp_path / "ckpt"), "checkpoint.every_steps": STEPS,
+        "reward.retry_for_s": 120, "reward.token_env": None, "checkpoint.dir": str(tmp_path / "ckpt"), "checkpoint.every_steps": STEPS,
         "logging.dir": str(tmp_path / "run"), "logging.progress": False, "logging.tensorboard": False,
         "ray.address": None, "ray.num_cpus": 2, "ray.object_store_mb": 200, "ray.temp_dir": tempfile.mkdtemp(prefix="ray-lrpo-", dir="/tmp"),
     }
