@@ -91,7 +91,7 @@ def test_judge_service_faults_follow_judge_on_outage(fault, status):
     with backend, ThreadedServer(create_app(JudgeSettings(backend_url=backend.url, model="judge-model", **settings))) as judge:
         def scorer(policy):
             s = Scorer(RewardConfig(), JudgeConfig(url=judge.url, retries=1, on_outage=policy))
-            s.reward = SimpleNamespace(score_batch=lambda *a, **k: [SimpleNamespace(terms={"psnr": 0.5, "ssim": 1.0})] * n)
+            s.reward = SimpleNamespace(score_batch=lambda *a, **k: [SimpleNamespace(terms={"psnr": 0.5, "ssim": 1.0}, metrics={})] * n)
             return s
 
         dropped = scorer("drop").score(**inputs)
