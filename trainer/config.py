@@ -70,15 +70,17 @@ class DiffusionRLConfig(_Section):
     """How the denoising chain is trained as a policy (DDPO) with the options of seeds 2 and 3."""
 
     clip_eps: float = Field(1e-4, gt=0, description="PPO clip range of the per-step ratio (DDPO: 1e-4; the per-step log-density is a mean over dimensions, so ratios stay near 1).")
-    adv_clip: float = Field(5.0, gt=0, description="Advantages are clipped to [-adv_clip, adv_clip] (DDPO: 5).")
+    adv_clip: float = Field(5.0, gt=0, description="Normalised advantages are clipped to [-adv_clip, adv_clip] (DDPO: 5) before the noise-level weights, which may then scale a step's advantage beyond it.")
     kl_coef: float = Field(0.01, ge=0, description="Weight of the per-step KL to the frozen reference, closed form between the step Gaussians (flow_grpo: 0.01-0.04).")
-    reward_at: Literal["final", "stepwise"] = Field("final", description="'final': every step gets the advantage of the final output's reward; 'stepwise' (seed 2): each step gets the advantage of the first scored estimate at or after it (see reward_steps).")
-    reward_steps: list[int] = Field(default_factory=list, description="Sampling steps (0-based, the first is the noisiest) whose estimate after the action is also scored when reward_at='stepwise'; the final output is always scored.")
+    reward_at: Literal["final", "stepwise"] = Field("final", description="'final': every step gets the advantage of the final output's reward; 'stepwise' (seed 2): the estimates after reward_steps are scored too and step_credit says which step gets which.")
+    reward_steps: list[int] = Field(default_factory=list, description="Sampling steps (0-based, the first is the noisiest; sorted, no repeats, each below sampling_steps - 1) whose estimate after the action is also scored when reward_at='stepwise'; the final output is always scored.")
+    step_credit: Literal["to_go", "next"] = Field("to_go", description="Under reward_at='stepwise', the advantage of step k: 'to_go' the mean of the advantages of the scored estimates at or after step k, the final output's included (reward-to-go); 'next' that of the first scored estimate at or after k only (the final output's after the last reward step). Seed 2 gives no formula; 'to_go' is the default because DDPO and flow_grpo give every step the final reward, and 'next' would hide it from every step up to the last reward step.")
     step_reward_on: Literal["x0_hat", "x_prev"] = Field("x0_hat", description="What an intermediate step's reward scores: 'x0_hat' (seed 2's enhanced target): the denoised estimate of x_{t-1} by one extra denoising step, which the next step computes anyway; 'x_prev': the plain noisy x_{t-1}.")
-    noise_level_weighting: Literal["uniform", "linear", "snr"] = Field("uniform", description="Seed 3 (LRPO) noise-level advantage assignment, each step's advantage times a weight normalised to mean 1 over the stochastic steps: 'uniform' 1; 'linear' proportional to t / T_train (noisier steps weigh more); 'snr' proportional to alpha_bar_t / (1 - alpha_bar_t) (cleaner, detail-setting steps weigh more).")
+    noise_level_weighting: Literal["uniform", "linear", "snr"] = Field("uniform", description="Seed 3 (LRPO) noise-level advantage assignment, each step's advantage times a weight normalised to mean 1 over the stochastic steps: 'uniform' 1; 'linear' proportional to t / T_train (noisier steps weigh more); 'snr' proportional to alpha_bar_t / (1 - alpha_bar_t) (cleaner, detail-setting steps weigh more; with 10 steps the last weighs ~6). Applied after adv_clip.")
     adaptive_weighting: bool = Field(False, description="Seed 2's automatic weight w_i = ||y_i - g_i|| / max_j ||y_j - g_j|| (y_i: the deterministic output of image i): loss = sum (1 - w_i) L_diff + sum w_i L_RL + L_KL.")
     sft_coef: float = Field(1.0, ge=0, description="Weight of the diffusion loss L_diff (epsilon MSE on the ground truth) in the RL objective; with adaptive_weighting it is scaled per image by 1 - w_i. 0 = RL only.")
-    gt_likelihood_coef: float = Field(0.0, ge=0, description="Seed 3 (LRPO) ground-truth-guided likelihood regularisation: minus this times the per-step log-density of the GT-consistent step mean (the DDIM posterior mean of q(x_{t-1} | x_t, x_0 = GT)) under the current policy.")
+    gt_likelihood_coef: float = Field(0.0, ge=0, description="Seed 3 (LRPO) ground-truth-guided likelihood regularisation: minus this times the per-step log-density of the GT-consistent step mean (the DDIM posterior mean of q(x_{t-1} | x_t, x_0 = GT)) under the current policy (see gt_likelihood_norm).")
+    gt_likelihood_norm: Literal["per_step", "none"] = Field("per_step", description="'per_step': each step's GT log-density, taken from its peak, is divided by its weight on (x0_hat - GT)^2 (k^2 / 2 sigma^2, trainer/policies/diffusion/ddim.py gt_step_weight), so the term is minus the squared error of x0_hat and every step weighs the same; 'none': the raw log-density, whose weight grows from ~1e-4 at t = 999 to ~3 at the last stochastic step (T 1000, 10 steps, eta 1), so the last two steps carry ~90% of it and the structure-setting steps are barely constrained. LRPO publishes no code; 'per_step' is our reading.")
 
 
 class DiffusionConfig(_PolicySection):
@@ -100,7 +102,7 @@ class DiffusionConfig(_PolicySection):
     sampling_steps: int = Field(10, ge=2, description="DDIM steps per sample (flow_grpo: 10 in training); the last goes to t = 0 without noise and carries no log-density.")
     eta: float = Field(1.0, gt=0, le=1, description="DDIM eta: step noise sigma_t = eta * sqrt(DDPM posterior variance); > 0 makes every step a Gaussian policy (DDPO: 1.0).")
     clip_x0: bool = Field(True, description="Clamp the predicted clean image to [-1, 1] inside each step (diffusers clip_sample).")
-    logprob_reduction: Literal["mean", "sum"] = Field("mean", description="Per-step log-density over the C*H*W dimensions: 'mean' (DDPO, resolution-independent ratios and KL) or 'sum' (the exact joint log-density).")
+    logprob_reduction: Literal["mean", "sum"] = Field("mean", description="Per-step log-density over the D = C*H*W dimensions: 'mean' (DDPO): the per-dimension average, so rl.clip_eps bounds the per-dimension log-ratio and the trust region in joint nats is about clip_eps x D (it grows with the crop); 'sum': the exact joint log-density, reduced in float64, with the ratio clipped to (1 +- clip_eps)^D, the same trust region; kl_coef is not rescaled (the surrogate's and the KL's gradients both grow by D), so against 'mean' the RL terms weigh D times more than L_diff.")
     rl: DiffusionRLConfig = Field(default_factory=DiffusionRLConfig, description="How the chain is trained as a policy (DDPO, seeds 2 and 3).")
 
     @model_validator(mode="after")
@@ -110,9 +112,12 @@ class DiffusionConfig(_PolicySection):
             raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide block_out_channels {bad}")
         if self.sampling_steps > self.train_timesteps:
             raise ValueError(f"sampling_steps={self.sampling_steps} exceeds train_timesteps={self.train_timesteps}")
-        bad_steps = [s for s in self.rl.reward_steps if not 0 <= s < self.sampling_steps - 1]
+        steps = self.rl.reward_steps
+        bad_steps = [s for s in steps if not 0 <= s < self.sampling_steps - 1]
         if bad_steps:
-            raise ValueError(f"rl.reward_steps {bad_steps} must lie in [0, sampling_steps - 1) = [0, {self.sampling_steps - 1}): the last step is the final output")
+            raise ValueError(f"rl.reward_steps {bad_steps} must lie in [0, sampling_steps - 1) = [0, {self.sampling_steps - 1}): the stochastic steps; the last step is the final output")
+        if steps != sorted(set(steps)):
+            raise ValueError(f"rl.reward_steps {steps} must be increasing without repeats (e.g. {sorted(set(steps))}): each is one column of the step credit")
         return self
 
 
@@ -198,10 +203,11 @@ class EvalConfig(_Section):
 
 class GRPOConfig(_Section):
     group_size: int = Field(4, ge=2, description="G: stochastic candidates per image (IRPO: 4).")
-    advantage: Literal["group", "group_no_std", "history", "history_batch"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': statistics of each image's reward history (DDPO's per-prompt tracker; batch statistics until history_min_count rewards are tracked); 'history_batch': of the image's history together with the current batch (difficulty-adaptive paper, which beats history only).")
+    advantage: Literal["group", "group_no_std", "history", "history_batch"] = Field("group", description="'group': (r - mean)/sqrt(var + eps); 'group_no_std': r - mean; 'history': (r - group mean) / the spread of the image's earlier rewards around their groups' means (DDPO's per-prompt tracker, centred per visit because the crop and flip change the input at every visit; the current batch's spread until history_min_count earlier rewards are tracked; trainer/grpo/advantages.py); 'history_batch': the spread of the image's history together with the current batch's (difficulty-adaptive paper, which beats history only). A group of equal rewards gets 0.")
     advantage_eps: float = Field(1e-6, gt=0, description="eps in the advantage denominator.")
-    history_buffer: int = Field(32, gt=0, description="Rewards kept per image for the 'history' advantage.")
-    history_min_count: int = Field(8, gt=0, description="Below this many tracked rewards the 'history' advantage uses batch statistics.")
+    reward_aggregation: Literal["sum", "per_term"] = Field("sum", description="'sum': the advantage normalises R, the weighted sum of the reward terms (IRPO). 'per_term': each term is normalised within its group, then the weighted sum is scaled by its batch standard deviation (GDPO's decoupled normalisation, as Flow-Factory's `gdpo` aggregation and MixGRPO; flow_grpo issue 188), so a term of large spread does not drown the others. Needs grpo.advantage 'group' and, for the diffusion family, rl.reward_at 'final' (step-wise estimates are scored as R only).")
+    history_buffer: int = Field(32, gt=0, description="Centred rewards kept per image for the 'history' advantages.")
+    history_min_count: int = Field(8, gt=0, description="Below this many earlier rewards of an image the 'history' advantages use the current batch's spread.")
     clip_eps: float = Field(0.2, gt=0, description="PPO ratio clip range.")
     ppo_epochs: int = Field(1, ge=1, description="Policy updates per rollout batch (>1 makes the ratio differ from 1 within a batch).")
     kl_coef: float = Field(0.01, ge=0, description="Weight of the KL to the frozen reference policy.")
@@ -283,6 +289,18 @@ class LoggingConfig(_Section):
     dir: Path = Field(Path("runs/grpo"), description="Run folder: TensorBoard events, metrics.jsonl, report.")
     progress: bool = Field(True, description="Show a progress bar with ETA on the console.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files next to metrics.jsonl.")
+    wandb: bool = Field(False, description="Also log every step to Weights & Biases (`pip install .[wandb]`). The run id is stored in each checkpoint, so `--resume auto` continues the same W&B run.")
+    wandb_project: str = Field("irpo", description="W&B project.")
+    wandb_mode: Literal["online", "offline"] = Field("online", description="'online' streams to the W&B server; 'offline' writes the run under logging.dir/wandb for a later `wandb sync` (clusters without internet, tests).")
+
+
+class WatchConfig(_Section):
+    """The reward-hacking watch (trainer/watch.py): R rising while PSNR/SSIM against the ground truth fall."""
+
+    every_steps: int = Field(0, ge=0, description="Restore and score the gold set before the first step and every N learner steps; 0 = off. Reward over-optimisation is the most reported failure of diffusion RL (flow_grpo issues 233, 92, 216); a held-out gold metric is the common remedy.")
+    images: int = Field(8, ge=2, description="Gold pairs: a seeded draw of training pairs outside the post-training set (with grpo.train_on 'all' they are left out of training). Not the test photos: the watch is looked at while tuning.")
+    crop: int | None = Field(None, ge=16, description="Centre crop of each gold pair (px, multiple of 8); None = data.crop_size.")
+    window: int = Field(2, ge=1, description="Each watch point is compared with the one this many points earlier, paired over the gold pairs; a warning needs R up and PSNR or SSIM down, each beyond its 95% interval.")
 
 
 class RayConfig(_Section):
@@ -312,6 +330,7 @@ class TrainConfig(_Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @property
@@ -338,6 +357,16 @@ class TrainConfig(_Section):
             width = self.model.dim * 2**level
             if width % h:
                 raise ValueError(f"model.heads[{level}]={h} does not divide the level width {width}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_reward_aggregation(self) -> "TrainConfig":
+        if self.grpo.reward_aggregation != "per_term":
+            return self
+        if self.grpo.advantage != "group":
+            raise ValueError(f"grpo.reward_aggregation 'per_term' normalises each term within its group and replaces grpo.advantage; set grpo.advantage to 'group' (got {self.grpo.advantage!r})")
+        if self.policy.kind == "diffusion" and self.policy.diffusion.rl.reward_at == "stepwise":
+            raise ValueError("grpo.reward_aggregation 'per_term' needs policy.diffusion.rl.reward_at 'final': the step-wise estimates are scored as R only, not per term")
         return self
 
     @model_validator(mode="after")

@@ -31,15 +31,17 @@ from reward_server.client import RewardRequestError
 from trainer.actors.learner import Learner
 from trainer.actors.messages import ImageBatch, RolloutStats
 from trainer.actors.rollout import RolloutWorker
-from trainer.actors.scoring import JudgeOutage, ServiceUnavailable, check_services
+from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable, check_services
 from trainer.checkpointing import Checkpoint, CheckpointError, list_checkpoints, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
+from trainer.grpo.advantages import zero_spread_fraction
 from trainer.local_service import LocalRewardService
-from trainer.metrics_log import MetricsLog
-from trainer.data.post_training import DataCursor, TrainDataError, load_training_data, step_items
+from trainer.metrics_log import MetricsLog, WandbRun, new_wandb_id
+from trainer.data.post_training import DataCursor, TrainDataError, gold_set, load_training_data, step_items
 from trainer.mining import calibrate_psnr_range
 from trainer.preflight import PreflightError, check_policy_and_resume
+from trainer.watch import Watch, measure
 
 log = logging.getLogger("trainer.run")
 _ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -58,6 +60,7 @@ class RunResult:
     checkpoint: Path
     run_dir: Path
     random_reward_terms: list[str]  # reward terms the service computed with RANDOM model weights
+    watch_warnings: list[str]  # the reward-hacking watch's warnings (trainer/watch.py), also in watch.json
 
 
 def total_steps(cfg: TrainConfig, num_images: int) -> int:
@@ -98,6 +101,9 @@ class Trainer:
         self.cursor = DataCursor(len(self.data), cfg.seed)
         self.per_worker = cfg.rollout.images_per_worker
         self.faults: Counter[str] = Counter()
+        self.gold = gold_set(cfg) if cfg.watch.every_steps else None  # the watch's held-out pairs, read before any actor starts
+        self.watch = Watch(cfg.watch.window)
+        self.wandb_id = new_wandb_id() if cfg.logging.wandb else None
 
     # -- batches and rollouts ------------------------------------------------------------
     def _batches(self, step: int) -> list[ImageBatch]:
@@ -172,12 +178,18 @@ class Trainer:
         pending = {self._version_for(j) for j in range(completed, min(completed + self.cfg.rollout.max_staleness, self.total))}
         pending.discard(learner_state["version"])
         rollout_weights = {v: ray.get(self.weights[v]) for v in sorted(pending)}
-        extra = {"data_position": self.cursor.position(completed, self.images_per_step), "num_images": len(self.data), "faults": dict(self.faults), "config": self.cfg.model_dump_json()}
+        extra = {
+            "data_position": self.cursor.position(completed, self.images_per_step), "num_images": len(self.data), "faults": dict(self.faults),
+            "config": self.cfg.model_dump_json(), "watch": self.watch.state(), "wandb_run_id": self.wandb_id,
+        }
         return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
 
     def _restore(self, ckpt: Checkpoint) -> int:
         ray.get(self.learner.load_state.remote(ckpt.learner))
         self.faults.update(ckpt.extra["faults"])
+        if "watch" in ckpt.extra:  # checkpoints written before the watch existed have none
+            self.watch.load_state(ckpt.extra["watch"])
+        self.wandb_id = ckpt.extra.get("wandb_run_id") or self.wandb_id
         for v, w in ckpt.rollout_weights.items():
             self.weights[v] = ray.put(w)
         return ckpt.step
@@ -185,6 +197,26 @@ class Trainer:
     @property
     def images_per_step(self) -> int:
         return self.cfg.rollout.num_workers * self.per_worker
+
+    # -- the reward-hacking watch -----------------------------------------------------------
+    def _watch(self, completed: int, train_rewards: list[float]) -> dict[str, float]:
+        """Score the gold set with the current policy (trainer/watch.py); its metrics for the step's log."""
+        def restore(x: torch.Tensor) -> torch.Tensor:
+            return ray.get(self.learner.deterministic.remote(x))
+
+        def score(restored, target, degraded, tasks) -> torch.Tensor:
+            return self.scorer.score(restored, target, degraded, tasks, group_size=1).rewards
+
+        train_r = sum(train_rewards) / len(train_rewards) if train_rewards else None
+        point = measure(completed, self.gold, restore, score, self.cfg.eval.convention, train_r)
+        warning = self.watch.add(point)
+        if warning:
+            log.warning("%s", warning)
+        return point.summary()
+
+    def _write_watch(self) -> None:
+        path = self.cfg.logging.dir / "watch.json"
+        path.write_text(json.dumps({"gold_ids": self.gold.ids, **self.watch.state()}, indent=1))
 
     # -- the loop -------------------------------------------------------------------------
     def _start_actors(self) -> None:
@@ -225,7 +257,16 @@ class Trainer:
         self.weights[ray.get(version_ref)] = weights_ref
         if start >= self.total:
             raise RunError(f"nothing to do: the checkpoint is at step {start} and the run has {self.total} steps")
-        metrics_log = MetricsLog(cfg.logging.dir, start, cfg.logging.tensorboard)
+        wandb_run = WandbRun(cfg.logging.wandb_project, cfg.logging.wandb_mode, self.wandb_id, cfg.name, cfg.model_dump(mode="json")) if self.wandb_id else None
+        metrics_log = MetricsLog(cfg.logging.dir, start, cfg.logging.tensorboard, wandb_run)
+        watching = self.gold is not None
+        if watching:
+            self.scorer = Scorer(cfg.reward, cfg.judge)
+            print(f"[grpo] reward-hacking watch: {len(self.gold)} held-out pairs every {cfg.watch.every_steps} steps ({cfg.logging.dir / 'watch.json'})", flush=True)
+            if not any(p.step == start for p in self.watch.points):  # the baseline: in watch.json, not a step's row
+                base = self._watch(start, [])
+                print(f"[grpo] watch at step {start}: " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()), flush=True)
+        train_rewards: list[float] = []
         bar = tqdm(total=self.total, initial=start, desc="GRPO", unit="step", disable=not cfg.logging.progress, dynamic_ncols=True)
         last_ckpt = None
         try:
@@ -246,6 +287,12 @@ class Trainer:
                     del self.weights[v]
                 metrics = self._step_metrics(rollout, stats, time.perf_counter() - tick, rollout_wait)
                 completed = step + 1
+                train_rewards.append(metrics["reward/mean"])
+                if watching and (completed % cfg.watch.every_steps == 0 or completed == self.total):
+                    t0 = time.perf_counter()
+                    metrics.update(self._watch(completed, train_rewards))
+                    metrics["time/watch"] = time.perf_counter() - t0
+                    train_rewards = []
                 if completed % cfg.checkpoint.every_steps == 0 or completed == self.total:
                     t0 = time.perf_counter()
                     last_ckpt = self._save(completed)
@@ -259,7 +306,9 @@ class Trainer:
         finally:
             bar.close()
             metrics_log.close()
-        return RunResult(self.total, start, last_ckpt, cfg.logging.dir, [])
+            if watching:
+                self._write_watch()
+        return RunResult(self.total, start, last_ckpt, cfg.logging.dir, [], list(self.watch.warnings))
 
     def _step_metrics(self, rollout: RolloutStats, stats: dict[str, float], step_time: float, rollout_wait: float) -> dict[str, float]:
         r = rollout.rewards
@@ -267,6 +316,7 @@ class Trainer:
         m["reward/mean"] = r.mean().item()
         m["reward/std"] = r.std().item() if r.numel() > 1 else 0.0
         m["reward/group_std"] = r.std(dim=1).mean().item()
+        m["reward/zero_std_fraction"] = zero_spread_fraction(r)
         for name, values in rollout.terms.items():
             v = values[~torch.isnan(values)]
             if v.numel():

@@ -66,7 +66,7 @@ def test_adaptive_weights_gt_likelihood_and_history_batch_restore_exactly():
     cfg = _cfg({"adaptive_weighting": True, "gt_likelihood_coef": 1e-3, "noise_level_weighting": "linear"},
                advantage="history_batch", history_min_count=4, history_buffer=8, ppo_epochs=2)
     sa, state = assert_restore_is_exact(cfg, lambda learner, step: _rollout(learner, step=step))
-    assert sorted(state["tracker"]) == ["img0", "img1"] and len(state["tracker"]["img0"]) == 4
+    assert sorted(state["tracker"]["history"]) == ["img0", "img1"] and len(state["tracker"]["history"]["img0"]) == 4
     assert 0 < sa["adaptive_weight/mean"] <= 1 and "loss/gt_log_prob" in sa
     assert abs(sa["ratio/max"] - 1) > 1e-6  # the second PPO epoch sees the first one's update
 
@@ -86,3 +86,12 @@ def test_step_loss_weights_rl_and_sft_per_image_and_checks_shapes():
     with pytest.raises(ValueError, match="advantages must be"):
         step_grpo_loss(log_prob=zeros, old_log_prob=zeros, advantages=adv[:, :1], kl=zeros, sft_loss=sft, coefs=coefs)
     assert step_groups(9) == [(0, 3), (3, 6), (6, 9)] and step_groups(2) == [(0, 1), (1, 2)]
+
+
+def test_per_term_aggregation_reaches_every_step():
+    learner = Learner(_cfg(reward_aggregation="per_term"), total_steps=1)
+    rollout = _rollout(learner)
+    rollout.rewards = torch.zeros(2, 4)
+    rollout.terms = {"psnr": torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.2, 0.3, 0.1, 0.4]])}
+    adv, _ = learner.objective(learner, rollout)
+    assert adv.shape == (8, 3) and torch.equal(adv[:, 0], adv[:, 2]) and adv.abs().min() > 0

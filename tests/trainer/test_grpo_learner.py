@@ -42,7 +42,7 @@ def test_update_uses_recorded_log_probs_and_publishes_a_new_version():
 def test_history_advantage_and_adaptive_weighting_run_and_restore_exactly():
     cfg = _cfg(advantage="history", history_min_count=4, history_buffer=8, adaptive_weighting=True)
     sa, state = assert_restore_is_exact(cfg, lambda learner, step: _rollout(learner, step=step))
-    assert sorted(state["tracker"]) == ["img0", "img1"] and len(state["tracker"]["img0"]) == 4
+    assert sorted(state["tracker"]["history"]) == ["img0", "img1"] and len(state["tracker"]["history"]["img0"]) == 4
     assert 0 < sa["adaptive_weight/mean"] <= 1
 
 
@@ -50,3 +50,17 @@ def test_restoring_a_history_run_from_a_group_run_is_refused():
     state = Learner(_cfg(), total_steps=1).state()
     with pytest.raises(ValueError, match="no advantage history"):
         Learner(_cfg(advantage="history"), total_steps=1).load_state(state)
+
+
+def test_per_term_aggregation_drives_the_update_by_the_terms_not_r():
+    cfg = _cfg(reward_aggregation="per_term")
+    learner = Learner(cfg, total_steps=1)
+    rollout = _rollout(learner)
+    # R is constant within each group (no signal), the terms are not: per-term advantages come from the terms
+    rollout.rewards = torch.zeros(2, 4)
+    rollout.terms = {"psnr": torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.2, 0.2, 0.2, 0.2]]), "task": torch.tensor([[0.5, 0.4, 0.6, 0.5], [0.3, 0.1, 0.2, 0.4]])}
+    adv, _ = learner.objective(learner, rollout)
+    assert adv.abs().max() > 0
+    plain = Learner(_cfg(), total_steps=1)
+    adv_sum, _ = plain.objective(plain, rollout)
+    assert adv_sum.abs().max() == 0

@@ -42,38 +42,77 @@ def test_group_advantages_reject_flat_input():
         group_advantages(torch.ones(4))
 
 
-def test_history_tracker_uses_batch_stats_until_min_count_then_the_image_history():
+def _centred(r: torch.Tensor) -> torch.Tensor:
+    return r - r.mean(dim=1, keepdim=True)
+
+
+def test_history_tracker_uses_the_batch_spread_until_min_count_then_the_image_history():
     t = HistoryTracker(buffer_size=4, min_count=4, eps=0.0)
-    r1 = torch.tensor([[0.0, 1.0], [10.0, 11.0]])
+    r1 = torch.tensor([[0.0, 1.0], [10.0, 13.0]])
     a1 = t.advantages(["a", "b"], r1)
-    batch_mean, batch_std = r1.mean(), r1.std(unbiased=False)
-    torch.testing.assert_close(a1, (r1 - batch_mean) / batch_std)
-    r2 = torch.tensor([[2.0, 3.0]])
-    a2 = t.advantages(["a"], r2)  # "a" now holds 0, 1, 2, 3
-    hist = torch.tensor([0.0, 1.0, 2.0, 3.0])
-    torch.testing.assert_close(a2, (r2 - hist.mean()) / hist.std(unbiased=False))
-    t.advantages(["a"], torch.tensor([[4.0, 5.0]]))  # buffer keeps the last 4: 2, 3, 4, 5
-    assert t.state_dict()["a"] == [2.0, 3.0, 4.0, 5.0]
+    torch.testing.assert_close(a1, _centred(r1) / _centred(r1).pow(2).mean().sqrt())  # pooled spread of the batch
+    a2 = t.advantages(["a"], torch.tensor([[2.0, 4.0]]))  # "a" has 2 < 4 past rewards: still the batch
+    torch.testing.assert_close(a2, torch.tensor([[-1.0, 1.0]]))
+    r3 = torch.tensor([[5.0, 9.0]])
+    a3 = t.advantages(["a"], r3)  # past centred rewards of "a": -0.5, 0.5, -1, 1
+    torch.testing.assert_close(a3, _centred(r3) / torch.tensor([0.25, 0.25, 1.0, 1.0]).mean().sqrt())
+    assert t.state_dict()["history"]["a"] == [-1.0, 1.0, -2.0, 2.0]  # the buffer keeps the last 4
 
 
-def test_history_with_batch_normalises_by_the_image_history_together_with_the_current_batch():
+def test_history_does_not_mix_the_inputs_of_other_visits():
+    """A new crop shifts an image's reward level; the history only carries the spread, so the shift of an
+    earlier visit cannot move today's advantages (a history of raw rewards centred them by other inputs)."""
+    def run(first_visit_offset: float) -> torch.Tensor:
+        t = HistoryTracker(buffer_size=8, min_count=2, eps=0.0)
+        t.advantages(["a"], torch.tensor([[0.1, 0.3]]) + first_visit_offset)
+        return t.advantages(["a"], torch.tensor([[0.6, 0.7]]))
+
+    torch.testing.assert_close(run(0.0), run(0.5))
+    assert run(0.0)[0, 1] > 0 > run(0.0)[0, 0]  # centred by today's group, whatever earlier visits scored
+
+
+def test_history_counts_the_current_rewards_once():
+    past = torch.tensor([[0.0, 2.0]])
+    now = torch.tensor([[0.0, 10.0]])
+    t = HistoryTracker(buffer_size=8, min_count=2, eps=0.0)
+    t.advantages(["a"], past)
+    torch.testing.assert_close(t.advantages(["a"], now), torch.tensor([[-5.0, 5.0]]))  # history only: spread of `past` (1)
+    u = HistoryTracker(buffer_size=8, min_count=2, eps=0.0, with_batch=True)
+    u.advantages(["a"], past)
+    pool = torch.tensor([1.0, 1.0, 25.0, 25.0])  # squared centred rewards: the past visit, then this batch once
+    torch.testing.assert_close(u.advantages(["a"], now), _centred(now) / pool.mean().sqrt())
+
+
+def test_history_with_batch_pools_the_image_history_with_the_whole_current_batch():
     t = HistoryTracker(buffer_size=4, min_count=2, eps=0.0, with_batch=True)
-    r = torch.tensor([[0.0, 1.0], [10.0, 14.0]])
+    t.advantages(["a", "b"], torch.tensor([[0.0, 1.0], [0.0, 3.0]]))
+    r = torch.tensor([[0.0, 2.0], [5.0, 5.0]])
     out = t.advantages(["a", "b"], r)
-    for i in range(2):  # each image: its own history (its 2 rewards) plus all 4 rewards of the batch
-        pool = torch.cat([r[i], r.flatten()])
-        torch.testing.assert_close(out[i], (r[i] - pool.mean()) / pool.std(unbiased=False))
-    history_only = HistoryTracker(buffer_size=4, min_count=2, eps=0.0).advantages(["a", "b"], r)
-    assert not torch.allclose(out, history_only)
+    batch_sq = _centred(r).flatten() ** 2
+    torch.testing.assert_close(out[0], _centred(r)[0] / torch.cat([torch.full((2,), 0.25), batch_sq]).mean().sqrt())
+    history_only = HistoryTracker(buffer_size=4, min_count=2, eps=0.0)
+    history_only.advantages(["a", "b"], torch.tensor([[0.0, 1.0], [0.0, 3.0]]))
+    assert not torch.allclose(out, history_only.advantages(["a", "b"], r))
 
 
-def test_history_tracker_state_round_trip():
+@pytest.mark.parametrize("with_batch", [False, True])
+def test_history_gives_a_group_of_equal_rewards_zero_advantage(with_batch):
+    t = HistoryTracker(buffer_size=8, min_count=2, eps=1e-6, with_batch=with_batch)
+    first = t.advantages(["a", "b"], torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.1, 0.2, 0.3, 0.9]]))  # batch statistics
+    assert torch.equal(first[0], torch.zeros(4))
+    later = t.advantages(["a", "b"], torch.tensor([[0.8, 0.8, 0.8, 0.8], [0.0, 0.4, 0.4, 0.4]]))  # history statistics
+    assert torch.equal(later[0], torch.zeros(4)) and later[1].abs().sum() > 0
+
+
+def test_history_tracker_state_round_trip_and_refuses_a_raw_reward_history():
     t = HistoryTracker(buffer_size=3, min_count=1)
     t.advantages(["x"], torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
     u = HistoryTracker(buffer_size=3, min_count=1)
     u.load_state_dict(t.state_dict())
     r = torch.tensor([[0.0, 9.0]])
     torch.testing.assert_close(u.advantages(["x"], r.clone()), t.advantages(["x"], r.clone()))
+    with pytest.raises(ValueError, match="raw rewards"):
+        u.load_state_dict({"x": [1.0, 2.0]})
     with pytest.raises(ValueError, match="min_count"):
         HistoryTracker(buffer_size=2, min_count=3)
 
@@ -210,3 +249,51 @@ def test_optimizer_gives_the_heads_their_multiplier():
     assert lrs == {"backbone": pytest.approx(1e-4), "heads": pytest.approx(6e-4)}
     with pytest.raises(ValueError, match="overlaps an earlier group"):
         build_optimizer(_TwoPart(overlap=True), OptimConfig())
+
+
+def test_zero_spread_fraction_counts_groups_whose_rewards_are_all_equal():
+    from trainer.grpo.advantages import zero_spread_fraction
+
+    rewards = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.1, 0.2, 0.3, 0.4], [0.7, 0.7, 0.7, 0.7 + 1e-6]])
+    assert zero_spread_fraction(rewards) == pytest.approx(1 / 3)
+
+
+def test_per_term_advantages_normalise_each_term_in_its_group_before_the_weighted_sum():
+    from trainer.grpo.advantages import per_term_advantages
+
+    # term a spreads 100x more than term b and disagrees with it: summed first, a alone sets the order
+    a = torch.tensor([[0.0, 1.0, 0.0, 1.0], [5.0, 5.0, 5.0, 5.0]]) * 100
+    b = torch.tensor([[1.0, 0.0, 0.5, 0.25], [0.1, 0.2, 0.3, 0.4]])
+    w = {"a": torch.tensor([0.5, 0.5]), "b": torch.tensor([0.5, 0.5])}
+    adv = per_term_advantages({"a": a, "b": b}, w)
+    summed = group_advantages(0.5 * a + 0.5 * b)
+    assert summed[0].argmax() in (1, 3)  # a's large spread decides the plain sum
+    expected = 0.5 * group_advantages(a) + 0.5 * group_advantages(b)
+    expected = expected / torch.sqrt(expected.var(unbiased=False) + 1e-6)
+    assert torch.allclose(adv, expected, atol=1e-6)
+    assert adv[0, 0] > adv[0, 2]  # b now counts: candidate 0 (a 0, b 1) beats candidate 2 (a 0, b 0.5)
+    # group 1: a is equal over the group and adds nothing; b alone orders it
+    assert torch.equal(adv[1].argsort(), torch.arange(4))
+
+
+def test_term_weights_follow_r_and_renormalise_a_term_a_group_lacks():
+    from irpo_common.reward_spec import RewardWeights
+    from trainer.grpo.advantages import term_weights
+
+    nan = float("nan")
+    terms = {"psnr": torch.rand(2, 4), "task": torch.rand(2, 4), "judge": torch.tensor([[0.5] * 4, [nan] * 4])}
+    w = term_weights(terms, RewardWeights())
+    # group 0 has the judge: R = 0.6 R_gen + 0.1 judge + 0.3 task (R_gen is psnr alone here)
+    assert w["psnr"][0] == pytest.approx(0.6) and w["judge"][0] == pytest.approx(0.1) and w["task"][0] == pytest.approx(0.3)
+    # group 1 lacks it: its weight is renormalised away, as in R
+    assert w["judge"][1] == 0 and w["psnr"][1] == pytest.approx(0.6 / 0.9) and w["task"][1] == pytest.approx(0.3 / 0.9)
+
+
+def test_per_term_aggregation_needs_group_advantages_and_final_rewards():
+    from trainer.config import TrainConfig
+
+    with pytest.raises(ValueError, match="grpo.advantage to 'group'"):
+        TrainConfig.model_validate({"grpo": {"reward_aggregation": "per_term", "advantage": "history"}})
+    with pytest.raises(ValueError, match="reward_at 'final'"):
+        TrainConfig.model_validate({"grpo": {"reward_aggregation": "per_term"}, "policy": {"kind": "diffusion", "diffusion": {"rl": {"reward_at": "stepwise", "reward_steps": [1]}}}})
+    TrainConfig.model_validate({"grpo": {"reward_aggregation": "per_term"}})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def test_end_to_end_run_logs_checkpoints_and_learns(reference_run):
     assert result.steps == STEPS and result.start_step == 0
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(STEPS))
-    for key in ("reward/mean", "reward/std", "reward_terms/psnr/mean", "reward_terms/task/mean", "loss/ppo", "loss/sup_l1",
+    for key in ("reward/mean", "reward/std", "reward/zero_std_fraction", "reward_terms/psnr/mean", "reward_terms/task/mean", "loss/ppo", "loss/sup_l1",
                 "loss/cons_l1", "kl", "entropy", "advantage/mean", "advantage/std", "clip_fraction", "grad_norm",
                 "time/sample", "time/reward", "time/update", "time/weight_sync", "time/step", "throughput/images_per_s",
                 "learner_idle_fraction", "faults/judge_dropped"):
@@ -361,3 +362,30 @@ def test_crashed_actor_and_restarted_reward_service_do_not_lose_the_run(tmp_path
     assert old.proc.poll() is not None
     assert "POST /v1/score/batch" in new.log_path.read_text()  # the last steps were scored by the restarted service
     assert_same_weights(final_policy(tmp_path), final_policy(ref_cfg.logging.dir))
+
+
+def test_watch_and_wandb_log_beside_r_and_resume_continues_the_same_wandb_run(tmp_path, photos, reward, local_ray, monkeypatch):
+    """The reward-hacking watch scores its held-out pairs every 2 steps and W&B (offline) logs the run; a run resumed
+    from an earlier checkpoint writes to the same W&B run and measures the same watch points again."""
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = tiny_config(tmp_path, photos, reward.url, optim={"max_steps": 4}, watch={"every_steps": 2, "images": 2},
+                      logging={"wandb": True, "wandb_mode": "offline"})
+    result = train(cfg)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    watched = [r for r in rows if "gold/psnr" in r]
+    assert [r["step"] for r in watched] == [1, 3]  # after steps 2 and 4, beside that step's training R
+    assert all(np.isfinite(r["gold/reward"]) and np.isfinite(r["gold/ssim"]) and np.isfinite(r["reward/mean"]) for r in watched)
+    watch = json.loads((tmp_path / "watch.json").read_text())
+    assert [p["step"] for p in watch["points"]] == [0, 2, 4] and len(watch["gold_ids"]) == 2
+    assert watch["warnings"] == result.watch_warnings
+    run_id = torch.load(tmp_path / "checkpoints" / "step-00000004" / "trainer_state.pt", weights_only=False)["extra"]["wandb_run_id"]
+    assert [p.name.rsplit("-", 1)[-1] for p in (tmp_path / "wandb").glob("offline-run-*")] == [run_id]
+
+    shutil.rmtree(tmp_path / "checkpoints" / "step-00000004")  # as if killed after its step-2 checkpoint
+    resumed = train(cfg, resume="auto")
+    assert resumed.start_step == 2
+    again = json.loads((tmp_path / "watch.json").read_text())
+    assert again["points"] == watch["points"]  # exact resume: the same outputs and scores at steps 2 and 4
+    runs = {p.name.rsplit("-", 1)[-1] for p in (tmp_path / "wandb").glob("offline-run-*")}
+    assert runs == {run_id}

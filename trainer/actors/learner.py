@@ -17,6 +17,7 @@ from trainer.actors.objectives import OBJECTIVES
 from trainer.config import TrainConfig
 from trainer.diagnostics import Sensitivity, action_sensitivity
 from trainer.grpo import HistoryTracker, build_optimizer, group_advantages
+from trainer.grpo.advantages import per_term_advantages, term_weights
 from trainer.policies import build_policy
 
 
@@ -58,6 +59,15 @@ class Learner:
         None for a policy without named actions."""
         return action_sensitivity(self.policy, degraded.to(self.device))
 
+    @torch.no_grad()
+    def deterministic(self, degraded: torch.Tensor) -> torch.Tensor:
+        """The current policy's deterministic output on the CPU (the reward-hacking watch, trainer/watch.py)."""
+        self.policy.eval()
+        try:
+            return self.policy.deterministic(degraded.to(self.device)).cpu()
+        finally:
+            self.policy.train()
+
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
         return self.version, cpu_state(self.policy)
 
@@ -67,6 +77,13 @@ class Learner:
         if self.tracker is not None:
             return self.tracker.advantages(keys, rewards)
         return group_advantages(rewards, g.advantage_eps, normalize_std=g.advantage == "group")
+
+    def final_advantages(self, rollout: Rollout) -> torch.Tensor:
+        """(B, G) advantages of the final outputs: R normalised as grpo.advantage says, or under
+        grpo.reward_aggregation 'per_term' each reward term normalised within its group (GDPO)."""
+        if self.cfg.grpo.reward_aggregation == "per_term":
+            return per_term_advantages(rollout.terms, term_weights(rollout.terms, self.cfg.reward.weights), self.cfg.grpo.advantage_eps)
+        return self.normalise(rollout.ids, rollout.rewards)
 
     def update(self, *parts: Rollout) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """One GRPO update on a step's rollout (the parts of its actors, given as object references that

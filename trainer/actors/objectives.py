@@ -15,7 +15,7 @@ from torch import Tensor
 from trainer.actors.messages import Rollout
 from trainer.actors.rollout import sampling_seed
 from trainer.grpo import LossCoefs, best_candidate_index, difficulty_weights, grpo_loss, linear_anneal
-from trainer.grpo.step_losses import StepLossCoefs, step_grpo_loss
+from trainer.grpo.step_losses import step_grpo_loss
 
 if TYPE_CHECKING:
     from trainer.actors.learner import Learner
@@ -27,7 +27,7 @@ def irpo_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, StepLo
     """IRPO: one joint action step; PPO + entropy + Beta KL + L1 to GT of the best candidate + consistency."""
     g = learner.cfg.grpo
     dev = learner.device
-    adv = learner.normalise(rollout.ids, rollout.rewards).flatten().to(dev)
+    adv = learner.final_advantages(rollout).flatten().to(dev)
     x, target = rollout.degraded.to(dev), rollout.target.to(dev)
     traj = rollout.trajectory.to(dev)
     best = best_candidate_index(rollout.rewards).to(dev)
@@ -62,22 +62,23 @@ def irpo_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, StepLo
 
 def _sft_generator(seed: int, step: int, epoch: int) -> torch.Generator:
     """The diffusion loss's timesteps and noise follow from (seed, step, epoch): a resumed run draws the same."""
-    return torch.Generator().manual_seed(sampling_seed(seed, step, epoch, 2))
+    return torch.Generator().manual_seed(sampling_seed("diffusion_sft", seed, step, epoch))
 
 
 def diffusion_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, StepLoss]:
     """DDPO per-step PPO against the recorded log-probs, per-step KL to the reference, step-wise and
     noise-level advantages; L_SFT the diffusion loss (seed 2's adaptive weights), LRPO's GT likelihood."""
     # imported here: the family's package imports diffusers (seconds per process), which an IRPO run never needs
-    from trainer.policies.diffusion.objective import gt_step_log_prob, step_advantages
+    from trainer.policies.diffusion.objective import gt_step_log_prob, step_advantages, step_loss_coefs
 
     rl = learner.cfg.policy.diffusion.rl
     dev = learner.device
     policy, reference = learner.policy, learner.reference
     x, target = rollout.degraded.to(dev), rollout.target.to(dev)
     traj = rollout.trajectory.to(dev)
-    adv = step_advantages(rollout.ids, rollout.rewards, rollout.estimate_rewards, traj, policy, rl, learner.normalise).to(dev)
-    coefs = StepLossCoefs(clip_eps=rl.clip_eps, kl=rl.kl_coef, sft=rl.sft_coef, gt_likelihood=rl.gt_likelihood_coef)
+    final = learner.final_advantages(rollout) if learner.cfg.grpo.reward_aggregation == "per_term" else None
+    adv = step_advantages(rollout.ids, rollout.rewards, rollout.estimate_rewards, traj, policy, rl, learner.normalise, final).to(dev)
+    coefs = step_loss_coefs(rl, learner.cfg.policy.diffusion.logprob_reduction, traj)
     with torch.no_grad():
         ref = reference.evaluate(x, traj)
 

@@ -7,6 +7,7 @@ request as the final outputs.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 
@@ -20,10 +21,13 @@ from trainer.config import TrainConfig
 from trainer.policies import build_policy
 
 
-def sampling_seed(*parts: int) -> int:
-    """A seed that depends only on these integers, e.g. (run seed, step, actor rank) for a rollout's
-    candidate draws: a retried or resumed step draws the same."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+def sampling_seed(domain: str, *parts: int) -> int:
+    """A seed that depends only on a domain tag and these integers, e.g. ("rollout", run seed, step, actor
+    rank) for a rollout's candidate draws: a retried or resumed step draws the same. The tag keeps the
+    draws of different uses apart, and the count of parts goes in too: SeedSequence pads its entropy with
+    zeros, so (a, b, c) and (a, b, c, 0) alone would give the same seed."""
+    tag = int.from_bytes(hashlib.sha256(domain.encode()).digest()[:8], "little")
+    return int(np.random.SeedSequence([tag, len(parts), *parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class RolloutWorker:
@@ -60,7 +64,7 @@ class RolloutWorker:
         with self._policy_lock:
             sync = self._load(version, weights)
             t0 = time.perf_counter()
-            gen = torch.Generator().manual_seed(sampling_seed(self.cfg.seed, batch.step, self.rank))
+            gen = torch.Generator().manual_seed(sampling_seed("rollout", self.cfg.seed, batch.step, self.rank))
             sample = self.policy.sample(batch.degraded.to(self.device), g, generator=gen)
             t1 = time.perf_counter()
         b = len(batch.ids)

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data.datasets import build_train_dataset
+from trainer.data.datasets import PairDataset, build_train_dataset
+from trainer.data.sources import train_specs
 
 
 class DataCursor:
@@ -74,9 +75,32 @@ def read_subset(path: Path) -> list[str]:
     return ids
 
 
+def gold_ids(cfg: TrainConfig) -> list[str]:
+    """The reward-hacking watch's held-out pairs (trainer/watch.py): a seeded draw of `watch.images` training
+    pairs outside the post-training set. With grpo.train_on 'subset' they come from the pairs mining left
+    out; with 'all', load_training_data leaves them out of training. The draw depends only on the ids and the seed."""
+    all_ids = [s.id for s in train_specs(cfg.data)]
+    trained = set(read_subset(cfg.mining.subset)) if cfg.grpo.train_on == "subset" else set()
+    pool = sorted(i for i in all_ids if i not in trained)
+    n = cfg.watch.images
+    if len(pool) < n:
+        raise TrainDataError(f"watch.images={n} but only {len(pool)} training pairs lie outside the post-training set; lower watch.images or set watch.every_steps=0")
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed))
+    return sorted(pool[i] for i in order[:n].tolist())
+
+
+def gold_set(cfg: TrainConfig) -> PairDataset:
+    """The gold pairs centre-cropped to watch.crop (default data.crop_size): the same inputs at every watch point."""
+    ids = set(gold_ids(cfg))
+    return PairDataset([s for s in train_specs(cfg.data) if s.id in ids], cfg.data, cfg.watch.crop or cfg.data.crop_size)
+
+
 def load_training_data(cfg: TrainConfig):
-    """The post-training dataset (mined subset or all), checked by reading its first item."""
+    """The post-training dataset (mined subset or all, less the watch's gold pairs), checked by reading its first item."""
     ids = read_subset(cfg.mining.subset) if cfg.grpo.train_on == "subset" else None
+    if ids is None and cfg.watch.every_steps:
+        held_out = set(gold_ids(cfg))
+        ids = [s.id for s in train_specs(cfg.data) if s.id not in held_out]
     dataset = build_train_dataset(cfg.data, ids=ids)
     if len(dataset) == 0:
         raise TrainDataError(f"the training set is empty (data.source={cfg.data.source}, data.root={cfg.data.root})")

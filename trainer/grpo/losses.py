@@ -19,16 +19,18 @@ def linear_anneal(start: float, end: float, step: int, total_steps: int) -> floa
     return start + (end - start) * frac
 
 
-def ppo_clip_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample PPO clipped surrogate loss -min(rho A, clip(rho, 1-eps, 1+eps) A).
+def ppo_clip_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_eps: float,
+                       dims: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample PPO clipped surrogate loss -min(rho A, clip(rho, (1-eps)^dims, (1+eps)^dims) A).
 
     `old_log_prob` must be what the sampling policy recorded: re-computing it from the current
-    policy (the authors' defect) makes rho == 1 and the clip inert.
+    policy (the authors' defect) makes rho == 1 and the clip inert. `dims` > 1 when log_prob sums
+    that many dimensions whose per-dimension ratio the trust region 1 +- eps is meant for.
     Returns (loss (N,), ratio (N,), clipped mask (N,) where the clipped branch was taken).
     """
     ratio = torch.exp(log_prob - old_log_prob.detach())
     unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    clipped = torch.clamp(ratio, (1.0 - clip_eps) ** dims, (1.0 + clip_eps) ** dims) * advantages
     loss = -torch.minimum(unclipped, clipped)
     return loss, ratio.detach(), (clipped < unclipped).detach()
 

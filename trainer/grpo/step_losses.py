@@ -23,6 +23,7 @@ class StepLossCoefs:
     kl: float
     sft: float  # weight of L_SFT (the diffusion loss), per image times 1 - w_i under adaptive weighting
     gt_likelihood: float  # LRPO: weight of minus the log-density of the ground-truth-consistent step
+    clip_dims: int = 1  # dimensions the log-density sums: the ratio is clipped to (1 +- clip_eps) ** clip_dims
 
 
 def step_groups(num_steps: int, groups: int = STEP_GROUPS) -> list[tuple[int, int]]:
@@ -67,7 +68,7 @@ def step_grpo_loss(
     for name, t in (("old_log_prob", old_log_prob), ("advantages", advantages), ("kl", kl)):
         if t.shape != (n, s):
             raise ValueError(f"{name} must be ({n}, {s}) like log_prob, got {tuple(t.shape)}")
-    surrogate, ratio, clipped = ppo_clip_objective(log_prob, old_log_prob, advantages, coefs.clip_eps)
+    surrogate, ratio, clipped = ppo_clip_objective(log_prob, old_log_prob, advantages, coefs.clip_eps, coefs.clip_dims)
     weighted = mix_rl_and_sft(surrogate.view(b, -1).mean(dim=1), coefs.sft * sft_loss, sample_weights)
     loss = weighted.mean() + coefs.kl * kl.mean()
     stats = {

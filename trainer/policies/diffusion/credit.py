@@ -2,8 +2,8 @@
 
 Rewards of one rollout form a (B, G, R + 1) table: column r < R scores the estimate produced by
 sampling step estimate_steps[r], column R the final output. Each column is normalised on its own
-(group statistics, or the image's history with the batch), then every stochastic step is given
-the advantage of the first scored estimate its action leads to.
+(group statistics, or the image's history with the batch), then every stochastic step is credited
+with a mix of the columns its action can influence (credit_matrix).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import Tensor
 from trainer.grpo.advantages import HistoryTracker, group_advantages
 
 NoiseWeighting = Literal["uniform", "linear", "snr"]
+StepCredit = Literal["to_go", "next"]
 
 
 def reward_keys(ids: list[str], estimate_steps: Tensor) -> list[list[str]]:
@@ -40,15 +41,27 @@ def history_normaliser(tracker: HistoryTracker) -> Callable[[list[str], Tensor],
     return tracker.advantages
 
 
-def assign_to_steps(advantages: Tensor, estimate_steps: Tensor, num_stochastic: int) -> Tensor:
-    """(N, R + 1) column advantages -> (N, num_stochastic): step k takes the first column whose
-    estimate step is >= k (the estimate its action leads to), the final column after the last one."""
-    if estimate_steps.numel() == 0:  # final reward only: every step takes it
-        return advantages[:, :1].expand(-1, num_stochastic)
+def credit_matrix(estimate_steps: Tensor, num_stochastic: int, rule: StepCredit) -> Tensor:
+    """(S, R + 1) weights, rows summing to 1, of the R estimate columns and the final column for each step.
+
+    'to_go' (reward-to-go): step k gets the mean of the columns scored at or after it, the final one
+    included (estimate_steps[r] >= k: the estimate after step estimate_steps[r] depends on step k's action).
+    'next': step k gets only the first such column, the final one after the last estimate.
+    """
+    if rule not in ("to_go", "next"):
+        raise ValueError(f"unknown step credit {rule!r} (choose 'to_go' or 'next')")
     steps = torch.arange(num_stochastic)
-    later = estimate_steps.view(1, -1) >= steps.view(-1, 1)  # (S, R)
-    col = torch.where(later.any(dim=1), later.float().argmax(dim=1), torch.full_like(steps, estimate_steps.numel()))
-    return advantages[:, col]
+    later = torch.cat([estimate_steps.view(1, -1) >= steps.view(-1, 1), torch.ones(num_stochastic, 1, dtype=torch.bool)], dim=1)
+    if rule == "next":
+        first = later.float().argmax(dim=1)  # argmax takes the first True; the final column is always True
+        later = torch.zeros_like(later).scatter_(1, first.view(-1, 1), True)
+    m = later.float()
+    return m / m.sum(dim=1, keepdim=True)
+
+
+def assign_to_steps(advantages: Tensor, estimate_steps: Tensor, num_stochastic: int, rule: StepCredit) -> Tensor:
+    """(N, R + 1) column advantages -> (N, num_stochastic) per-step advantages by credit_matrix."""
+    return advantages @ credit_matrix(estimate_steps, num_stochastic, rule).to(advantages).T
 
 
 def noise_level_weights(timesteps: Tensor, alpha_bar: Tensor, train_timesteps: int, mode: NoiseWeighting) -> Tensor:
@@ -61,7 +74,7 @@ def noise_level_weights(timesteps: Tensor, alpha_bar: Tensor, train_timesteps: i
     if mode == "uniform":
         w = torch.ones_like(t)
     elif mode == "linear":
-        w = (t + 1) / train_timesteps
+        w = t / train_timesteps
     elif mode == "snr":
         a = alpha_bar.float()
         w = a / (1 - a).clamp_min(1e-12)

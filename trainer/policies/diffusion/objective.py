@@ -12,7 +12,8 @@ from torch import Tensor
 
 from trainer.config import DiffusionRLConfig
 from trainer.policies.diffusion.credit import assign_to_steps, column_advantages, noise_level_weights
-from trainer.policies.diffusion.ddim import gaussian_log_density, gt_step_mean
+from trainer.grpo.step_losses import StepLossCoefs
+from trainer.policies.diffusion.ddim import gaussian_kl_same_std, gaussian_log_density, gt_step_mean, gt_step_weight
 from trainer.policies.diffusion.policy import DiffusionEvaluation, DiffusionPolicy
 from trainer.policies.diffusion.trajectory import DiffusionTrajectory
 
@@ -20,22 +21,42 @@ Normalise = Callable[[list[str], Tensor], Tensor]  # (keys, (B, G) rewards) -> (
 
 
 def step_advantages(ids: list[str], rewards: Tensor, estimate_rewards: Tensor | None, trajectory: DiffusionTrajectory,
-                    policy: DiffusionPolicy, rl: DiffusionRLConfig, normalise: Normalise) -> Tensor:
+                    policy: DiffusionPolicy, rl: DiffusionRLConfig, normalise: Normalise, final: Tensor | None = None) -> Tensor:
     """(N, S) advantage of every stochastic step: rewards (B, G) of the final outputs and estimate_rewards
-    (B, G, R) of the estimates at trajectory.estimate_steps are normalised per column, each step takes
-    the column its action leads to, times the noise-level weight of its timestep, clipped to adv_clip."""
-    table = rewards[:, :, None] if estimate_rewards is None else torch.cat([estimate_rewards, rewards[:, :, None]], dim=2)
-    columns = column_advantages(ids, table, trajectory.estimate_steps, normalise)
+    (B, G, R) of the estimates at trajectory.estimate_steps are normalised per column and clipped to
+    adv_clip, each step is credited by rl.step_credit, then times the noise-level weight of its timestep.
+    `final`: (B, G) advantages of the final outputs computed elsewhere (per-term normalisation; final reward only).
+    The clip comes before the weights: it bounds outlying rewards, and clipping after would cut the
+    steps the weighting favours most (under 'snr' the last step's weight reaches ~6)."""
+    if final is not None:
+        if estimate_rewards is not None:
+            raise ValueError("precomputed final advantages exclude step-wise estimate rewards")
+        columns = final.reshape(-1, 1)
+    else:
+        table = rewards[:, :, None] if estimate_rewards is None else torch.cat([estimate_rewards, rewards[:, :, None]], dim=2)
+        columns = column_advantages(ids, table, trajectory.estimate_steps, normalise)
+    columns = columns.clamp(-rl.adv_clip, rl.adv_clip)
     s = trajectory.log_prob.shape[1]
-    per_step = assign_to_steps(columns, trajectory.estimate_steps, s)
+    per_step = assign_to_steps(columns, trajectory.estimate_steps, s, rl.step_credit)
     t = trajectory.timesteps[:s]
     weights = noise_level_weights(t, policy.schedule.alpha_bar(t), policy.schedule.train_timesteps, rl.noise_level_weighting)
-    return (per_step * weights.to(per_step)).clamp(-rl.adv_clip, rl.adv_clip)
+    return per_step * weights.to(per_step)
+
+
+def step_loss_coefs(rl: DiffusionRLConfig, reduction: str, trajectory: DiffusionTrajectory) -> StepLossCoefs:
+    """The loss weights; under logprob_reduction 'sum' the ratio is clipped to the joint image of the per-dimension
+    trust region, (1 +- clip_eps)^D over the D = C*h*w dimensions the log-density sums (kl_coef stays: the
+    surrogate's and the KL's gradients both grow by D, so their balance is that of 'mean')."""
+    dims = trajectory.latents[0, 0].numel() if reduction == "sum" else 1
+    return StepLossCoefs(clip_eps=rl.clip_eps, kl=rl.kl_coef, sft=rl.sft_coef, gt_likelihood=rl.gt_likelihood_coef, clip_dims=dims)
 
 
 def gt_step_log_prob(policy: DiffusionPolicy, target: Tensor, trajectory: DiffusionTrajectory, evaluation: DiffusionEvaluation) -> Tensor:
-    """(N, S) log-density, under the evaluated step Gaussians, of the step a perfect denoiser would take from
-    the recorded x_t towards the ground truth (DDIM's posterior mean given x_0 = GT): LRPO's likelihood term."""
+    """(N, S) LRPO's likelihood term: the log-density, under the evaluated step Gaussians, of the step a perfect
+    denoiser would take from the recorded x_t towards the ground truth (DDIM's posterior mean given x_0 = GT).
+
+    Under rl.gt_likelihood_norm 'per_step' it is taken relative to the density's peak and divided by the step's
+    weight on (x0_hat - GT)^2 (ddim.gt_step_weight): minus the squared error of x0_hat, equal for every step."""
     n, s = evaluation.log_prob.shape
     steps = evaluation.steps
     x_t = trajectory.latents[:, steps].to(evaluation.mean).flatten(0, 1)
@@ -45,4 +66,9 @@ def gt_step_log_prob(policy: DiffusionPolicy, target: Tensor, trajectory: Diffus
     a_prev = policy.schedule.alpha_bar(policy.schedule.prev_timesteps(trajectory.timesteps)[steps]).repeat(n)
     std = evaluation.std.flatten(0, 1)
     mean_gt = gt_step_mean(x_t, x0, a_t, a_prev, std)
-    return gaussian_log_density(mean_gt, evaluation.mean.flatten(0, 1), std, evaluation.reduction).view(n, s)
+    mean = evaluation.mean.flatten(0, 1)
+    if policy.cfg.rl.gt_likelihood_norm == "per_step":
+        # log p - log p(peak) = -KL between the two same-std Gaussians
+        per_step = -gaussian_kl_same_std(mean_gt, mean, std, evaluation.reduction) / gt_step_weight(a_t, a_prev, std).to(mean.device)
+        return per_step.to(evaluation.log_prob.dtype).view(n, s)
+    return gaussian_log_density(mean_gt, mean, std, evaluation.reduction).view(n, s)

@@ -22,7 +22,7 @@ class Schedule:
             clip_sample=cfg.clip_x0,
             set_alpha_to_one=True,  # the last step lands on the clean sample: alpha_bar = 1, no noise
             # 'trailing' (Lin et al. 2024) starts at t = T - 1 (pure noise, as trained) and ends the
-            # chain with the noiseless jump from T / K - 1. 'leading' would start at T - T / K and
+            # chain with the noiseless jump from about T / K - 1 to the clean sample. 'leading' would start at T - T / K and
             # make the last action a step into t = 0 with sigma ~ 0.01: it moves the output by
             # almost nothing, yet its score z / sigma dominates the policy gradient's variance.
             timestep_spacing="trailing",
@@ -35,9 +35,13 @@ class Schedule:
         self.scheduler.set_timesteps(num_steps)
         return self.scheduler.timesteps.clone().long()
 
-    def prev_timesteps(self, timesteps: Tensor) -> Tensor:
-        """The timestep each DDIM step lands on (diffusers: t - T // K); -1 or below means the clean sample."""
-        return timesteps - self.train_timesteps // len(timesteps)
+    @staticmethod
+    def prev_timesteps(timesteps: Tensor) -> Tensor:
+        """The timestep each DDIM step lands on: the next step's t, and -1 (the clean sample) after the last.
+
+        diffusers' DDIMScheduler.step uses t - T // K instead, which misses the next t by one when K does
+        not divide T and can land the last step on t = 0, where sigma ~ 0.01 is not zero."""
+        return torch.cat([timesteps[1:], timesteps.new_full((1,), -1)])
 
     def alpha_bar(self, t: Tensor) -> Tensor:
         """alpha_bar at integer timesteps; negative t (past the last step) is 1 (set_alpha_to_one)."""
