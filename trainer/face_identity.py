@@ -3,9 +3,9 @@
 The recognition network is insightface's IResNet (arcface_torch, "ArcFace: Additive Angular Margin Loss",
 Deng et al. 2019), written here with the module names of its released backbones (e.g. ms1mv3_arcface_r50
 backbone.pth), so those files load as they are: conv1/bn1/prelu, layer1..4 of IBasicBlocks (bn1, conv1, bn2,
-prelu, conv2, bn3, downsample), bn2, fc (512 * 7 * 7 -> 512), features (BatchNorm1d). No PyPI package ships
-the architecture without pulling its weights from the network (facenet-pytorch pins an old torch), hence this
-file. Input: RGB 112 x 112, (x - 0.5) / 0.5. The whole aligned face is resized to 112 px (FFHQ's alignment is
+prelu, conv2, bn3, downsample), bn2, fc (512 * 7 * 7 -> 512), features (BatchNorm1d). facenet-pytorch is not in
+this machine's package-index snapshot (and its InceptionResnetV1 is not ArcFace); insightface's wheel builds
+C extensions and fetches its models at run time, hence this file. Input: RGB 112 x 112, (x - 0.5) / 0.5. The whole aligned face is resized to 112 px (FFHQ's alignment is
 not ArcFace's five-point one; BFR papers' identity scores do the same), so absolute values differ from
 insightface's verification protocol: compare arms, not papers.
 """
