@@ -1,4 +1,4 @@
-"""Seconds per image for BRISQUE and NIQE (reward_server.nr_iqa) on the CPU, against pyiqa's published
+"""Seconds per image for BRISQUE, NIQE and PIQE (reward_server.nr_iqa) on the CPU, against pyiqa's published
 CPU figures (BRISQUE 0.12 s, NIQE 0.21 s per 1080x800 image).
 
 Usage: .venv/bin/python benchmarks/bench_nr_iqa.py [--height 800] [--width 1080] [--batch 1] [--threads 1] [--repeats 5]
@@ -19,7 +19,7 @@ import torch
 from skimage import data
 from torch.nn import functional as F
 
-from reward_server.nr_iqa import Brisque, Niqe
+from reward_server.nr_iqa import Brisque, Niqe, Piqe
 
 
 def photo(h: int, w: int, batch: int) -> torch.Tensor:
@@ -35,14 +35,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--metrics", nargs="+", default=["brisque", "niqe"], choices=["brisque", "niqe"])
+    p.add_argument("--metrics", nargs="+", default=["brisque", "niqe", "piqe"], choices=["brisque", "niqe", "piqe"])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     x = photo(args.height, args.width, args.batch)
     load_before = os.getloadavg()[0]
     out = {"size": f"{args.width}x{args.height}", "batch": args.batch, "threads": args.threads, "cpu": platform.processor() or platform.machine()}
     for name in args.metrics:
-        metric = {"brisque": Brisque, "niqe": Niqe}[name]()
+        metric = {"brisque": Brisque, "niqe": Niqe, "piqe": Piqe}[name]()
         metric(x)  # warm-up
         times = []
         for _ in range(args.repeats):

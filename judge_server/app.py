@@ -1,6 +1,7 @@
 """The judge service: a FastAPI app in front of an OpenAI-compatible vision-language model.
 
-Routes: POST /v1/judge (JSON or multipart), POST /v1/judge/batch (JSON), GET /v1/info,
+Routes: POST /v1/judge (JSON, or multipart), POST /v1/judge/upload (multipart; documented apart from
+the JSON route, as irpo_common.openapi_doc explains), POST /v1/judge/batch (JSON), GET /v1/info,
 /healthz (process alive), /readyz (backend serves the configured model), /metrics (Prometheus).
 With a token configured, the /v1 routes need `Authorization: Bearer <token>`; the probes, /metrics
 and the API document (/docs, /openapi.json) stay open, as the document says. Client input is read
@@ -14,15 +15,14 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from irpo_common.http_guards import BodyLimit, ClientGone, bearer_guard, count_requests, on_error, while_connected
-from irpo_common.imaging import ImageError
-from irpo_common.json_input import BadJSON, validate, validation_detail
-from irpo_common.openapi_doc import ApiDoc, answers
+from irpo_common.http_guards import BodyLimit, accepted_media_type, answer_shared_errors, bearer_guard, count_requests, on_error, while_connected
+from irpo_common.json_input import validate
+from irpo_common.openapi_doc import ApiDoc, answers, operation_id
+from irpo_common.problem import problem
 
 from .backend import BackendError, BackendTimeout, BackendUnavailable, ChatBackend
 from .judge import IMAGE_FIELDS, Judge, RequestError, prepare
@@ -54,21 +54,15 @@ def create_app(settings: JudgeSettings) -> FastAPI:
         finally:
             await backend.aclose()
 
-    app = FastAPI(title="IRPO judge service", lifespan=lifespan)
+    app = FastAPI(title="IRPO judge service", lifespan=lifespan, generate_unique_id_function=operation_id)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     count_requests(app, metrics.requests)  # after the other middleware: their 413/408 are counted too
 
-    def problem(status: int, detail) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"detail": detail})
-
-    on_error(app, BadJSON, lambda e: problem(400, str(e)))
-    on_error(app, ImageError, lambda e: problem(400, str(e)))  # as the reward service
+    answer_shared_errors(app)  # as the reward service; a client gone has its backend calls cancelled
     on_error(app, RequestError, lambda e: problem(422, str(e)))
-    on_error(app, ValidationError, lambda e: problem(422, validation_detail(e)))
-    on_error(app, ClientGone, lambda e: Response(status_code=499))  # backend calls cancelled; nobody reads it; counted
 
     def failed(kind: str, status: int):
-        def respond(e: Exception) -> JSONResponse:
+        def respond(e: Exception) -> Response:
             metrics.backend_failures.labels(kind).inc()
             return problem(status, str(e))
 
@@ -80,9 +74,6 @@ def create_app(settings: JudgeSettings) -> FastAPI:
 
     require_token = bearer_guard(settings.token)
     doc = ApiDoc()
-
-    def media_type(request: Request) -> str:
-        return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
     async def multipart_item(request: Request):
         form = await request.form(max_files=len(IMAGE_FIELDS), max_fields=len(IMAGE_FIELDS) + 2)
@@ -138,34 +129,38 @@ def create_app(settings: JudgeSettings) -> FastAPI:
             "auth": settings.token is not None,
         }
 
-    def judging(bodies: dict) -> dict:
-        """Route arguments declaring the bodies and every error answer of a judging route."""
-        declared = doc.route(bodies, errors=(400, 408, 413, 415, 422))
+    def judging(kind: str, body) -> dict:
+        """Route arguments declaring the body and every error answer of a judging route."""
+        declared = doc.route(kind, body, errors=(400, 408, 413, 415, 422))
         declared["responses"].update(_backend_answers())
-        return declared
+        return {"dependencies": [Depends(require_token)], **declared}
 
-    @app.post("/v1/judge", response_model=JudgeResult, dependencies=[Depends(require_token)],
-              **judging({_JSON: JudgeRequest, _MULTIPART: MULTIPART_SCHEMA}))
-    async def judge_one(request: Request):
-        deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
-        kind = media_type(request)
-        if kind == _MULTIPART:
-            images, mode, task = await multipart_item(request)
-        elif kind == _JSON:
-            req = validate(JudgeRequest, await request.body())
-            images, mode, task = {n: getattr(req, n) for n in IMAGE_FIELDS}, req.mode, req.task
-        else:
-            raise HTTPException(415, f"content type not accepted: send {_JSON} or {_MULTIPART}")
-        item = await run_in_threadpool(prepare, images, mode, task, settings)
-        return await while_connected(request, request.app.state.judge.judge(item, deadline))
+    def judge_one(accepted: tuple[str, ...]):
+        async def judge(request: Request):
+            deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
+            kind = accepted_media_type(request, accepted)
+            if kind == _MULTIPART:
+                images, mode, task = await multipart_item(request)
+            else:
+                req = validate(JudgeRequest, await request.body())
+                images, mode, task = {n: getattr(req, n) for n in IMAGE_FIELDS}, req.mode, req.task
+            item = await run_in_threadpool(prepare, images, mode, task, settings)
+            return await while_connected(request, request.app.state.judge.judge(item, deadline))
 
-    @app.post("/v1/judge/batch", response_model=BatchResult, dependencies=[Depends(require_token)],
-              **judging({_JSON: BatchRequest}))
+        return judge
+
+    app.post("/v1/judge", name="judge", response_model=JudgeResult, **judging(_JSON, JudgeRequest),
+             description="Judge one item sent as JSON (base64 images). Also takes the multipart form of "
+                         "/v1/judge/upload, which is documented there.")(judge_one((_JSON, _MULTIPART)))
+    app.post("/v1/judge/upload", name="judge_upload", response_model=JudgeResult, **judging(_MULTIPART, MULTIPART_SCHEMA),
+             description="Judge one item sent as a multipart upload (image files; give each a file name).")(judge_one((_MULTIPART,)))
+
+    @app.post("/v1/judge/batch", name="judge_batch", response_model=BatchResult, **judging(_JSON, BatchRequest))
     async def judge_batch(request: Request):
+        """Judge a batch of items sent as JSON."""
         start = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
-        if media_type(request) != _JSON:
-            raise HTTPException(415, f"content type not accepted: send {_JSON}")
+        accepted_media_type(request, (_JSON,))
         batch = validate(BatchRequest, await request.body())
         if len(batch.items) > settings.max_batch:
             raise HTTPException(413, f"{len(batch.items)} items exceed the batch limit of {settings.max_batch}")

@@ -51,7 +51,7 @@ def _as_images(batch, name: str) -> list[np.ndarray] | None:
 
 
 class JudgeClient(ServiceClient):
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 120.0, retries: int = 3):
+    def __init__(self, base_url: str | Sequence[str], token: str | None = None, timeout_s: float = 120.0, retries: int = 3):
         super().__init__(base_url, token, timeout_s)
         self.timeout_s, self.retries = timeout_s, retries
 
@@ -61,7 +61,7 @@ class JudgeClient(ServiceClient):
             if attempt:
                 time.sleep(0.5 * 2 ** (attempt - 1))
             try:
-                response = self._http.request(method, path, **kwargs)
+                response = self._send(method, path, **kwargs)
             except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
                 raise JudgeUnavailable(
                     f"judge service {path}: no answer within timeout_s = {self.timeout_s:g} s ({type(exc).__name__}); "
@@ -78,7 +78,7 @@ class JudgeClient(ServiceClient):
             if response.status_code != 200:
                 raise JudgeRequestError(f"judge service {path} answered {response.status_code}: {_detail(response)}")
             return response.json()
-        raise JudgeUnavailable(f"judge service at {self._http.base_url}: no answer after {self.retries + 1} attempt(s); last: {reason}")
+        raise JudgeUnavailable(f"judge service at {self.base_url}: no answer after {self.retries + 1} attempt(s); last: {reason}")
 
     def healthz(self) -> dict:
         return self._request("GET", "/healthz")

@@ -15,6 +15,7 @@ Status = Literal["ok", "unparsed", "low_digit_mass", "low_level_mass"]
 _IMAGE_PART = {"type": "string", "format": "binary", "description": "PNG or JPEG file"}
 # The multipart form of POST /v1/judge, for the OpenAPI document (the route reads the form itself).
 MULTIPART_SCHEMA = {
+    "title": "JudgeUpload",
     "type": "object",
     "properties": {
         "degraded": _IMAGE_PART, "restored": _IMAGE_PART, "reference": _IMAGE_PART,

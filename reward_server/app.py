@@ -14,14 +14,13 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from irpo_common.device import resolve_device
-from irpo_common.http_guards import BodyLimit, ClientGone, bearer_guard, count_requests, on_error
-from irpo_common.imaging import ImageError
-from irpo_common.json_input import BadJSON, validate, validation_detail
-from irpo_common.openapi_doc import ApiDoc, answers
+from irpo_common.http_guards import BodyLimit, accepted_media_type, answer_shared_errors, bearer_guard, count_requests, on_error
+from irpo_common.json_input import validate
+from irpo_common.openapi_doc import ApiDoc, answers, operation_id
+from irpo_common.problem import problem
 from irpo_common.reward_spec import GEN_TERMS
 from irpo_common.tasks import TASKS
 from reward_server import __version__
@@ -37,19 +36,21 @@ from reward_server.wire import MEDIA_TYPE, WireError
 
 log = logging.getLogger(__name__)
 
+_JSON, _MULTIPART, _OCTETS = "application/json", "multipart/form-data", "application/octet-stream"
 _IMAGE_PART = {"type": "string", "format": "binary", "description": "PNG or JPEG file"}
 MULTIPART_SCHEMA = {
+    "title": "ScoreUpload",
     "type": "object",
     "properties": {
         **dict.fromkeys(IMAGE_FIELDS, _IMAGE_PART),
-        "task": {"type": "string", "enum": [*TASKS, ""], "description": "Task name; empty = none."},
-        "weights": {"type": "string", "description": 'Weight overrides as JSON text, e.g. {"psnr": 0.3}; empty = none.'},
-        "judge": {"type": "string", "description": "R_judge in [0, 1] as text; empty = none."},
+        "task": {"type": "string", "enum": list(TASKS), "description": "Task name; absent (or empty) = none."},
+        "weights": {"type": "string", "description": 'Weight overrides as JSON text, e.g. {"psnr": 0.3}; absent (or empty) = none.'},
+        "judge": {"type": "string", "description": "R_judge in [0, 1] as text; absent (or empty) = none."},
     },
     "required": ["restored"],
     "additionalProperties": False,
 }
-BINARY_SCHEMA = {"type": "string", "format": "binary", "description": "safetensors bytes (reward_server.wire)"}
+BINARY_SCHEMA = {"type": "string", "format": "binary", "description": f"safetensors bytes (reward_server.wire), sent as {MEDIA_TYPE} or {_OCTETS}"}
 
 
 class _Metrics:
@@ -108,21 +109,19 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
         if batcher is not None:
             await batcher.stop()
 
-    app = FastAPI(title="IRPO reward service", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="IRPO reward service", version=__version__, lifespan=lifespan, generate_unique_id_function=operation_id,
                   description="Scores restorations with the IRPO reward (reward_server/README.md).")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     count_requests(app, prom.requests)
 
-    def problem(status: int, detail, retry: bool = False, retry_after_s: float | None = None) -> JSONResponse:
-        headers = {"Retry-After": str(max(settings.retry_after_s, int(retry_after_s or 0)))} if retry else None
-        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    def retry_after(seconds: float | None = None) -> dict[str, str]:
+        return {"Retry-After": str(max(settings.retry_after_s, int(seconds or 0)))}
 
-    on_error(app, ValidationError, lambda e: problem(422, validation_detail(e)))
-    for bad in (BadJSON, ImageError, InvalidItemError, WireError):
+    answer_shared_errors(app)
+    for bad in (InvalidItemError, WireError):
         on_error(app, bad, lambda e: problem(400, str(e)))
-    on_error(app, Overloaded, lambda e: problem(503, f"overloaded: {e}; retry later", retry=True, retry_after_s=e.retry_after_s))
-    on_error(app, DeadlineExceeded, lambda e: problem(503, str(e), retry=True))
-    on_error(app, ClientGone, lambda e: Response(status_code=499))  # nobody reads it; counted
+    on_error(app, Overloaded, lambda e: problem(503, f"overloaded: {e}; retry later", retry_after(e.retry_after_s)))
+    on_error(app, DeadlineExceeded, lambda e: problem(503, str(e), retry_after()))
     on_error(app, ItemFailed, lambda e: problem(500, str(e)))
 
     require_token = bearer_guard(settings.token)
@@ -132,9 +131,6 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
         if state["batcher"] is None:
             raise HTTPException(503, state["error"] or "models are loading", headers={"Retry-After": str(settings.retry_after_s)})
         return state["batcher"]
-
-    def media_type(request: Request) -> str:
-        return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
     @app.get("/healthz", responses=answers(503))
     async def healthz():
@@ -165,6 +161,8 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             "aesthetic_range": settings.aesthetic_range,
             "brisque_range": settings.brisque_range,
             "niqe_range": settings.niqe_range,
+            "piqe_range": settings.piqe_range,
+            "hps_range": settings.hps_range,
             "models": m.info() if m else None,
             "random_weights": m.random_terms() if m else None,
             "precision": m.precision if m else None,
@@ -194,41 +192,56 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             admission.read(ticket, len(items))
             return await admission.watch(request, ticket, b.submit(items))
 
-    @app.post("/v1/score", response_model=ItemResult, dependencies=[Depends(require_token)],
-              **doc.route({"application/json": ScoreRequest, "multipart/form-data": MULTIPART_SCHEMA}))
-    async def score(request: Request):
-        kind = media_type(request)
-        if kind not in ("application/json", "multipart/form-data"):
-            raise HTTPException(415, "content type not accepted: send application/json or multipart/form-data")
+    # Each body kind is documented on its own operation (irpo_common.openapi_doc says why); the JSON
+    # routes also take the other kinds, so curl -F and the trainer's binary batches need no new path.
+    def score_one(accepted: tuple[str, ...]):
+        async def score(request: Request):
+            kind = accepted_media_type(request, accepted)
 
-        async def read():
-            if kind == "application/json":
-                req = validate(ScoreRequest, await request.body())
-                return await run_in_threadpool(intake.json_items, [req], [""])
-            raw, opts = await intake.multipart_form(request)
-            return [await run_in_threadpool(intake.multipart_item, raw, opts)]
+            async def read():
+                if kind == _JSON:
+                    req = validate(ScoreRequest, await request.body())
+                    return await run_in_threadpool(intake.json_items, [req], [""])
+                raw, opts = await intake.multipart_form(request)
+                return [await run_in_threadpool(intake.multipart_item, raw, opts)]
 
-        [result] = await scored(request, read)
-        return Response(result.model_dump_json(), media_type="application/json")
+            [result] = await scored(request, read)
+            return Response(result.model_dump_json(), media_type="application/json")
 
-    @app.post("/v1/score/batch", response_model=BatchResponse, dependencies=[Depends(require_token)],
-              **doc.route({"application/json": BatchRequest, MEDIA_TYPE: BINARY_SCHEMA}))
-    async def score_batch(request: Request):
-        kind = media_type(request)
-        if kind not in ("application/json", MEDIA_TYPE, "application/octet-stream"):
-            raise HTTPException(415, f"content type not accepted: send application/json or {MEDIA_TYPE}")
+        return score
 
-        async def read():
-            body = await request.body()
-            if kind != "application/json":
-                return await run_in_threadpool(intake.binary_items, body)
-            req = validate(BatchRequest, body)
-            if len(req.items) > settings.max_batch_items:
-                raise InvalidItemError(f"batch of {len(req.items)} items; allowed 1..{settings.max_batch_items}")
-            return await run_in_threadpool(intake.json_items, req.items, [f"items[{i}]." for i in range(len(req.items))])
+    single = {"response_model": ItemResult, "dependencies": [Depends(require_token)]}
+    app.post("/v1/score", name="score", **single, **doc.route(_JSON, ScoreRequest),
+             description="Score one item sent as JSON (base64 images). Also takes the multipart form of "
+                         "/v1/score/upload, which is documented there.")(score_one((_JSON, _MULTIPART)))
+    app.post("/v1/score/upload", name="score_upload", **single, **doc.route(_MULTIPART, MULTIPART_SCHEMA),
+             description="Score one item sent as a multipart upload (image files; give each a file name).")(score_one((_MULTIPART,)))
 
-        results = await scored(request, read)
-        return Response(BatchResponse(results=results).model_dump_json(), media_type="application/json")
+    def score_many(accepted: tuple[str, ...]):
+        async def score_batch(request: Request):
+            kind = accepted_media_type(request, accepted)
+
+            async def read():
+                body = await request.body()
+                if kind != _JSON:
+                    return await run_in_threadpool(intake.binary_items, body)
+                req = validate(BatchRequest, body)
+                if len(req.items) > settings.max_batch_items:
+                    raise InvalidItemError(f"batch of {len(req.items)} items; allowed 1..{settings.max_batch_items}")
+                return await run_in_threadpool(intake.json_items, req.items, [f"items[{i}]." for i in range(len(req.items))])
+
+            results = await scored(request, read)
+            return Response(BatchResponse(results=results).model_dump_json(), media_type="application/json")
+
+        return score_batch
+
+    batch = {"response_model": BatchResponse, "dependencies": [Depends(require_token)]}
+    app.post("/v1/score/batch", name="score_batch", **batch, **doc.route(_JSON, BatchRequest),
+             description=f"Score a batch sent as JSON. Also takes the safetensors body of /v1/score/batch/safetensors "
+                         f"({MEDIA_TYPE}), which is documented there.")(score_many((_JSON, MEDIA_TYPE, _OCTETS)))
+    app.post("/v1/score/batch/safetensors", name="score_batch_safetensors", **batch, **doc.route(_OCTETS, BINARY_SCHEMA),
+             description="Score a batch sent in the binary format of reward_server/wire.py (what the trainer sends).")(
+        score_many((MEDIA_TYPE, _OCTETS)))
 
     doc.install(app, auth=settings.token is not None)
     return app

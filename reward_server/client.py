@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 import httpx
 
@@ -33,9 +34,10 @@ class RewardClient(ServiceClient):
     `retry_for_s`, resends until that many seconds have passed since the first attempt, whatever
     `retries` says: a budget that can cover a restart of the service, whose cold start loads its
     models. The wait before a resend is the service's Retry-After when it gives one; otherwise the
-    backoff doubles from backoff_s up to MAX_BACKOFF_S."""
+    backoff doubles from backoff_s up to MAX_BACKOFF_S. `base_url` may list replicas: each attempt
+    balances and fails over across them (irpo_common/service_client.py)."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 0.5, retry_for_s: float | None = None):
+    def __init__(self, base_url: str | Sequence[str], token: str | None = None, timeout_s: float = 60.0, retries: int = 5, backoff_s: float = 0.5, retry_for_s: float | None = None):
         super().__init__(base_url, token, timeout_s)
         self.retries, self.backoff_s, self.retry_for_s = retries, backoff_s, retry_for_s
 
@@ -57,7 +59,7 @@ class RewardClient(ServiceClient):
                 time.sleep(delay)
             attempt += 1
             try:
-                resp = self._http.request(method, path, **kwargs)
+                resp = self._send(method, path, **kwargs)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 last, asked = f"{type(exc).__name__}: {exc}", 0.0
                 continue

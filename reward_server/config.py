@@ -16,6 +16,9 @@ from irpo_common.reward_spec import RewardWeights
 from reward_server.precision import Precision
 
 
+# measured: benchmarks/bench_nr_iqa_sizes.py, docs/benchmarks.md (issue 23)
+NR_MIN_SIDE = {"brisque": 96, "niqe": 384, "piqe": 256}
+
 class RewardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REWARD_SERVER_", extra="forbid", validate_default=True)
 
@@ -33,6 +36,13 @@ class RewardSettings(BaseSettings):
     aesthetic_range: tuple[float, float] = Field((1.0, 10.0), description="Aesthetic rating mapped linearly onto [0, 1].")
     brisque_range: tuple[float, float] = Field((0.0, 150.0), description="BRISQUE values mapped onto [1, 0] (lower is better; pyiqa's 0-150).")
     niqe_range: tuple[float, float] = Field((0.0, 100.0), description="NIQE values mapped onto [1, 0] (lower is better; pyiqa's 0-100).")
+    piqe_range: tuple[float, float] = Field((0.0, 100.0), description="PIQE values mapped onto [1, 0] (lower is better; the metric's own 0-100).")
+    nr_min_side: dict[Literal["brisque", "niqe", "piqe"], int] = Field(
+        default_factory=lambda: dict(NR_MIN_SIDE),
+        description="Smallest side (px) at which a no-reference term is computed; a request weighting it on a smaller image "
+        "gets a 400 naming it. Defaults: the smallest measured size where the term worsens with each step of noise, blur "
+        "and JPEG in >= 80% of cases on the demo photos (docs/benchmarks.md, issue 23). Floors: BRISQUE 7, NIQE 96, PIQE 16.",
+    )
     precision: Precision = Field(
         "auto",
         description="Precision of the CLIP tower and the LPIPS backbone: float32, bfloat16, float16 (CUDA only), or "
@@ -82,12 +92,21 @@ class RewardSettings(BaseSettings):
     body_timeout_s: float = Field(30.0, gt=0, description="Time to receive a whole request body; slower uploads get 408.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 503 (overloaded, not ready).")
 
-    @field_validator("psnr_range_db", "aesthetic_range", "brisque_range", "niqe_range", "hps_range")
+    @field_validator("psnr_range_db", "aesthetic_range", "brisque_range", "niqe_range", "piqe_range", "hps_range")
     @classmethod
     def _increasing(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not v[0] < v[1]:
             raise ValueError(f"range must be increasing, got {v}")
         return v
+
+    @field_validator("nr_min_side")
+    @classmethod
+    def _nr_floors(cls, v: dict[str, int]) -> dict[str, int]:
+        floors = {"brisque": 7, "niqe": 96, "piqe": 16}  # a 7x7 window; one 96x96 patch; one 16x16 block
+        low = {k: f"{v.get(k)} < {f}" for k, f in floors.items() if v.get(k, f) < f}
+        if low:
+            raise ValueError(f"nr_min_side below what the metric is defined on: {low}")
+        return {**NR_MIN_SIDE, **v}
 
     @model_validator(mode="after")
     def _config_file_exists(self) -> "RewardSettings":

@@ -25,7 +25,7 @@ from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from torch import nn
 
 from reward_server.config import RewardSettings
-from reward_server.nr_iqa import Brisque, Niqe, provenance_note
+from reward_server.nr_iqa import Brisque, Niqe, Piqe, provenance_note
 from reward_server.precision import DTYPES, LowPrecision, native_bf16, network_precisions
 from reward_server.terms import TERMS, random_terms
 
@@ -48,7 +48,7 @@ class WeightsMissingError(RuntimeError):
 @dataclass(frozen=True)
 class Provenance:
     model: str
-    source: Literal["weights_dir", "cache", "package", "random"]
+    source: Literal["weights_dir", "cache", "package", "formula", "random"]
     path: str | None
     note: str = ""
 
@@ -107,6 +107,7 @@ class RewardModels:
     lpips: nn.Module
     brisque: Brisque
     niqe: Niqe
+    piqe: Piqe
     provenance: dict[str, Provenance]
     device: torch.device
     precision: dict[str, str]  # network -> the precision it runs in; every other term is float32
@@ -317,11 +318,13 @@ def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
         lpips=lp,
         brisque=Brisque(device),
         niqe=Niqe(device),
+        piqe=Piqe(device),
         provenance={
             "clip": clip_prov,
             "aesthetic": aes_prov,
             "lpips_backbone": lp_prov,
             **{name: Provenance(name.upper(), "package", None, provenance_note(name)) for name in ("brisque", "niqe")},
+            "piqe": Provenance("PIQE", "formula", None, "no trained parameters (Venkatanath et al. 2015, as MATLAB's piqe)"),
             **provenance,
         },
         device=device,

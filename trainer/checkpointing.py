@@ -15,6 +15,8 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,29 @@ def save_checkpoint(root: Path, step: int, learner: dict, rollout_weights: dict[
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old)
     return final
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread, one at a time, so the driver's step loop does not
+    wait for the disk. A failed write raises at the next submit or at close, which stops the run."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._last: Future | None = None
+
+    def submit(self, write: Callable[[], Path]) -> None:
+        self.wait()
+        self._last = self._pool.submit(write)
+
+    def wait(self) -> Path | None:
+        """The path of the last checkpoint written (None when none was submitted)."""
+        return None if self._last is None else self._last.result()
+
+    def close(self) -> Path | None:
+        try:
+            return self.wait()
+        finally:
+            self._pool.shutdown()
 
 
 def _sha256(path: Path) -> str:

@@ -98,10 +98,12 @@ class DiffusionConfig(_PolicySection):
     norm_num_groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every entry of block_out_channels.")
     train_timesteps: int = Field(1000, ge=2, description="T of the DDPM training schedule.")
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field("linear", description="DDPM beta schedule (diffusers names).")
-    prediction_type: Literal["epsilon", "v_prediction"] = Field("epsilon", description="What the U-Net predicts: the noise epsilon (DDPM/DDPO) or v = sqrt(a) eps - sqrt(1 - a) x_0.")
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field("epsilon", description="What the U-Net predicts: the noise epsilon (DDPM/DDPO), v = sqrt(a) eps - sqrt(1 - a) x_0, or x_0 itself ('sample', diffusers' name; the loss then weighs every timestep's x_0 error alike, as a regression restorer's).")
     sampling_steps: int = Field(10, ge=2, description="DDIM steps per sample (flow_grpo: 10 in training); the last goes to t = 0 without noise and carries no log-density.")
     eta: float = Field(1.0, gt=0, le=1, description="DDIM eta: step noise sigma_t = eta * sqrt(DDPM posterior variance); > 0 makes every step a Gaussian policy (DDPO: 1.0).")
     clip_x0: bool = Field(True, description="Clamp the predicted clean image to [-1, 1] inside each step (diffusers clip_sample).")
+    residual: bool = Field(False, description="Run the chain on the residual x_0 - encode(degraded) and output encode(degraded) + the chain's result (ResShift, Yue et al. 2023; residual diffusion restorers): a change of variables around the condition, the DDIM step maths unchanged. The clamp of x0_hat (clip_x0) then applies to the image. False = the chain generates the image itself (DDPO, the seed papers; the GPU presets).")
+    start_strength: float = Field(1.0, gt=0, le=1, description="The chain runs from t = strength * T to 0 in sampling_steps steps, starting from the degraded image noised to that t (SDEdit, Meng et al. 2022; diffusers' img2img `strength`); with `residual` its starting residual is 0, so the start is noise scaled to that t. Pre-training then draws t below strength * T only. 1.0 = from pure noise at T (the papers; the GPU presets).")
     logprob_reduction: Literal["mean", "sum"] = Field("mean", description="Per-step log-density over the D = C*H*W dimensions: 'mean' (DDPO): the per-dimension average, so rl.clip_eps bounds the per-dimension log-ratio and the trust region in joint nats is about clip_eps x D (it grows with the crop); 'sum': the exact joint log-density, reduced in float64, with the ratio clipped to (1 +- clip_eps)^D, the same trust region; kl_coef is not rescaled (the surrogate's and the KL's gradients both grow by D), so against 'mean' the RL terms weigh D times more than L_diff.")
     rl: DiffusionRLConfig = Field(default_factory=DiffusionRLConfig, description="How the chain is trained as a policy (DDPO, seeds 2 and 3).")
 
@@ -199,6 +201,7 @@ class EvalConfig(_Section):
     identity_arch: Literal["r18", "r34", "r50", "r100"] = Field("r50", description="ArcFace IResNet depth of the face task's identity metric (trainer/face_identity.py; insightface's arcface_torch backbones).")
     identity_weights: Path | None = Field(None, description="Local ArcFace IResNet weights (arcface_torch backbone.pth or .safetensors, its key names) for the identity metric; None = RANDOM weights, said so in every result (identity values then mean nothing).")
     ood: bool = Field(True, description="Also evaluate the out-of-distribution degradation set.")
+    samples: int = Field(0, ge=0, description="Besides the deterministic output, score this many stochastic samples per image from the sampler GRPO trains (policy.sample: Beta draws, or the eta > 0 chain), seeded per image by data.seed, and report their mean PSNR/SSIM/R (`*_sampled`): what post-training optimises. 0 = the deterministic output only.")
 
 
 class GRPOConfig(_Section):
@@ -243,11 +246,16 @@ class RolloutConfig(_Section):
     learner_gpus: float = Field(0.0, ge=0, description="GPUs of the learner actor; 0 = CPU.")
     learner_cpus: float = Field(1.0, gt=0, description="CPUs of the learner actor.")
     max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed rollout actor.")
-    step_retries: int = Field(2, ge=0, description="Retries of one step's rollout, with backoff, after its actor crashed or the reward service stayed unreachable through its client's retries; then the run stops.")
+    step_retries: int = Field(2, ge=0, description="Retries of one rollout part, with backoff, after the reward service stayed unreachable through its client's retries; then the run stops. A part whose actor died is not counted here: it moves to a healthy actor at once.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each rollout actor's bundle asks for besides CPU/GPU (e.g. {'rollout_node': 1} to keep rollouts on the nodes started with that resource).")
+    placement_strategy: Literal["PACK", "SPREAD"] = Field("SPREAD", description="Ray placement-group strategy of the rollout actors' bundles: SPREAD (one node's loss takes fewest actors) or PACK (fewest nodes).")
+    placement_timeout_s: float = Field(60.0, gt=0, description="How long the rollout group waits at start for its placement group (e.g. for an autoscaler to add nodes) before the run stops naming the resources no node offers.")
+    restart_timeout_s: float = Field(600.0, gt=0, description="How long rollout work may wait with no rollout actor alive (all crashed and restarting, or their node lost and not yet replaced) before the run stops. A fresh actor process imports torch and builds the policy.")
 
 
 class RewardConfig(_Section):
     url: str = Field("http://127.0.0.1:8100", description="Base URL of the reward service.")
+    urls: list[str] = Field(default_factory=list, description="Base URLs of several reward service replicas (e.g. one per GPU); when set, url is not used. Each request goes to the replica with the fewest requests outstanding from that rollout actor, and a connection error or a 503 moves it to the next replica (irpo_common/service_client.py).")
     token_env: str | None = Field(None, description="Environment variable holding the reward service's bearer token.")
     weights: RewardWeights = Field(default_factory=RewardWeights, description="Weights of R (irpo_common.reward_spec.RewardWeights: the generic terms, 'gen', 'judge', 'task'); unset ones keep the paper's values. The trainer combines the service's terms with the judge's using these, once.")
     timeout_s: float = Field(90.0, gt=0, description="Timeout of one batch request; must exceed the reward service's request_timeout_s (checked at start), so the service answers before the client gives up.")
@@ -258,6 +266,10 @@ class RewardConfig(_Section):
     local_threads: int = Field(1, gt=0, description="CPU threads of the local reward service (OMP_NUM_THREADS): it shares the machine with the Ray actors, and oversubscribed OpenMP threads spin.")
     psnr_range_db: tuple[float, float] | None = Field(None, description="PSNR thresholds (dB) the reward service maps onto [0, 1] for the PSNR term (its psnr_range_db setting); None = the service's own. A local service is started with them; a remote one must report the same in /v1/info or the run stops.")
     psnr_range_percentiles: tuple[float, float] | None = Field(None, description="Set psnr_range_db from the data: these percentiles (0-100) of the starting model's PSNR over the training set, read from mining.manifest when the run starts (e.g. [5, 95]). Exclusive with psnr_range_db.")
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.urls or [self.url]
 
     @model_validator(mode="after")
     def _check_psnr_range(self) -> "RewardConfig":
@@ -272,11 +284,16 @@ class RewardConfig(_Section):
 
 class JudgeConfig(_Section):
     url: str | None = Field(None, description="Base URL of the judge service; None = no judge term (its weight is renormalised away).")
+    urls: list[str] = Field(default_factory=list, description="Base URLs of several judge service replicas; when set, url is not used (balanced and failed over as reward.urls).")
     token_env: str | None = Field(None, description="Environment variable holding the judge service's bearer token.")
     mode: Literal["fast", "reasoned", "iqa"] = Field("fast", description="'fast': expected score from digit logprobs; 'reasoned': the IRPO verifier prompt; 'iqa': no-reference quality of the output alone, expected level over excellent..bad (Q-Align / DeQA-Score).")
     timeout_s: float = Field(120.0, gt=0, description="Timeout of one batch request; must exceed the judge service's request_timeout_s (checked at start), so the service answers before the client gives up. A timed-out request is not resent.")
     retries: int = Field(3, ge=0, description="Resends, with exponential backoff, after a connection failure or a 5xx other than 503/504 (e.g. 502: a malformed answer of the judge's backend); 503 and 504 are not resent, the service has already retried its backend.")
     on_outage: Literal["stop", "drop"] = Field("stop", description="When the judge stays unreachable, times out or fails (5xx after the retries, or refuses the batch): 'stop' the run, or 'drop' the judge term for that step with renormalised weights (counted in the logs).")
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.urls or ([self.url] if self.url else [])
 
 
 class CheckpointConfig(_Section):

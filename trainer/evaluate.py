@@ -30,10 +30,14 @@ from trainer.policies import Policy
 TABLE2_COLUMNS = ("denoise_sigma25", "derain", "dehaze", "deblur", "lowlight")
 
 
+def photo_of(image_id: str) -> str:
+    """The photo an evaluation image was made from (its ids end with the clean image's stem): the sampling unit."""
+    return image_id.rsplit("/", 1)[-1]
+
+
 def column_average(columns: dict) -> dict:
-    """Mean of the column means of psnr, ssim and every other metric all columns have (reward, identity, lpips)."""
-    first = next(iter(columns.values()))
-    keys = [k for k in first if k != "n" and all(k in c for c in columns.values())]
+    """Mean of the column means of psnr, ssim and every other metric every column has (reward, identity, lpips, *_sampled)."""
+    keys = [k for k in next(iter(columns.values())) if k != "n" and all(k in c for c in columns.values())]
     return {m: sum(c[m] for c in columns.values()) / len(columns) for m in keys}
 
 
@@ -44,8 +48,10 @@ def table2_average(columns: dict) -> dict | None:
     return column_average({c: columns[c] for c in TABLE2_COLUMNS})
 
 
-RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], float]
-MeasureFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], dict[str, float]]
+# (restored (N, 3, H, W) of one image, target (3, H, W), degraded (3, H, W), task) -> N rewards
+RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], list[float]]
+# the same arguments -> N dicts of named metrics (e.g. the face task's R and the reward service's LPIPS, one request)
+MeasureFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], list[dict[str, float]]]
 
 
 def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: RewardFn | None = None, measure: MeasureFn | None = None) -> dict:
@@ -55,10 +61,12 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
 
     The averages are means of the column means (each column weighs the same, as in the paper);
     average_table2 over IRPO's five Table 2 columns only (None when they were not all evaluated).
-    With `reward` (restored, target, degraded, task) -> R, every image, column and the average also get "reward";
-    `measure` (same arguments) -> further named metrics (e.g. the reward service's LPIPS) likewise. The face task's
-    images also get "identity" (trainer/face_identity.py, eval.identity_*), and the result says which network
-    computed it ("identity_network"), on random weights or not.
+    With `reward` (RewardFn: N restorations of one image -> N rewards), every image, column and the average also get
+    "reward"; `measure` (MeasureFn: the same -> N dicts of named metrics) likewise gets its metrics. The face task's images also get "identity"
+    (trainer/face_identity.py, eval.identity_*), and the result says which network computed it ("identity_network"),
+    on random weights or not. With eval.samples = S > 0 every metric also gets *_sampled: the mean over S stochastic
+    samples of the image (policy.sample, the sampler GRPO trains), drawn from a generator seeded by data.seed and the
+    image's position, so every arm sees the same draws. Every row names its photo (photo_of), the sampling unit.
     """
     t0 = time.perf_counter()
     e = cfg.eval
@@ -67,24 +75,25 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
     policy.eval()
     columns, per_image = {}, []
     identity = IdentityMetric(e.identity_arch, e.identity_weights, device) if "face" in cfg.data.tasks else None
-    for column, dataset in build_eval_sets(cfg.data, ood=ood, crop=e.crop).items():
+    for c, (column, dataset) in enumerate(build_eval_sets(cfg.data, ood=ood, crop=e.crop).items()):
         rows = []
         for i in range(len(dataset)):
             item = dataset[i]
-            out = restore(policy, item["degraded"][None].to(device), e.tile, e.tile_overlap)[0]
-            psnr, ssim = psnr_ssim(out, item["target"], e.convention, e.crop_border)
+            x = item["degraded"][None].to(device)
+            out = restore(policy, x, e.tile, e.tile_overlap)[0]
             in_psnr, in_ssim = psnr_ssim(item["degraded"], item["target"], e.convention, e.crop_border)
-            row = {"id": item["id"], "column": column, "psnr": psnr, "ssim": ssim, "input_psnr": in_psnr, "input_ssim": in_ssim}
-            if reward is not None:
-                row["reward"] = reward(out.cpu(), item["target"], item["degraded"], item["task"])
-            if measure is not None:
-                row |= measure(out.cpu(), item["target"], item["degraded"], item["task"])
-            if identity is not None and item["task"] == "face":  # one forward for the output, the input and the target
-                emb = identity.embed(torch.stack([out.cpu(), item["degraded"], item["target"]]))
-                row["identity"], row["input_identity"] = (emb[:2] @ emb[2]).tolist()
+            scores, of_input = _scores(out[None], item, e, reward, measure, identity)
+            row = {"id": item["id"], "photo": photo_of(item["id"]), "column": column, **scores[0],
+                   "input_psnr": in_psnr, "input_ssim": in_ssim, **of_input}
+            if e.samples:
+                gen = torch.Generator().manual_seed(cfg.data.seed * 1_000_003 + int(ood) * 10_007 + c * 1_009 + i)
+                with torch.no_grad():
+                    draws = policy.sample(x, e.samples, generator=gen).images.clamp(0, 1).cpu()
+                per_draw, _ = _scores(draws, item, e, reward, measure, identity)
+                row |= {f"{m}_sampled": sum(d[m] for d in per_draw) / len(per_draw) for m in per_draw[0]}
             rows.append(row)
         per_image += rows
-        metrics = [k for k in rows[0] if k not in ("id", "column") and not k.startswith("input_")]
+        metrics = [k for k in rows[0] if k not in ("id", "photo", "column") and not k.startswith("input_")]
         columns[column] = {m: sum(r[m] for r in rows) / len(rows) for m in metrics} | {"n": len(rows)}
     policy.train(was_training)
     if not columns:
@@ -99,6 +108,27 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
         "identity_network": identity.describe() if identity is not None else None,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _scores(outs: torch.Tensor, item: dict, e, reward: RewardFn | None, measure: MeasureFn | None,
+            identity: IdentityMetric | None) -> tuple[list[dict], dict]:
+    """PSNR, SSIM (R and measure's metrics, one call for all; the face task's identity) of N restorations
+    (N, 3, H, W) of one image against its target, and the input's identity ({} without one)."""
+    outs = outs.clamp(0, 1).cpu()
+    rows = [dict(zip(("psnr", "ssim"), psnr_ssim(o, item["target"], e.convention, e.crop_border))) for o in outs]
+    if reward is not None:
+        for row, r in zip(rows, reward(outs, item["target"], item["degraded"], item["task"])):
+            row["reward"] = r
+    if measure is not None:
+        for row, m in zip(rows, measure(outs, item["target"], item["degraded"], item["task"])):
+            row |= m
+    if identity is None or item["task"] != "face":
+        return rows, {}
+    emb = identity.embed(torch.cat([outs, item["degraded"][None], item["target"][None]]))  # one forward for all
+    *sims, of_input = (emb[:-1] @ emb[-1]).tolist()
+    for row, sim in zip(rows, sims):
+        row["identity"] = sim
+    return rows, {"input_identity": of_input}
 
 
 def input_baseline(results: dict) -> dict:

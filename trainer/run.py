@@ -23,16 +23,17 @@ from pathlib import Path
 import ray
 import torch
 from ray._private import ray_constants
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ObjectLostError
 from tqdm import tqdm
 
 from irpo_common.process import ProcessError
 from reward_server.client import RewardRequestError
 from trainer.actors.learner import Learner
 from trainer.actors.messages import ImageBatch, RolloutStats
-from trainer.actors.rollout import RolloutWorker
+from trainer.actors.rollout_group import RolloutGroup, RolloutGroupError
 from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable, check_services
-from trainer.checkpointing import Checkpoint, CheckpointError, list_checkpoints, save_checkpoint
+from trainer.actors.weight_sync import full_state
+from trainer.checkpointing import Checkpoint, CheckpointError, CheckpointWriter, list_checkpoints, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
 from trainer.grpo.advantages import zero_spread_fraction
@@ -44,7 +45,6 @@ from trainer.preflight import PreflightError, check_policy_and_resume
 from trainer.watch import Watch, measure
 
 log = logging.getLogger("trainer.run")
-_ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 # Training crops the start-of-run action sensitivity is measured on (24 forward passes each).
 SENSITIVITY_IMAGES = 4
 
@@ -114,6 +114,7 @@ class Trainer:
             part = items[r * self.per_worker : (r + 1) * self.per_worker]
             out.append(ImageBatch(
                 step=step,
+                part=r,
                 ids=[it["id"] for it in part],
                 tasks=[it["task"] for it in part],
                 degraded=torch.stack([it["degraded"] for it in part]),
@@ -124,65 +125,40 @@ class Trainer:
     def _version_for(self, step: int) -> int:
         return max(0, step - self.cfg.rollout.max_staleness)
 
-    def _launch(self, step: int) -> None:
-        version = self._version_for(step)
-        batches = self._batches(step)
-        futures = [self._sample(rank, b, version) for rank, b in enumerate(batches)]
-        self.inflight[step] = (futures, batches, version)
-
-    def _sample(self, rank: int, batch: ImageBatch, version: int) -> tuple[ray.ObjectRef, ray.ObjectRef]:
-        """(stats ref, rollout ref) of one actor's part of a step."""
-        return self.workers[rank].rollout.options(num_returns=2).remote(batch, version, self.weights[version])
-
-    def _gather(self, step: int) -> tuple[RolloutStats, list[ray.ObjectRef]]:
-        """Wait for a step's rollout stats (the rollouts stay in the object store, for the learner); a
-        crashed actor (restarted by Ray) or an unreachable service is retried."""
-        futures, batches, version = self.inflight.pop(step)
-        stats, parts = [], []
-        for rank, ((fut, part), batch) in enumerate(zip(futures, batches)):
-            for attempt in range(self.cfg.rollout.step_retries + 1):
-                try:
-                    stats.append(ray.get(fut))
-                    parts.append(part)
-                    break
-                except (*_ACTOR_LOST, ServiceUnavailable) as exc:
-                    kind = "rollout_actor_lost" if isinstance(exc, _ACTOR_LOST) else "service_unavailable"
-                    if attempt == self.cfg.rollout.step_retries:
-                        raise RunError(f"step {step}: rollout failed {attempt + 1} times ({kind}): {exc}") from None
-                    self.faults[kind] += 1
-                    log.warning("step %d: rollout on actor %d failed (%s), retrying: %s", step, rank, kind, str(exc).splitlines()[0])
-                    if kind == "rollout_actor_lost":
-                        self._await_restart(rank)
-                    else:
-                        time.sleep(min(2.0**attempt, 30.0))
-                    fut, part = self._sample(rank, batch, version)
-        return RolloutStats.concat(stats), parts
-
-    def _await_restart(self, rank: int, timeout_s: float = 600.0) -> None:
-        """Wait while Ray restarts a crashed actor (a fresh process imports torch and builds the policy)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+    def _update(self, step: int, parts: list[ray.ObjectRef]) -> tuple[dict, ray.ObjectRef]:
+        """The learner's update of a step; rollouts lost with a dead node before the learner read them
+        are sampled again (the update never started: its arguments could not be fetched)."""
+        for attempt in range(self.cfg.rollout.step_retries + 1):
+            stats_ref, new_weights = self.learner.update.options(num_returns=2).remote(*parts)
             try:
-                ray.get(self.workers[rank].ping.remote(), timeout=30)
-                return
-            except ActorDiedError as exc:  # restarts exhausted: the actor is gone for good
-                raise RunError(f"rollout actor {rank} died and cannot be restarted (rollout.max_restarts={self.cfg.rollout.max_restarts}): {exc}") from None
-            except (ActorUnavailableError, ray.exceptions.GetTimeoutError):
-                if time.monotonic() > deadline:
-                    raise RunError(f"rollout actor {rank} did not come back within {timeout_s:.0f} s") from None
-                time.sleep(0.5)
+                return ray.get(stats_ref), new_weights
+            except ObjectLostError as exc:
+                log.warning("step %d: rollouts lost before the update (%s); sampling them again", step, type(exc).__name__)
+                _, parts = self.rollouts.redo(step)
+        raise RunError(f"step {step}: the rollouts were lost {self.cfg.rollout.step_retries + 1} times before the learner could read them")
+
+    def _launch(self, step: int) -> None:
+        self.rollouts.submit(self._batches(step), self._version_for(step))
+        self.inflight.add(step)
 
     # -- checkpoints --------------------------------------------------------------------
-    def _save(self, completed: int) -> Path:
-        learner_state = ray.get(self.learner.state.remote())
+    def _save(self, completed: int) -> None:
+        """Hand a checkpoint to the background writer. What it holds is fixed now: the learner's state()
+        runs before its next update (an actor runs its calls in order) and the refs are taken here."""
+        state_ref = self.learner.state.remote()
         pending = {self._version_for(j) for j in range(completed, min(completed + self.cfg.rollout.max_staleness, self.total))}
-        pending.discard(learner_state["version"])
-        rollout_weights = {v: ray.get(self.weights[v]) for v in sorted(pending)}
+        refs = {v: self.rollouts.version_refs(v) for v in sorted(pending)}
         extra = {
             "data_position": self.cursor.position(completed, self.images_per_step), "num_images": len(self.data), "faults": dict(self.faults),
             "config": self.cfg.model_dump_json(), "watch": self.watch.state(), "wandb_run_id": self.wandb_id,
         }
-        return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
+
+        def write() -> Path:
+            learner_state = ray.get(state_ref)
+            rollout_weights = {v: full_state(*ray.get(r)) for v, r in refs.items() if v != learner_state["version"]}
+            return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
+
+        self.writer.submit(write)
 
     def _restore(self, ckpt: Checkpoint) -> int:
         ray.get(self.learner.load_state.remote(ckpt.learner))
@@ -191,7 +167,7 @@ class Trainer:
             self.watch.load_state(ckpt.extra["watch"])
         self.wandb_id = ckpt.extra.get("wandb_run_id") or self.wandb_id
         for v, w in ckpt.rollout_weights.items():
-            self.weights[v] = ray.put(w)
+            self.rollouts.restore_weights(v, w)
         return ckpt.step
 
     @property
@@ -221,14 +197,12 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def _start_actors(self) -> None:
         r = self.cfg.rollout
+        self.rollouts = RolloutGroup(self.cfg, faults=self.faults)  # placed first: it stops the run when it cannot be
         self.learner = ray.remote(Learner).options(num_cpus=r.learner_cpus, num_gpus=r.learner_gpus).remote(self.cfg, self.total)
-        # up to max_staleness + 1 of an actor's rollouts are in flight at once; all but one wait on the services
-        worker_cls = ray.remote(RolloutWorker).options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker, max_restarts=r.max_restarts, max_concurrency=r.max_staleness + 1)
-        self.workers = [worker_cls.remote(self.cfg, rank) for rank in range(r.num_workers)]
         info = ray.get(self.learner.describe.remote())
-        devices = ray.get([w.ping.remote() for w in self.workers])
+        devices = self.rollouts.devices()
         print(f"[grpo] learner on {info['device']}, {info['policy']} policy, {info['parameters'] / 1e6:.2f} M parameters; weights: {info['weights']}", flush=True)
-        print(f"[grpo] {len(self.workers)} rollout actor(s) on {', '.join(devices)}; G={self.cfg.grpo.group_size}, {self.images_per_step} image(s)/step, staleness bound {r.max_staleness}", flush=True)
+        print(f"[grpo] {self.rollouts.size} rollout actor(s) on {', '.join(devices)}; G={self.cfg.grpo.group_size}, {self.images_per_step} image(s)/step, staleness bound {r.max_staleness}", flush=True)
 
     def _log_action_sensitivity(self) -> None:
         """Say at the start whether exploration reaches the output (trainer/diagnostics.py); warn when it mostly does not."""
@@ -245,16 +219,21 @@ class Trainer:
             log.warning("%s", warning)
 
     def run(self, on_step=None) -> RunResult:
-        cfg = self.cfg
         self._start_actors()
-        self.weights: dict[int, ray.ObjectRef] = {}
-        self.inflight: dict[int, tuple] = {}
+        try:
+            return self._loop(on_step)
+        finally:
+            self.rollouts.close()  # frees its placement group for whatever runs next on this Ray
+
+    def _loop(self, on_step) -> RunResult:
+        cfg = self.cfg
+        self.inflight: set[int] = set()
         start = self._restore(self.resume_from) if self.resume_from else 0
         if self.resume_from:
             print(f"[grpo] resumed from {self.resume_from.path} at step {start}", flush=True)
         self._log_action_sensitivity()
-        version_ref, weights_ref = self.learner.weights.options(num_returns=2).remote()
-        self.weights[ray.get(version_ref)] = weights_ref
+        version_ref, weights_ref, self.rollouts.frozen = self.learner.weights.options(num_returns=3).remote()
+        self.rollouts.publish(ray.get(version_ref), weights_ref)
         if start >= self.total:
             raise RunError(f"nothing to do: the checkpoint is at step {start} and the run has {self.total} steps")
         wandb_run = WandbRun(cfg.logging.wandb_project, cfg.logging.wandb_mode, self.wandb_id, cfg.name, cfg.model_dump(mode="json")) if self.wandb_id else None
@@ -268,7 +247,7 @@ class Trainer:
                 print(f"[grpo] watch at step {start}: " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()), flush=True)
         train_rewards: list[float] = []
         bar = tqdm(total=self.total, initial=start, desc="GRPO", unit="step", disable=not cfg.logging.progress, dynamic_ncols=True)
-        last_ckpt = None
+        self.writer = CheckpointWriter()
         try:
             tick = time.perf_counter()
             for step in range(start, self.total):
@@ -278,14 +257,14 @@ class Trainer:
                     if j not in self.inflight:
                         self._launch(j)
                 wait0 = time.perf_counter()
-                rollout, parts = self._gather(step)
+                rollout, parts = self.rollouts.gather(step)
+                self.inflight.discard(step)
                 rollout_wait = time.perf_counter() - wait0
-                stats_ref, new_weights = self.learner.update.options(num_returns=2).remote(*parts)
-                stats = ray.get(stats_ref)
-                self.weights[step + 1] = new_weights
-                for v in [v for v in self.weights if v < self._version_for(step + 1)]:
-                    del self.weights[v]
+                stats, new_weights = self._update(step, parts)
+                self.rollouts.publish(step + 1, new_weights)
                 metrics = self._step_metrics(rollout, stats, time.perf_counter() - tick, rollout_wait)
+                metrics["time/weight_sync"] = self.rollouts.sync_seconds(step)  # the version this step's successors sample with
+                self.rollouts.forget_before(self._version_for(step + 1))
                 completed = step + 1
                 train_rewards.append(metrics["reward/mean"])
                 if watching and (completed % cfg.watch.every_steps == 0 or completed == self.total):
@@ -295,8 +274,8 @@ class Trainer:
                     train_rewards = []
                 if completed % cfg.checkpoint.every_steps == 0 or completed == self.total:
                     t0 = time.perf_counter()
-                    last_ckpt = self._save(completed)
-                    metrics["time/checkpoint"] = time.perf_counter() - t0
+                    self._save(completed)
+                    metrics["time/checkpoint"] = time.perf_counter() - t0  # the driver's wait: the write runs beside the next steps
                 tick = time.perf_counter()  # a checkpoint's time is logged apart, not charged to the next step
                 metrics_log.log(step, metrics)
                 bar.update(1)
@@ -308,6 +287,7 @@ class Trainer:
             metrics_log.close()
             if watching:
                 self._write_watch()
+            last_ckpt = self.writer.close()  # the last write finishes before the run returns, or raises
         return RunResult(self.total, start, last_ckpt, cfg.logging.dir, [], list(self.watch.warnings))
 
     def _step_metrics(self, rollout: RolloutStats, stats: dict[str, float], step_time: float, rollout_wait: float) -> dict[str, float]:
@@ -328,7 +308,6 @@ class Trainer:
                 m[f"reward/at_step{s}/group_std"] = rollout.estimate_rewards[:, :, col].std(dim=1).mean().item()
         for stage, seconds in rollout.times.items():
             m[f"time/{stage}"] = seconds
-        m["time/weight_sync"] = stats["time/weight_export"] + rollout.times.get("weight_sync", 0.0)
         m["time/step"] = step_time
         m["time/rollout_wait"] = rollout_wait
         busy = stats["time/update"] + stats["time/weight_export"]
@@ -340,8 +319,9 @@ class Trainer:
         m["policy_version"] = rollout.version
         m["faults/judge_dropped"] = rollout.judge_dropped
         m["faults/judge_unscored"] = rollout.judge_unscored
-        for kind in ("rollout_actor_lost", "service_unavailable"):
+        for kind in ("rollout_actor_lost", "rollout_outputs_lost", "service_unavailable"):
             m[f"faults/{kind}"] = self.faults[kind]
+        m["rollout/actors_alive"] = sum(self.rollouts.alive)
         return m
 
 
@@ -363,7 +343,7 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
         random_terms = check_services(cfg.reward, cfg.judge, image_side=cfg.data.crop_size)
         if random_terms:
             print(f"[grpo] the reward service runs on RANDOM weights for: {', '.join(random_terms)} (its development flag; these terms carry no meaning)", flush=True)
-        if not cfg.judge.url:
+        if not cfg.judge.endpoints:
             print("[grpo] no judge configured: R_judge is absent and its weight renormalised away", flush=True)
         started = init_ray(cfg)
         try:
@@ -374,7 +354,7 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
 
 
 # Failures that stop a run with a message instead of a traceback (a bug still gets its traceback).
-STOP_ERRORS = (ConfigError, CheckpointError, PreflightError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, ProcessError, JudgeOutage, RewardRequestError)
+STOP_ERRORS = (RolloutGroupError, ConfigError, CheckpointError, PreflightError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, ProcessError, JudgeOutage, RewardRequestError)
 
 
 def main(argv: list[str] | None = None) -> int:

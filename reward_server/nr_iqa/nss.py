@@ -1,8 +1,8 @@
-"""Natural-scene statistics shared by BRISQUE and NIQE, batched in torch (float64 on any device).
+"""Natural-scene statistics shared by BRISQUE, NIQE and PIQE, batched in torch (float64 on any device).
 
 MSCN coefficients (Mittal et al. 2012): (I - mu) / (sigma + 1) on a 0-255 grey image, mu and sigma
-from a 7x7 Gaussian window (sigma 7/6) with zero padding (MATLAB's filter2 'same' in BRISQUE,
-scipy's 'constant' mode in scikit-video's NIQE). Pairwise products with the four neighbours
+from a 7x7 Gaussian window (sigma 7/6), padded as the MATLAB releases do: zeros in BRISQUE (filter2
+'same'), the border replicated in NIQE and PIQE (imfilter 'replicate'). Pairwise products with the four neighbours
 (horizontal, vertical, main and secondary diagonal) use circular shifts, as MATLAB's circshift and
 numpy's roll do. The generalised Gaussian (GGD) and asymmetric GGD (AGGD) shape alpha is found
 by moment matching on the grid 0.2:0.001:10 (nearest grid value), as both reference codes do.
@@ -44,11 +44,30 @@ def grey255(rgb: torch.Tensor) -> torch.Tensor:
     return torch.round(255 * torch.einsum("nchw,c->nhw", rgb.to(_DT), weights))
 
 
+def _cubic(x: torch.Tensor) -> torch.Tensor:
+    """MATLAB imresize's bicubic kernel (a = -0.5)."""
+    a = x.abs()
+    return torch.where(a <= 1, 1.5 * a**3 - 2.5 * a**2 + 1, torch.where(a <= 2, -0.5 * a**3 + 2.5 * a**2 - 4 * a + 2, 0.0))
+
+
+def _halving_matrix(n: int, device: torch.device) -> torch.Tensor:
+    """(ceil(n/2), n) weights of MATLAB's imresize(x, 0.5) along one axis: the bicubic kernel widened
+    2x (antialiasing), 10 taps per output, mirrored indices at the borders, each row summing to 1."""
+    out = torch.arange(1, math.ceil(n / 2) + 1, dtype=_DT, device=device)
+    u = 2 * out - 0.5  # the output pixel's centre in input coordinates (1-based)
+    idx = torch.floor(u - 4)[:, None] + torch.arange(10, dtype=_DT, device=device)
+    w = 0.5 * _cubic(0.5 * (u[:, None] - idx))
+    w = w / w.sum(1, keepdim=True)
+    mirror = torch.cat([torch.arange(n, device=device), torch.arange(n - 1, -1, -1, device=device)])
+    cols = mirror[(idx.long() - 1) % (2 * n)]
+    return torch.zeros(len(out), n, dtype=_DT, device=device).scatter_add_(1, cols, w)
+
+
 def half_size(grey: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) -> (N, ceil(H/2), ceil(W/2)): bicubic with antialiasing (MATLAB imresize 0.5, PIL's resize)."""
+    """(N, H, W) -> (N, ceil(H/2), ceil(W/2)): MATLAB's imresize(x, 0.5) (bicubic, antialiased), exactly."""
     h, w = grey.shape[-2:]
-    out = F.interpolate(grey[:, None], size=(math.ceil(h / 2), math.ceil(w / 2)), mode="bicubic", antialias=True, align_corners=False)
-    return out[:, 0]
+    x = grey.to(_DT)
+    return _halving_matrix(h, x.device) @ x @ _halving_matrix(w, x.device).T
 
 
 def gaussian_taps(device: torch.device | str = "cpu") -> torch.Tensor:
@@ -57,22 +76,28 @@ def gaussian_taps(device: torch.device | str = "cpu") -> torch.Tensor:
     return g / g.sum()
 
 
-def _blur(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Separable 'same' filtering of (N, H, W) with zero padding, as sums of shifted copies
-    (float64 conv2d is several times slower on the CPU)."""
-    h, w = x.shape[-2:]
-    xp = F.pad(x, (3, 3, 3, 3))
-    rows = sum(taps[i] * xp[..., i : i + h, :] for i in range(7))
-    return sum(taps[j] * rows[..., :, j : j + w] for j in range(7))
+def _blur(x: torch.Tensor, taps: torch.Tensor, padding: str) -> torch.Tensor:
+    """Separable 'same' filtering of (N, H, W), padded with zeros ("constant") or the border ("replicate").
+
+    Two 1-D convolutions (rows, then columns): in flat regions the MSCN map is rounding noise whose
+    sign decides the AGGD halves, and of the summation orders tried this one reproduces the releases'
+    values on the calibration images (docs/benchmarks.md, issue 23)."""
+    xp = F.pad(x[:, None], (3, 3, 3, 3), mode=padding)
+    return F.conv2d(F.conv2d(xp, taps.view(1, 1, 7, 1)), taps.view(1, 1, 1, 7))[:, 0]
 
 
-def mscn(grey: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) grey 0..255 -> (N, H, W) MSCN coefficients (zero padding, C = 1)."""
+def mscn_sigma(grey: torch.Tensor, padding: str = "constant") -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) grey 0..255 -> ((N, H, W) MSCN coefficients (C = 1), the local sigma they divide by)."""
     x = grey.to(_DT)
     taps = gaussian_taps(x.device)
-    mu = _blur(x, taps)
-    sigma = torch.sqrt(torch.abs(_blur(x * x, taps) - mu * mu))
-    return (x - mu) / (sigma + 1)
+    mu = _blur(x, taps, padding)
+    sigma = torch.sqrt(torch.abs(_blur(x * x, taps, padding) - mu * mu))
+    return (x - mu) / (sigma + 1), sigma
+
+
+def mscn(grey: torch.Tensor, padding: str = "constant") -> torch.Tensor:
+    """(N, H, W) grey 0..255 -> (N, H, W) MSCN coefficients; `padding` "constant" (zeros) or "replicate"."""
+    return mscn_sigma(grey, padding)[0]
 
 
 def pair_products(m: torch.Tensor) -> torch.Tensor:
@@ -92,20 +117,19 @@ def ggd_fit(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _GRID.to(x.device).flip(0)[idx], sigma_sq
 
 
-def aggd_fit(x: torch.Tensor, zero_is_right: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """AGGD over the last dim: (alpha, left std, right std) by the moment matching of Lasmar et al.
-
-    `zero_is_right`: exact zeros count in the right half (scikit-video's x >= 0) or in neither
-    (MATLAB's x > 0 and x < 0)."""
+def aggd_fit(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AGGD over the last dim: (alpha, left std, right std) by the moment matching of Lasmar et al.,
+    as the MATLAB releases: zeros count in neither half; an empty half has a NaN std (the mean of
+    nothing) and then alpha is the grid's first value, 0.2 (MATLAB's min over NaNs)."""
     sq = x * x
-    left = x < 0
-    right = x >= 0 if zero_is_right else x > 0
-    left_std = torch.sqrt((sq * left).sum(-1) / left.sum(-1).clamp_min(1))
-    right_std = torch.sqrt((sq * right).sum(-1) / right.sum(-1).clamp_min(1))
-    g = left_std / right_std.clamp_min(_TINY)
-    r_hat = x.abs().mean(-1) ** 2 / sq.mean(-1).clamp_min(_TINY)
+    left, right = x < 0, x > 0
+    left_std = torch.sqrt((sq * left).sum(-1) / left.sum(-1))
+    right_std = torch.sqrt((sq * right).sum(-1) / right.sum(-1))
+    g = left_std / right_std
+    r_hat = x.abs().mean(-1) ** 2 / sq.mean(-1)
     r_norm = r_hat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
-    alpha = _GRID.to(x.device)[_nearest_on_grid(_RHO, r_norm)]
+    idx = _nearest_on_grid(_RHO, torch.nan_to_num(r_norm, nan=0.0, posinf=1.0))
+    alpha = torch.where(r_norm.isnan(), _GRID[0], _GRID.to(x.device)[idx])
     return alpha, left_std, right_std
 
 

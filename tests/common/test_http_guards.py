@@ -1,6 +1,6 @@
 """The shared HTTP guards, on a small app over real HTTP: empty tokens, 500s counted without
-resetting the keep-alive connection, slow uploads, strict JSON and bounded 422s, the OpenAPI
-declarations."""
+resetting the keep-alive connection, slow uploads, strict JSON and bounded 422s, one Problem body
+for every error answer, the OpenAPI declarations."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from devtools.local_servers import ThreadedServer
-from irpo_common.http_guards import BearerToken, BodyLimit, bearer_guard, count_requests, on_error
-from irpo_common.json_input import BadJSON, loads, validate, validation_detail
-from irpo_common.openapi_doc import ApiDoc
+from irpo_common.http_guards import BearerToken, BodyLimit, ClientGone, answer_shared_errors, bearer_guard, count_requests, on_error
+from irpo_common.json_input import loads, validate, validation_detail
+from irpo_common.openapi_doc import ApiDoc, operation_id
+from irpo_common.problem import ErrorItem, Problem
 
 
 class Item(BaseModel):
@@ -29,24 +30,22 @@ class Item(BaseModel):
 
 
 def _app(token: str | None = "s3cret") -> tuple[FastAPI, Counter]:
-    app = FastAPI(title="guarded")
+    app = FastAPI(title="guarded", generate_unique_id_function=operation_id)
     counter = Counter("requests", "requests", ["path", "status"], registry=CollectorRegistry())
     app.add_middleware(BodyLimit, max_bytes=300_000, timeout_s=1.0)
     count_requests(app, counter)
     guard = bearer_guard(SecretStr(token) if token else None)
     doc = ApiDoc()
 
-    @app.exception_handler(BadJSON)
-    async def bad(_, exc):
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+    answer_shared_errors(app)
 
-    @app.exception_handler(ValidationError)
-    async def invalid(_, exc):
-        return JSONResponse({"detail": validation_detail(exc)}, status_code=422)
-
-    @app.post("/v1/item", dependencies=[Depends(guard)], **doc.route({"application/json": Item}))
+    @app.post("/v1/item", dependencies=[Depends(guard)], **doc.route("application/json", Item))
     async def item(request: Request):
         return validate(Item, await request.body()).model_dump()
+
+    @app.get("/v1/gone", dependencies=[Depends(guard)])
+    async def gone():
+        raise ClientGone()
 
     @app.get("/v1/boom", dependencies=[Depends(guard)])
     async def boom():
@@ -218,7 +217,34 @@ def test_openapi_declares_bodies_errors_and_bearer(served):
     post = doc["paths"]["/v1/item"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Item"}
     assert {"400", "401", "408", "413", "415", "422", "503"} <= set(post["responses"])
+    errors = [answer for code, answer in post["responses"].items() if code != "200"]
+    assert all(a["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Problem"} for a in errors)
+    assert post["operationId"] == "item"
+    schemas = doc["components"]["schemas"]
+    assert schemas["Problem"]["properties"]["detail"]["anyOf"][1]["items"] == {"$ref": "#/components/schemas/ErrorItem"}
+    assert schemas["ErrorItem"]["required"] == ["loc", "msg", "type"]
     assert post["security"] == [{"bearerAuth": []}]
     assert "security" not in doc["paths"]["/healthz"]["get"]
     assert "open by design" in doc["info"]["description"]
     assert doc["components"]["schemas"]["Item"]["additionalProperties"] is False
+
+
+def test_every_error_answer_is_a_problem(served):
+    """Bad JSON, a body off its schema, the token guard, the body limit, a client gone and the last-resort
+    500 all answer with the one Problem body: a sentence, or a list of ErrorItem for the 422."""
+    server, _ = served
+    auth = {"Authorization": "Bearer s3cret"}
+    answers = {
+        400: httpx.post(server.url + "/v1/item", content=b"{", headers={**auth, "Content-Type": "application/json"}),
+        422: httpx.post(server.url + "/v1/item", json={"name": "a", "score": 2}, headers=auth),
+        401: httpx.post(server.url + "/v1/item", json={"name": "a", "score": 0.5}),
+        413: httpx.post(server.url + "/v1/item", content=b"0" * 400_000, headers=auth),
+        499: httpx.get(server.url + "/v1/gone", headers=auth),
+        500: httpx.get(server.url + "/v1/boom", headers=auth),
+    }
+    for status, answer in answers.items():
+        assert answer.status_code == status, answer.text
+        problem = Problem.model_validate_json(answer.content)
+        assert isinstance(problem.detail, list) == (status == 422), (status, answer.text)
+    [item] = Problem.model_validate_json(answers[422].content).detail
+    assert item == ErrorItem(loc=["score"], msg="Input should be less than or equal to 1", type="less_than_equal")

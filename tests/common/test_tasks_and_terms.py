@@ -52,10 +52,13 @@ def test_which_terms_are_present_follows_the_images_given():
     st = RewardSettings()
 
     present, skipped = present_terms(frozenset(), (64, 64), "derain", judge=False, settings=st)
-    assert sorted(present) == ["aesthetic", "brisque", "clip_iqa", "task"]
+    assert sorted(present) == ["aesthetic", "clip_iqa", "task"]  # BRISQUE needs 96 px by default (issue 23's size study)
+    assert skipped["brisque"] == "BRISQUE needs a side of at least 96 px, got 64x64"
     assert skipped["psnr"] == "no reference given" and "judge" in skipped
-    assert skipped["niqe"].startswith("NIQE needs at least 2 whole 96x96 patches")  # too small, whatever is given
+    assert skipped["niqe"].startswith("NIQE needs a side of at least 384 px")  # too small, whatever is given
     present, skipped = present_terms(frozenset({"reference"}), (96, 192), "dehaze", judge=True, settings=st)
+    assert set(present) == set(GEN_TERMS) - {"niqe", "piqe", "hps"} | {"task", "judge"} and set(skipped) == {"niqe", "piqe", "hps"}
+    present, skipped = present_terms(frozenset({"reference"}), (384, 384), "dehaze", judge=True, settings=st)
     assert set(present) == set(GEN_TERMS) - {"hps"} | {"task", "judge"} and list(skipped) == ["hps"]  # no hps_model configured
     _, skipped = present_terms(frozenset(), (64, 64), "dehaze", judge=True, settings=st)
     assert skipped["task"].startswith("no reference given")

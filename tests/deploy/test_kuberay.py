@@ -112,6 +112,32 @@ def test_cluster_has_the_gpus_the_run_asks_for(rayjob):
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
 
 
+def test_pods_give_ray_a_shared_memory_volume_and_the_head_runs_no_actor(rayjob):
+    spec = rayjob["spec"]["rayClusterSpec"]
+    assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0"
+    for pod, _ in pods(spec):
+        shm = [m["name"] for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+        assert shm, "Ray's object store needs more than the container's 64 MiB /dev/shm"
+        [volume] = [v for v in pod["volumes"] if v["name"] == shm[0]]
+        assert volume["emptyDir"]["medium"] == "Memory"
+    for group in spec["workerGroupSpecs"]:
+        assert group["template"]["spec"]["nodeSelector"], "GPU workers name the GPU type they were sized for"
+
+
+def test_the_runs_actors_place_on_the_one_gpu_pods(rayjob):
+    """First-fit of the learner and every rollout bundle onto the worker pods (Ray places each actor
+    on one node): fractional GPUs must add up within a pod, not only across the cluster."""
+    cfg = run_config(rayjob)
+    free = [[float(p["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0)), float(p["containers"][0]["resources"]["limits"]["cpu"])]
+            for p, n in pods(rayjob["spec"]["rayClusterSpec"])[1:] for _ in range(n)]
+    r = cfg.rollout
+    for gpus, cpus in [(r.learner_gpus, r.learner_cpus)] + [(r.gpus_per_worker, r.cpus_per_worker)] * r.num_workers:
+        pod = next((f for f in free if f[0] >= gpus and f[1] >= cpus), None)
+        assert pod is not None, f"an actor of {gpus} GPU / {cpus} CPU fits on no pod left: {free}"
+        pod[0] -= gpus
+        pod[1] -= cpus
+
+
 def test_cluster_uses_the_trainer_image_and_ray_version(rayjob):
     spec = rayjob["spec"]["rayClusterSpec"]
     assert spec["rayVersion"] == version("ray") == dockerfile_stages(TRAINER_DOCKERFILE)[None].args["RAY_VERSION"]
@@ -134,7 +160,7 @@ def test_token_variables_and_shared_paths_exist_on_every_pod(rayjob, k8s):
         mounts = [m["mountPath"] for m in container["volumeMounts"]]
         for path in (cfg.data.root, cfg.model.checkpoint, cfg.mining.subset, cfg.checkpoint.dir, cfg.logging.dir):
             assert any(str(path).startswith(m + "/") for m in mounts), f"{container['name']}: {path} is on no mounted volume"
-        claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
         assert claims <= {name for kind, name in k8s if kind == "PersistentVolumeClaim"}
         shared = k8s[("PersistentVolumeClaim", next(iter(claims)))]
         assert "ReadWriteMany" in shared["spec"]["accessModes"], "head and workers mount the same volume"

@@ -10,7 +10,9 @@ from irpo_common.process import ManagedProcess, free_port
 
 HERE = Path(__file__).parent
 TOKEN = "test-token-123"
-LIMITS = {"max_pixels": 200 * 200, "max_body_bytes": 1_500_000, "max_batch_items": 32}
+# nr_min_side: below the measured defaults (BRISQUE 96, NIQE 384, PIQE 256), to fit the pixel limit
+LIMITS = {"max_pixels": 200 * 200, "max_body_bytes": 1_500_000, "max_batch_items": 32,
+          "nr_min_side": "{brisque: 32, niqe: 192, piqe: 64}"}
 
 
 def tiny_clip_env() -> dict[str, str]:

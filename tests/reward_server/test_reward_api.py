@@ -54,7 +54,7 @@ def test_multipart_weights_as_json_text(http):
     files = {"restored": ("out.png", encode_png(im.hwc(RESTORED)), "image/png")}
     r = http.post("/v1/score", files=files, data={"weights": '{"clip_iqa": 1.0, "aesthetic": 0.0}'})
     assert r.status_code == 200, r.text
-    assert r.json()["weights"] == {"aesthetic": 0.0, "clip_iqa": 1.0, "brisque": 0.0}  # 64 px: below NIQE's two patches
+    assert r.json()["weights"] == {"aesthetic": 0.0, "clip_iqa": 1.0, "brisque": 0.0, "piqe": 0.0}  # 64 px: below NIQE's minimum side
     bad = http.post("/v1/score", files=files, data={"weights": "{psnr"})
     assert bad.status_code == 400 and "weights: not valid JSON" in bad.json()["detail"]
 
@@ -63,7 +63,7 @@ def test_no_reference_scoring_uses_no_reference_terms(http):
     r = http.post("/v1/score", json={"restored": encode_base64_png(im.hwc(RESTORED)), "task": "dehaze"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body["terms"]) == {"aesthetic", "clip_iqa", "brisque"}
+    assert set(body["terms"]) == {"aesthetic", "clip_iqa", "brisque", "piqe"}
     assert body["skipped"] == {
         "clip_similarity": "no reference given",
         "lpips": "no reference given",
@@ -71,11 +71,11 @@ def test_no_reference_scoring_uses_no_reference_terms(http):
         "ssim": "no reference given",
         "task": "no reference given (the dehaze term compares with the ground truth)",
         "judge": "no judge score supplied (the judge service is separate; pass `judge` to include it)",
-        "niqe": "NIQE needs at least 2 whole 96x96 patches (e.g. 96x192), got 64x64",
+        "niqe": "NIQE needs a side of at least 192 px, got 64x64",
         "hps": "no human-preference model configured (hps_model)",
     }
     assert body["renormalised"] is True
-    assert body["weights"] == {"aesthetic": 1.0, "clip_iqa": 0.0, "brisque": 0.0}  # R_gen keeps its whole share
+    assert body["weights"] == {"aesthetic": 1.0, "clip_iqa": 0.0, "brisque": 0.0, "piqe": 0.0}  # R_gen keeps its whole share
     assert body["reward"] == pytest.approx(body["terms"]["aesthetic"])
     assert body["random_weights"] == ["aesthetic", "clip_iqa"]
     assert set(body["precision"]) == {"clip"}  # only the networks behind computed terms

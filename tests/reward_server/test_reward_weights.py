@@ -50,7 +50,7 @@ def test_loads_every_model_from_weights_dir(weights_dir):
     root, saved = weights_dir
     models = load_models(load_settings(None, weights_dir=root, precision="float32"), torch.device("cpu"))  # bit for bit
     assert models.random_terms() == []
-    assert {p.source for n, p in models.provenance.items() if n not in ("brisque", "niqe")} == {"weights_dir"}
+    assert {p.source for n, p in models.provenance.items() if n not in ("brisque", "niqe", "piqe")} == {"weights_dir"}  # their parameters ship in packages; PIQE has none
     clip_key, lpips_key = "visual.conv1.weight", "3.squeeze.weight"
     assert torch.equal(models.clip.state_dict()[clip_key], saved["clip"][clip_key])
     assert torch.equal(models.aesthetic.layers[7].weight, saved["aesthetic"]["layers.7.weight"])

@@ -20,8 +20,9 @@ def assert_restore_is_exact(cfg: TrainConfig, rollout: Callable[[Learner, int], 
     b = Learner(cfg, total_steps=4)
     b.load_state(state)
     nxt = rollout(a, 1)
-    sa, wa = a.update(nxt)
-    sb, wb = b.update(nxt)
+    sa, pa = a.update(nxt)
+    sb, pb = b.update(nxt)
+    wa, wb = pa.tensors(), pb.tensors()
     assert sa == {**sb, "time/update": sa["time/update"], "time/weight_export": sa["time/weight_export"]}
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k

@@ -13,7 +13,7 @@ def test_fallback_to_skimage_photos_is_announced(tmp_path, monkeypatch, capsys):
     assert "4 training + 1 test photos (scikit-image photos only: apt-get/dpkg-deb not found) written" in out.out
     assert "falling back to the scikit-image photos only" in out.err
     test = sorted(p.name for p in (root / "test").iterdir())
-    assert test == ["skimage_rocket.png"]  # every 5th name in sorted order
+    assert test == ["skimage_coffee.png"]  # every 3rd name in sorted order
     for p in (root / "train").iterdir():
         assert min(Image.open(p).size) == 64
     demo_corpus.main(["--root", str(root), "--short-side", "64"])

@@ -30,7 +30,7 @@ def test_verdict_needs_a_change_beyond_the_image_to_image_spread(shift, word):
     assert change["n"] == 6 and change["delta"] == pytest.approx(sum(shift) / 6)
     text = verdict(change, "grpo_hard", "pretrained", "in-distribution")
     assert text.startswith(f"in-distribution: grpo_hard vs pretrained: PSNR {word} (")
-    assert "over 6 images" in text
+    assert "per photo" in text and "over 6 photos" in text
 
 
 def test_paired_change_refuses_different_test_images():
@@ -68,11 +68,10 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
     for arm, splits in results["arms"].items():
         assert set(splits) == {"id", "ood"}
         for split in splits.values():
-            keys = {"psnr", "ssim", "reward"}
-            if arm != "pretrained":
-                keys |= {"delta_psnr_vs_pretrained", "ci95_psnr_vs_pretrained", "delta_reward_vs_pretrained", "ci95_reward_vs_pretrained"}
-            if arm.startswith("grpo_"):
-                keys |= {"delta_psnr_vs_sft_control", "ci95_psnr_vs_sft_control", "delta_reward_vs_sft_control", "ci95_reward_vs_sft_control"}
+            keys = {"psnr", "ssim", "reward", "psnr_sampled", "ssim_sampled", "reward_sampled"}  # eval.samples: 4
+            compared = ("psnr", "reward", "psnr_sampled", "reward_sampled")
+            for ref in ("pretrained",) * (arm != "pretrained") + ("sft_control",) * arm.startswith("grpo_"):
+                keys |= {f"{kind}_{m}_vs_{ref}" for kind in ("delta", "ci95") for m in compared}
             assert set(split) - {"columns", "per_image"} == keys
             assert 0.0 <= split["reward"] <= 1.0
     assert set(results["within_group_spread"]) == {"grpo_hard", "grpo_random"}
@@ -92,6 +91,8 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
     assert "lpips" in notes["random_weights"] and notes["reward_terms"]["lpips"] == {"weight": 0.0, "random_weights": True}
     table = (report / "results.md").read_text()
     assert "| input (degraded) |" in table and "| grpo_random |" in table and "grpo_hard vs sft_control" in table
+    assert "over 2 photos" in table and "verdicts, each at 95%" in table  # the photo is the unit; multiplicity stated
+    assert "python -m trainer.experiment --config configs/cpu-demo.yaml --seeds 3" in table and results["needs_seeds"] in table
 
     # a second run reuses the pre-trained weights (same settings and corpus)
     again = subprocess.run(cmd + ["--set", "optim.max_steps=1"], cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -37,13 +37,13 @@ def test_the_diffusion_demo_config_and_its_ablations_load(overrides):
 def test_candidate_grid_scores_the_g_candidates_of_one_sample_call(tmp_path):
     data = write_standin_corpus(tmp_path / "data", n_train=1, n_test=2, size=(32, 32))
     cfg = load_config(CONFIG, [f"data.root={data}", "data.tasks=[denoise,lowlight]", "eval.crop=32",
-                               "policy.diffusion.block_out_channels=[8,16]", "policy.diffusion.norm_num_groups=4",
+                               "policy.diffusion.pretrained=null", "policy.diffusion.block_out_channels=[8,16]", "policy.diffusion.norm_num_groups=4",
                                "policy.diffusion.sampling_steps=3", "policy.diffusion.rl.reward_steps=[1]"])
     torch.manual_seed(0)
     policy = build_policy(cfg.policy_section).eval()  # RANDOM weights: the grid's content is not the point
 
     def brightness(out, target, degraded, task):
-        return out.mean().item()
+        return out.flatten(1).mean(1).tolist()
 
     rows = candidates_grid(cfg, policy, brightness, tmp_path / "candidates.png", rows=2)
     assert (tmp_path / "candidates.png").stat().st_size > 0
@@ -69,4 +69,4 @@ def test_the_reward_change_is_paired_and_judged_like_the_psnr_change():
     post = {"per_image": [dict(r, reward=r["reward"] + d) for r, d in zip(pre["per_image"], [0.020, 0.030, 0.025, 0.028])]}
     change = paired_change(post, pre, "reward")
     assert change["n"] == 4 and change["delta"] == pytest.approx(0.02575)
-    assert verdict(change, "grpo_hard", "pretrained", "OOD", "mean R", "").startswith("OOD: grpo_hard vs pretrained: mean R improved (+0.026 per image")
+    assert verdict(change, "grpo_hard", "pretrained", "OOD", "mean R", "").startswith("OOD: grpo_hard vs pretrained: mean R improved (+0.026 per photo")

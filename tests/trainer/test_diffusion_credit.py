@@ -100,7 +100,7 @@ def test_gt_likelihood_term_weighs_every_step_alike_when_normalised(norm):
     traj = policy.sample(x, 2, torch.Generator().manual_seed(1)).trajectory
     with torch.no_grad():
         ev = policy.evaluate(x, traj)
-        term = gt_step_log_prob(policy, target, traj, ev)
+        term = gt_step_log_prob(policy, x, target, traj, ev)
     x0_error = (ev.x0 - policy.codec.encode(target)).pow(2).flatten(2).mean(2)  # (N, S)
     if norm == "per_step":
         torch.testing.assert_close(term, -x0_error, rtol=1e-4, atol=1e-6)

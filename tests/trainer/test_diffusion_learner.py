@@ -38,7 +38,8 @@ def test_first_update_of_a_fresh_run_has_ratio_one_per_step_and_moves_the_policy
     torch.manual_seed(0)
     learner = Learner(_cfg(), total_steps=2)
     before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
-    stats, weights = learner.update(_rollout(learner))
+    stats, packet = learner.update(_rollout(learner))
+    weights = packet.tensors()
     for name in ("ratio/max", "ratio/min", "ratio/steps0-0/mean", "ratio/steps2-2/mean"):
         assert stats[name] == pytest.approx(1.0, abs=1e-5), name
     assert stats["clip_fraction"] == 0.0 and stats["kl"] == 0.0 and stats["kl/steps1-1"] == 0.0

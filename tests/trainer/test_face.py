@@ -12,6 +12,7 @@ from trainer.data import DataLayoutError, build_eval_sets, build_train_dataset
 from trainer.data.degradations import synthesize
 from trainer.data.face import SEVERE, bfr_degradation, draw, jpeg
 from trainer.data.sources import real_world_sets
+from trainer.demo.report import summarise, write_results
 from trainer.evaluate import evaluate
 from trainer.face_identity import IdentityMetric, IdentityWeightsError
 from trainer.model import model_preset
@@ -195,3 +196,38 @@ def test_the_face_presets_load():
         assert not any(getattr(w, t) for t in ("clip_similarity", "lpips", "aesthetic", "psnr", "brisque", "niqe"))
     with pytest.raises(ConfigError, match="face task only"):
         load_config("configs/paper-lrpo-faces.yaml", ["data.tasks=[denoise]"])
+
+
+def test_face_evaluation_scores_samples_and_measures_by_photo(tmp_path):
+    _faces(tmp_path / "train", ["a"])
+    _faces(tmp_path / "test", ["c", "d"])
+    base = _face_cfg(tmp_path)
+    cfg = base.model_copy(update={"eval": base.eval.model_copy(update={"identity_arch": "r18", "samples": 2})})
+    calls = []
+
+    def measure(out, target, degraded, task):  # one call per image for all its restorations, as the demo's one request
+        calls.append(out.shape[0])
+        return [{"reward": float(o.mean()), "lpips": 0.1} for o in out]
+
+    res = evaluate(cfg, seeded_policy(0, cfg.model), measure=measure)
+    assert calls == [1, 2, 1, 2]  # the deterministic output, then its 2 samples, per face
+    row = res["per_image"][0]
+    assert row["photo"] == "c" and {"identity", "identity_sampled", "reward", "reward_sampled", "lpips", "input_identity"} <= set(row)
+    assert row["lpips_sampled"] == pytest.approx(0.1)
+    assert res["average"]["identity_sampled"] == pytest.approx(np.mean([r["identity_sampled"] for r in res["per_image"]]))
+
+
+def test_the_report_judges_identity_by_photo_and_shows_the_face_table(tmp_path):
+    def ev(shift):
+        rows = [{"id": f"face/{p}", "photo": p, "column": "face", "psnr": 20.0 + shift, "ssim": 0.5, "reward": 0.3 + shift,
+                 "identity": 0.7 + shift * k, "input_psnr": 18.0, "input_ssim": 0.4} for k, p in zip((1.0, 1.1, 1.2), ["p1", "p2", "p3"])]
+        avg = {m: float(np.mean([r[m] for r in rows])) for m in ("psnr", "ssim", "reward", "identity")}
+        one = {"convention": "skimage", "ood": False, "columns": {"face": avg | {"n": 3}}, "average": avg, "average_table2": None, "per_image": rows}
+        return {"id": one, "ood": one | {"ood": True}}
+
+    evals = {"pretrained": ev(0.0), "sft_control": ev(0.01), "grpo_hard": ev(0.02), "grpo_random": ev(0.0)}
+    arms, verdicts = summarise(evals)
+    assert arms["grpo_hard"]["id"]["delta_identity_vs_pretrained"] == pytest.approx(0.022)  # mean of 0.02 * (1, 1.1, 1.2) over 3 photos
+    assert any("identity similarity improved" in v and "3 photos" in v for v in verdicts)
+    text, _ = write_results(evals, {}, tmp_path)
+    assert "| grpo_hard | 0.7220 | nan | +0.022 +- " in text and "identity similarity (cosine of ArcFace embeddings" in text

@@ -30,7 +30,8 @@ def _rollout(learner: Learner, step: int = 0, b: int = 2, g: int = 4) -> Rollout
 def test_update_uses_recorded_log_probs_and_publishes_a_new_version():
     learner = Learner(_cfg(ppo_epochs=2), total_steps=4)
     before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
-    stats, weights = learner.update(_rollout(learner))
+    stats, packet = learner.update(_rollout(learner))
+    weights = packet.tensors()
     assert learner.version == 1
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     # the second PPO epoch sees the policy moved by the first: the ratio is no longer 1

@@ -351,7 +351,7 @@ def test_crashed_actor_and_restarted_reward_service_do_not_lose_the_run(tmp_path
 
     def faults(trainer, step, metrics):
         if step == 1:  # step 2's rollout is in flight on this actor now
-            ray.kill(trainer.workers[0], no_restart=False)
+            ray.kill(trainer.rollouts.actors[0], no_restart=False)
         if step == 3:  # step 5's rollout is launched next and meets a service still starting; the client retries
             reward.restart()
 

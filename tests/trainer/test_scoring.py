@@ -72,11 +72,11 @@ def test_the_reward_client_waits_as_long_as_a_503_asks():
 
 def test_a_judge_that_does_not_fit_the_run_is_refused_at_start():
     with ThreadedServer(create_app(JudgeSettings(request_timeout_s=100, min_image_side=28))) as judge:
-        check_judge(JudgeConfig(url=judge.url, timeout_s=120), None, image_side=28)
+        check_judge(JudgeConfig(url=judge.url, timeout_s=120), judge.url, None, image_side=28)
         with pytest.raises(ConfigError, match=r"judge.timeout_s is 60 s but .* request_timeout_s of 100 s"):
-            check_judge(JudgeConfig(url=judge.url, timeout_s=60), None)
+            check_judge(JudgeConfig(url=judge.url, timeout_s=60), judge.url, None)
         with pytest.raises(ConfigError, match=r"data.crop_size is 24 px but the judge service .* needs images of at least 28 px"):
-            check_judge(JudgeConfig(url=judge.url), None, image_side=24)
+            check_judge(JudgeConfig(url=judge.url), judge.url, None, image_side=24)
 
 
 @pytest.mark.parametrize("fault, status", [("malformed", "502"), ("too slow", "504")])

@@ -14,6 +14,7 @@ import torch
 from irpo_common.device import resolve_device
 from trainer.actors.messages import Rollout
 from trainer.actors.objectives import OBJECTIVES
+from trainer.actors.weight_sync import WeightPacket, export_weights
 from trainer.config import TrainConfig
 from trainer.diagnostics import Sensitivity, action_sensitivity
 from trainer.grpo import HistoryTracker, build_optimizer, group_advantages
@@ -68,8 +69,9 @@ class Learner:
         finally:
             self.policy.train()
 
-    def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
-        return self.version, cpu_state(self.policy)
+    def weights(self) -> tuple[int, WeightPacket, WeightPacket]:
+        """(version, its changing tensors, the frozen parameters): trainer/actors/weight_sync.py."""
+        return self.version, export_weights(self.policy, self.version), export_weights(self.policy, self.version, "frozen")
 
     def normalise(self, keys: list[str], rewards: torch.Tensor) -> torch.Tensor:
         """(B, G) rewards of images `keys` -> advantages, as grpo.advantage says (the history is recorded)."""
@@ -85,7 +87,7 @@ class Learner:
             return per_term_advantages(rollout.terms, term_weights(rollout.terms, self.cfg.reward.weights), self.cfg.grpo.advantage_eps)
         return self.normalise(rollout.ids, rollout.rewards)
 
-    def update(self, *parts: Rollout) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    def update(self, *parts: Rollout) -> tuple[dict[str, float], WeightPacket]:
         """One GRPO update on a step's rollout (the parts of its actors, given as object references that
         Ray resolves here); returns (metrics, new weights). Metrics are for the step's log."""
         t0 = time.perf_counter()
@@ -108,7 +110,7 @@ class Learner:
             **{f"lr/{pg['name']}": pg["lr"] for pg in self.optimizer.param_groups},
         })
         t1 = time.perf_counter()
-        new_weights = cpu_state(self.policy)
+        new_weights = export_weights(self.policy, self.version)
         stats["time/update"] = t1 - t0
         stats["time/weight_export"] = time.perf_counter() - t1
         return stats, new_weights

@@ -14,9 +14,10 @@ from trainer.policies import Trajectory
 
 @dataclass
 class ImageBatch:
-    """Training images of one step for one rollout actor."""
+    """Training images of one step's part (one rollout actor's share when all are healthy)."""
 
     step: int
+    part: int  # which share of the step: its candidate draws follow from (seed, step, part), whichever actor runs it
     ids: list[str]
     tasks: list[str]
     degraded: torch.Tensor  # (B, 3, H, W) in [0, 1]
@@ -33,7 +34,7 @@ class RolloutStats:
     terms: dict[str, torch.Tensor]  # term name -> (B, G); NaN where the term was not computed
     judge_dropped: int = 0  # candidates scored without the judge because it was down (outage policy 'drop')
     judge_unscored: int = 0  # candidates whose judge answer held no score
-    times: dict[str, float] = field(default_factory=dict)  # seconds: sample, reward, judge, score, weight_sync
+    times: dict[str, float] = field(default_factory=dict)  # seconds: sample, reward, judge, score, weight_load
     # step-wise rewards: (B, G, R) rewards of the intermediate estimates the policy offered (R = 0 for none),
     # column r scoring the estimate produced by sampling step estimate_steps[r]
     estimate_rewards: torch.Tensor | None = None

@@ -93,7 +93,7 @@ def diffusion_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, S
             kl=ev.kl(ref),
             sft_loss=sft,
             coefs=coefs,
-            gt_log_prob=gt_step_log_prob(policy, target, traj, ev) if rl.gt_likelihood_coef > 0 else None,
+            gt_log_prob=gt_step_log_prob(policy, x, target, traj, ev) if rl.gt_likelihood_coef > 0 else None,
             sample_weights=difficulty_weights(policy.deterministic(x), target) if rl.adaptive_weighting else None,
         )
 

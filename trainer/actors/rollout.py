@@ -12,11 +12,13 @@ import threading
 import time
 
 import numpy as np
+import ray
 import torch
 
 from irpo_common.device import resolve_device
 from trainer.actors.messages import ImageBatch, Rollout, RolloutStats
-from trainer.actors.scoring import Scorer
+from trainer.actors.scoring import Scorer, unreachable
+from trainer.actors.weight_sync import WeightPacket, load_packet
 from trainer.config import TrainConfig
 from trainer.policies import build_policy
 
@@ -31,40 +33,62 @@ def sampling_seed(domain: str, *parts: int) -> int:
 
 
 class RolloutWorker:
-    """Runs as a threaded Ray actor (max_concurrency = staleness bound + 1): while calls wait for the
-    reward and judge services, the next call can already sample. The lock keeps the policy to one call at a time."""
+    """Runs as a threaded Ray actor (max_concurrency = staleness bound + 2): while calls wait for the
+    reward and judge services, the next call can already sample, and a new version's weights can be
+    fetched. The lock keeps the policy to one call at a time."""
 
     def __init__(self, cfg: TrainConfig, rank: int):
         self.cfg = cfg
         self.rank = rank
         self.device = resolve_device(cfg.device)
-        # no checkpoint load here: the learner's weights come with every rollout call
+        # no checkpoint load here: the frozen weights come with the first rollout call, the changing ones with every call
         self.policy = build_policy(cfg.policy_section, load_weights=False).to(self.device).eval()
         self.version = -1
+        self.has_frozen = False
+        self._staged: dict[int, WeightPacket] = {}  # fetched ahead by receive(), loaded when a rollout needs them
         self._policy_lock = threading.Lock()
         self.scorer = Scorer(cfg.reward, cfg.judge, concurrency=cfg.rollout.max_staleness + 1)
 
     def ping(self) -> str:
         return str(self.device)
 
-    def _load(self, version: int, weights: dict[str, torch.Tensor]) -> float:
-        if version == self.version:
-            return 0.0
+    def check_services(self) -> tuple[str, list[str]]:
+        """(this node's address, the service replicas this actor cannot reach)."""
+        return ray.util.get_node_ip_address(), unreachable(self.cfg.reward, self.cfg.judge)
+
+    def receive(self, version: int, weights: list[ray.ObjectRef]) -> float:
+        """Fetch a new version's packet ahead of use, outside the policy lock (a rollout may be sampling).
+        Returns time/weight_sync: seconds from the learner's export start until the packet is in this
+        process (wall clocks of two nodes: as close as their clock sync)."""
+        packet = ray.get(weights[0])
+        if version > self.version:
+            self._staged[version] = packet
+        return time.time() - packet.export_start
+
+    def _load(self, version: int, frozen: list[ray.ObjectRef], weights: list[ray.ObjectRef]) -> float:
+        """Refs come wrapped in lists so Ray does not fetch them for a call that does not need them."""
         t0 = time.perf_counter()
-        self.policy.load_state_dict(weights)
-        self.version = version
+        if not self.has_frozen:
+            load_packet(self.policy, ray.get(frozen[0]))
+            self.has_frozen = True
+        if version != self.version:
+            packet = self._staged.pop(version, None) or ray.get(weights[0])
+            load_packet(self.policy, packet)
+            self.version = version
+        for v in [v for v in list(self._staged) if v < version]:
+            self._staged.pop(v, None)
         return time.perf_counter() - t0
 
-    def rollout(self, batch: ImageBatch, version: int, weights: dict[str, torch.Tensor]) -> tuple[RolloutStats, Rollout]:
+    def rollout(self, batch: ImageBatch, version: int, frozen: list[ray.ObjectRef], weights: list[ray.ObjectRef]) -> tuple[RolloutStats, Rollout]:
         """Sample with policy `version` (its weights come with the call, so a restarted actor needs no resync).
 
         Two results, called with num_returns=2: the stats for the driver's log, the rollout for the learner.
         """
         g = self.cfg.grpo.group_size
         with self._policy_lock:
-            sync = self._load(version, weights)
+            load = self._load(version, frozen, weights)
             t0 = time.perf_counter()
-            gen = torch.Generator().manual_seed(sampling_seed("rollout", self.cfg.seed, batch.step, self.rank))
+            gen = torch.Generator().manual_seed(sampling_seed("rollout", self.cfg.seed, batch.step, batch.part))
             sample = self.policy.sample(batch.degraded.to(self.device), g, generator=gen)
             t1 = time.perf_counter()
         b = len(batch.ids)
@@ -95,6 +119,6 @@ class RolloutWorker:
             estimate_steps=sample.estimate_steps,
             judge_dropped=scored.judge_dropped,
             judge_unscored=scored.judge_unscored,
-            times={"sample": t1 - t0, "weight_sync": sync, **scored.times},
+            times={"sample": t1 - t0, "weight_load": load, **scored.times},
         )
         return rollout.stats(), rollout

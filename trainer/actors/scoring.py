@@ -60,27 +60,42 @@ def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | N
     """
     token = _token(reward.token_env)
     judge_token = _token(judge.token_env)
-    targets = [("reward", reward.url)] + ([("judge", judge.url)] if judge.url else [])
-    for name, url in targets:
-        try:
-            status = httpx.get(f"{url.rstrip('/')}/readyz", timeout=10.0).status_code
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"the {name} service at {url} is not reachable ({exc}); start it or fix {name}.url") from None
-        if status != 200:
-            raise ServiceUnavailable(f"the {name} service at {url} is not ready (/readyz answered {status})")
-    with RewardClient(reward.url, token=token, timeout_s=reward.timeout_s, retries=0) as client:
-        try:
-            info = client.info()
-        except (RewardRequestError, RewardServiceUnavailable) as exc:
-            raise ServiceUnavailable(f"the reward service at {reward.url} refused /v1/info: {exc}") from None
-    limits = info.get("limits") or {}
-    check_fit("reward", reward.url, reward.timeout_s, limits.get("request_timeout_s"), limits.get("min_side_for_weights"), image_side)
-    if judge.url:
-        check_judge(judge, judge_token, image_side)
-    served = tuple(info.get("psnr_range_db") or ())
-    if reward.psnr_range_db is not None and served != tuple(reward.psnr_range_db):
-        raise ConfigError(f"reward.psnr_range_db is {list(reward.psnr_range_db)} but the reward service at {reward.url} maps PSNR over {list(served)}: start it with REWARD_SERVER_PSNR_RANGE_DB='{list(reward.psnr_range_db)}' or unset reward.psnr_range_db")
-    return list(info.get("random_weights") or [])
+    problems = unreachable(reward, judge)
+    if problems:
+        raise ServiceUnavailable(f"{'; '.join(problems)}: start them or fix reward.url(s) / judge.url(s)")
+    random_terms: set[str] = set()
+    for url in reward.endpoints:  # every replica must fit the run: requests may go to any of them
+        with RewardClient(url, token=token, timeout_s=reward.timeout_s, retries=0) as client:
+            try:
+                info = client.info()
+            except (RewardRequestError, RewardServiceUnavailable) as exc:
+                raise ServiceUnavailable(f"the reward service at {url} refused /v1/info: {exc}") from None
+        limits = info.get("limits") or {}
+        check_fit("reward", url, reward.timeout_s, limits.get("request_timeout_s"), limits.get("min_side_for_weights"), image_side)
+        served = tuple(info.get("psnr_range_db") or ())
+        if reward.psnr_range_db is not None and served != tuple(reward.psnr_range_db):
+            raise ConfigError(f"reward.psnr_range_db is {list(reward.psnr_range_db)} but the reward service at {url} maps PSNR over {list(served)}: start it with REWARD_SERVER_PSNR_RANGE_DB='{list(reward.psnr_range_db)}' or unset reward.psnr_range_db")
+        random_terms.update(info.get("random_weights") or [])
+    for url in judge.endpoints:
+        check_judge(judge, url, judge_token, image_side)
+    return sorted(random_terms)
+
+
+def unreachable(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
+    """Every configured service replica that does not answer /readyz with 200 from this process, with
+    the reason (the driver checks at start, and so does each rollout actor: a URL the head reaches
+    may be one a worker node cannot)."""
+    out = []
+    for name, urls in (("reward", reward.endpoints), ("judge", judge.endpoints)):
+        for url in urls:
+            try:
+                status = httpx.get(f"{url.rstrip('/')}/readyz", timeout=10.0).status_code
+            except httpx.HTTPError as exc:
+                out.append(f"the {name} service at {url} is not reachable ({type(exc).__name__}: {exc})")
+                continue
+            if status != 200:
+                out.append(f"the {name} service at {url} is not ready (/readyz answered {status})")
+    return out
 
 
 def check_fit(service: str, url: str, timeout_s: float, deadline, min_side, image_side: int | None) -> None:
@@ -94,14 +109,14 @@ def check_fit(service: str, url: str, timeout_s: float, deadline, min_side, imag
         raise ConfigError(f"data.crop_size is {image_side} px but the {service} service at {url} needs images of at least {min_side} px (what its models take): use crops of at least {min_side} px")
 
 
-def check_judge(judge: JudgeConfig, token: str | None, image_side: int | None = None) -> None:
-    """The judge service answers /v1/info and fits the run (check_fit)."""
-    with JudgeClient(judge.url, token=token, timeout_s=judge.timeout_s, retries=0) as client:
+def check_judge(judge: JudgeConfig, url: str, token: str | None, image_side: int | None = None) -> None:
+    """The judge service (one replica) answers /v1/info and fits the run (check_fit)."""
+    with JudgeClient(url, token=token, timeout_s=judge.timeout_s, retries=0) as client:
         try:
             info = client.info()
         except (JudgeRequestError, JudgeUnavailable) as exc:
-            raise ServiceUnavailable(f"the judge service at {judge.url} refused /v1/info: {exc}") from None
-    check_fit("judge", judge.url, judge.timeout_s, info.get("request_timeout_s"), info.get("min_image_side"), image_side)
+            raise ServiceUnavailable(f"the judge service at {url} refused /v1/info: {exc}") from None
+    check_fit("judge", url, judge.timeout_s, info.get("request_timeout_s"), info.get("min_image_side"), image_side)
 
 
 def drop_judge_per_group(judge_rewards: list[float | None], group_size: int) -> list[float | None]:
@@ -138,9 +153,9 @@ class Scorer:
 
     def __init__(self, reward: RewardConfig, judge: JudgeConfig, concurrency: int = 1):
         self.weights = reward.weights
-        self.reward = RewardClient(reward.url, token=_token(reward.token_env), timeout_s=reward.timeout_s, retry_for_s=reward.retry_for_s)
+        self.reward = RewardClient(reward.endpoints, token=_token(reward.token_env), timeout_s=reward.timeout_s, retry_for_s=reward.retry_for_s)
         self.judge_cfg = judge
-        self.judge = JudgeClient(judge.url, token=_token(judge.token_env), timeout_s=judge.timeout_s, retries=judge.retries) if judge.url else None
+        self.judge = JudgeClient(judge.endpoints, token=_token(judge.token_env), timeout_s=judge.timeout_s, retries=judge.retries) if judge.endpoints else None
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")
 
     def score(self, restored: torch.Tensor, reference: torch.Tensor, degraded: torch.Tensor, tasks: list[str], *, group_size: int) -> Scored:

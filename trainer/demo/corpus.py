@@ -1,10 +1,14 @@
 """Fetch the demo corpus: real photos, downscaled, split into train/ and test/ under a root folder.
 
 Sources (all offline-capable on these machines): scikit-image's bundled photos (public domain /
-CC0) and the Debian packages lomiri-wallpapers-16.04 (CC-BY/CC-BY-SA/CC0 per file, see its
-debian/copyright) and mate-backgrounds (nature photos, GPL-2+), fetched with `apt-get download`
-at setup time and never committed. Abstract wallpapers are skipped. Without apt the corpus is
-the skimage photos only, and the output says so.
+CC0) and photos from Debian packages, fetched with `apt-get download` at setup time and never
+committed: lomiri-wallpapers-16.04 (CC-BY/CC-BY-SA/CC0 per file, see its debian/copyright),
+lomiri-wallpapers-20.04 (its one photograph, CC-BY-SA-3.0), mate-backgrounds (nature photos,
+GPL-2+) and the colour photographs among OpenCV's sample images in opencv-doc (Apache-2.0 AND
+BSD-3-Clause; the Debian repack drops the non-free ones). Abstract wallpapers, drawings, text and
+pre-blurred/noisy copies are left out. plasma-workspace-wallpapers is NOT used: it is kept for
+independent checks of this project. Without apt the corpus is the skimage photos only, and the
+output says so.
 
     python -m trainer.demo.corpus --root data/demo [--short-side 256]
 """
@@ -23,12 +27,19 @@ import numpy as np
 from PIL import Image
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
-# package -> (folder inside the package, file names to skip because they are not photographs)
+# package -> (folder inside the package, which files: ("skip", names that are not photographs) or ("only", the photographs))
 DEBIAN_PHOTOS = {
-    "lomiri-wallpapers-16.04": ("usr/share/backgrounds", {"analogpattern_by_Peter_Nerlich", "umang_by_Abhishek_Mudgal"}),
-    "mate-backgrounds": ("usr/share/backgrounds/mate/nature", set()),
+    "lomiri-wallpapers-16.04": ("usr/share/backgrounds", ("skip", {"analogpattern_by_Peter_Nerlich", "umang_by_Abhishek_Mudgal"})),
+    "lomiri-wallpapers-20.04": ("usr/share/backgrounds", ("only", {"Kleiber_by_Lukas_Baubkus"})),
+    "mate-backgrounds": ("usr/share/backgrounds/mate/nature", ("skip", set())),
+    # one of each stereo/pair set; not the logos, charts, text, painting or motion-blurred plate
+    "opencv-doc": ("usr/share/doc/opencv-doc/examples/data", ("only", {
+        "aero1", "aloeL", "apple", "baboon", "board", "building", "butterfly", "ela_original", "fruits", "graf1",
+        "home", "leuvenA", "messi5", "orange", "rubberwhale1", "smarties", "squirrel_cls", "stuff"})),
 }
-TEST_EVERY = 5  # every 5th photo (sorted by name) is held out for testing
+# every 3rd photo (sorted by name) is held out for testing: 15 of the 46 photos, so that intervals over test photos
+# (the sampling unit) have >= 12 of them in distribution and OOD
+TEST_EVERY = 3
 SHORT_SIDE = 256  # default downscale: the short side of every photo at most this (px)
 MANIFEST = "corpus.json"
 
@@ -53,18 +64,20 @@ def _debian_photos(workdir: Path) -> tuple[dict[str, Path], list[str]]:
     problems = []
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         return photos, ["apt-get/dpkg-deb not found"]
-    for package, (folder, skip) in DEBIAN_PHOTOS.items():
-        run = subprocess.run(["apt-get", "download", package], cwd=workdir, capture_output=True, text=True)
-        debs = sorted(workdir.glob(f"{package}_*.deb"))
+    for package, (folder, (rule, names)) in DEBIAN_PHOTOS.items():
+        where = workdir / package  # one folder per package: two of them unpack into usr/share/backgrounds
+        where.mkdir()
+        run = subprocess.run(["apt-get", "download", package], cwd=where, capture_output=True, text=True)
+        debs = sorted(where.glob(f"{package}_*.deb"))
         if run.returncode != 0 or not debs:
             problems.append(f"apt-get download {package} failed: {run.stderr.strip().splitlines()[-1:] or run.returncode}")
             continue
-        tar = subprocess.run(f"dpkg-deb --fsys-tarfile {debs[0].name} | tar -x ./{folder}/", shell=True, cwd=workdir, capture_output=True, text=True)
+        tar = subprocess.run(f"dpkg-deb --fsys-tarfile {debs[0].name} | tar -x ./{folder}/", shell=True, cwd=where, capture_output=True, text=True)
         if tar.returncode != 0:
             problems.append(f"extracting {debs[0].name} failed: {tar.stderr.strip()}")
             continue
-        for f in sorted((workdir / folder).iterdir()):
-            if f.suffix.lower() in (".jpg", ".jpeg", ".png") and f.stem not in skip:
+        for f in sorted((where / folder).iterdir()):
+            if f.suffix.lower() in (".jpg", ".jpeg", ".png") and (f.stem in names) == (rule == "only"):
                 photos[f.stem] = f
     return photos, problems
 

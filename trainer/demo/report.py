@@ -10,13 +10,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from trainer.config import TrainConfig  # noqa: E402
+from trainer.stats import mean_ci95  # noqa: E402
 from trainer.data import build_eval_sets  # noqa: E402
-from trainer.evaluate import format_table, input_baseline  # noqa: E402
+from trainer.evaluate import format_table, input_baseline, photo_of  # noqa: E402
 from trainer.inference import restore  # noqa: E402
 from trainer.metrics import psnr_ssim  # noqa: E402
 from trainer.metrics_log import read_metrics  # noqa: E402
@@ -24,38 +23,71 @@ from trainer.policies import Policy  # noqa: E402
 
 
 SPLITS = {"id": "in-distribution", "ood": "OOD"}
+# the metrics whose paired changes are reported and judged: key -> (label, unit)
+COMPARED = {"psnr": ("PSNR", " dB"), "reward": ("mean R", ""), "psnr_sampled": ("PSNR of the samples", " dB"), "reward_sampled": ("mean R of the samples", ""),
+            "identity": ("identity similarity", ""), "identity_sampled": ("identity similarity of the samples", "")}
 # what each arm is compared with: every trained arm with the start, the GRPO arms also with the SFT control
 REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control"), "grpo_random": ("pretrained", "sft_control")}
 
 
+def photo_means(evaluation: dict, key: str) -> dict[str, float]:
+    """photo -> the mean of `key` over that photo's columns: the photo is the sampling unit (its columns share it)."""
+    by_photo: dict[str, list[float]] = {}
+    for r in evaluation["per_image"]:
+        by_photo.setdefault(photo_of(r["id"]), []).append(r[key])
+    return {p: sum(v) / len(v) for p, v in by_photo.items()}
+
+
 def paired_change(arm: dict, reference: dict, key: str = "psnr") -> dict:
-    """Mean per-image change of `key` (PSNR, or R) arm - reference over the same test images, and its 95% half-width
-    (Student t over the images: the image-to-image spread; seed-to-seed spread is not in it)."""
-    before = {(r["id"], r["column"]): r[key] for r in reference["per_image"]}
-    after = {(r["id"], r["column"]): r[key] for r in arm["per_image"]}
-    if before.keys() != after.keys():
+    """Mean per-photo change of `key` (PSNR, R, ...) arm - reference over the same test images and its 95% half-width:
+    each photo's columns are averaged first, then Student t over the photos (n_photos - 1 degrees of freedom). The
+    interval holds the photo-to-photo spread of one run; the seed-to-seed spread is not in it (trainer.experiment)."""
+    before = {(r["id"], r["column"]) for r in reference["per_image"]}
+    after = {(r["id"], r["column"]) for r in arm["per_image"]}
+    if before != after:
         raise ValueError("paired change needs the same test images in both evaluations")
-    diffs = np.array([after[k] - before[k] for k in sorted(after)], dtype=np.float64)
-    n = len(diffs)
-    half = float(stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
-    return {"delta": float(diffs.mean()), "ci95": half, "n": n}
+    a, b = photo_means(arm, key), photo_means(reference, key)
+    delta, half = mean_ci95([a[p] - b[p] for p in sorted(a)])
+    return {"delta": delta, "ci95": half, "n": len(a)}
 
 
-def verdict(change: dict, arm: str, reference: str, label: str, metric: str = "PSNR", unit: str = " dB") -> str:
+def verdict(change: dict, arm: str, reference: str, label: str, metric: str = "PSNR", unit: str = " dB", over: str = "photos") -> str:
     """One honest sentence: 'improved' / 'worsened' only when the 95% interval of the paired change excludes 0."""
     mean, half = change["delta"], change["ci95"]
     word = "improved" if mean - half > 0 else "worsened" if mean + half < 0 else "no clear change"
-    return f"{label}: {arm} vs {reference}: {metric} {word} ({mean:+.3f}{unit} per image, 95% interval +-{half:.3f} over {change['n']} images)"
+    per = "photo" if over == "photos" else "seed"
+    return f"{label}: {arm} vs {reference}: {metric} {word} ({mean:+.3f}{unit} per {per}, 95% interval +-{half:.3f} over {change['n']} {over})"
+
+
+def multiplicity(verdicts: list[str]) -> str:
+    """The sentence every report ends its verdicts with: how many 95% verdicts it makes, uncorrected."""
+    n = len(verdicts)
+    return (f"{n} verdicts, each at 95% without a multiplicity correction: with no true change anywhere about {0.05 * n:.1f} of them "
+            f"would read 'improved' or 'worsened' by chance (Bonferroni over all {n}: 1 - 0.05/{n} intervals).")
+
+
+def evaluation_protocol(cfg: TrainConfig) -> dict:
+    """The evaluation protocol as results.json records it: fixed in the config before any arm's result is seen."""
+    return {
+        "test_images": "the test photos of data.root, each degraded per column with seeds from data.seed; the OOD set uses other degradation families",
+        "crop": cfg.eval.crop, "convention": cfg.eval.convention, "data_seed": cfg.data.seed, "tasks": cfg.data.tasks,
+        "noise_sigmas": cfg.data.noise_sigmas, "policy_output": "deterministic (irpo: Beta means; diffusion: DDIM with eta 0 from a fixed noise draw)",
+        "stochastic_samples": cfg.eval.samples, "sampled": "*_sampled: mean over eval.samples draws of policy.sample (the sampler GRPO trains), seeded per image",
+        "psnr_ssim": "mean of the column means", "reward": "mean R over the split's images, same service and weights as the GRPO runs",
+        "unit": "photo: each photo's columns are averaged first",
+        "delta": "mean over photos of (arm - reference) on the same images", "ci95": "Student t 95% half-width of that paired mean, n_photos - 1 degrees of freedom",
+        "sft_control_vs_itself": "omitted",
+    }
 
 
 def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
     """evals[arm][split] (evaluate() results with rewards) -> (results.json's "arms", verdict sentences).
 
-    Every arm and split holds psnr, ssim, reward (averages over the columns), the columns and the per-image rows;
-    the trained arms add delta_psnr_vs_pretrained / ci95_psnr_vs_pretrained, the GRPO arms also
-    delta_psnr_vs_sft_control / ci95_psnr_vs_sft_control (sft_control against itself is omitted), and the
-    same for R (delta_reward_vs_* / ci95_reward_vs_*) and the face task's identity similarity (delta_identity_vs_*)
-    where the rows carry them; the face task's averages also hold identity and lpips.
+    Every arm and split holds the column averages (psnr, ssim, reward and, with eval.samples, their *_sampled means;
+    the face task's identity and lpips too), the columns and the per-image rows; the trained arms add
+    delta_<m>_vs_pretrained / ci95_<m>_vs_pretrained, the GRPO arms also delta_<m>_vs_sft_control /
+    ci95_<m>_vs_sft_control (sft_control against itself is omitted), for every metric m of COMPARED the rows carry:
+    photo-level paired changes (paired_change).
     """
     arms, verdicts = {}, []
     for arm, splits in evals.items():
@@ -63,14 +95,11 @@ def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
         for split, ev in splits.items():
             row = dict(ev["average"])
             for reference in REFERENCES.get(arm, ()):
-                change = paired_change(ev, evals[reference][split])
-                row[f"delta_psnr_vs_{reference}"], row[f"ci95_psnr_vs_{reference}"] = change["delta"], change["ci95"]
-                verdicts.append(verdict(change, arm, reference, SPLITS[split]))
-                for key, label in (("reward", "mean R"), ("identity", "identity similarity")):
+                for key, (label, unit) in COMPARED.items():
                     if all(key in r for r in ev["per_image"]):
                         change = paired_change(ev, evals[reference][split], key)
                         row[f"delta_{key}_vs_{reference}"], row[f"ci95_{key}_vs_{reference}"] = change["delta"], change["ci95"]
-                        verdicts.append(verdict(change, arm, reference, SPLITS[split], label, ""))
+                        verdicts.append(verdict(change, arm, reference, SPLITS[split], label, unit))
             arms[arm][split] = row | {"columns": ev["columns"], "per_image": ev["per_image"]}
     return arms, verdicts
 
@@ -80,20 +109,27 @@ def _comparison_table(arms: dict, split: str) -> str:
         key = f"delta_{metric}_vs_{reference}"
         return f"{row[key]:+.3f} +- {row[f'ci95_{metric}_vs_{reference}']:.3f}" if key in row else "-"
 
-    lines = [f"Average over the columns and paired per-image changes of PSNR (dB) and R (95% intervals), {SPLITS[split]}", "",
-             "| arm | PSNR | SSIM | mean R | PSNR vs pretrained | PSNR vs sft_control | R vs pretrained | R vs sft_control |",
-             "|---|---|---|---|---|---|---|---|"]
-    for arm, splits in arms.items():
-        row = splits[split]
-        lines.append(f"| {arm} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['reward']:.4f} | {cell(row, 'pretrained')} | {cell(row, 'sft_control')} | "
-                     f"{cell(row, 'pretrained', 'reward')} | {cell(row, 'sft_control', 'reward')} |")
+    sampled = "psnr_sampled" in next(iter(arms.values()))[split]
+    outputs = [("", "deterministic output")] + ([("_sampled", "mean over the stochastic samples (eval.samples)")] if sampled else [])
+    lines = []
+    for suffix, what in outputs:
+        lines += [f"{what}: average over the columns and paired per-photo changes of PSNR (dB) and R (95% intervals over photos), {SPLITS[split]}", "",
+                  "| arm | PSNR | SSIM | mean R | PSNR vs pretrained | PSNR vs sft_control | R vs pretrained | R vs sft_control |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for arm, splits in arms.items():
+            row = splits[split]
+            lines.append(f"| {arm} | {row['psnr' + suffix]:.2f} | {row['ssim' + suffix]:.4f} | {row['reward' + suffix]:.4f} | {cell(row, 'pretrained', 'psnr' + suffix)} | "
+                         f"{cell(row, 'sft_control', 'psnr' + suffix)} | {cell(row, 'pretrained', 'reward' + suffix)} | {cell(row, 'sft_control', 'reward' + suffix)} |")
+        lines.append("")
     if all("identity" in splits[split] for splits in arms.values()):  # the face task
-        lines += ["", f"Face metrics, {SPLITS[split]}: identity similarity (cosine of ArcFace embeddings) and LPIPS distance (the reward service's)", "",
+        lines += [f"Face metrics, {SPLITS[split]}: identity similarity (cosine of ArcFace embeddings; per-photo changes, 95% intervals over photos) "
+                  "and LPIPS distance (the reward service's)", "",
                   "| arm | identity | LPIPS | identity vs pretrained | identity vs sft_control |", "|---|---|---|---|---|"]
         for arm, splits in arms.items():
             row = splits[split]
             lines.append(f"| {arm} | {row['identity']:.4f} | {row.get('lpips', float('nan')):.4f} | {cell(row, 'pretrained', 'identity')} | {cell(row, 'sft_control', 'identity')} |")
-    return "\n".join(lines) + "\n"
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _real_world_table(real_world: dict[str, dict]) -> str:
@@ -122,7 +158,7 @@ def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> 
     if extra.get("real_world"):
         parts.append(_real_world_table(extra["real_world"]))
     text = "\n".join(parts)
-    (out / "results.md").write_text(text + "\n" + "\n".join(f"- {v}" for v in verdicts) + "\n")
+    (out / "results.md").write_text(text + "\n" + "\n".join(f"- {v}" for v in verdicts) + f"\n\n{multiplicity(verdicts)}\n")
     inputs = {split: input_baseline(first[split])["average"] for split in SPLITS}
     (out / "results.json").write_text(json.dumps({"arms": arms, "input": inputs, **extra}, indent=1))
     return text, verdicts
@@ -224,7 +260,7 @@ def candidates_grid(cfg: TrainConfig, policy: Policy, reward, path: Path, rows: 
         item = dataset[r % len(dataset)]
         x, target = item["degraded"][None].to(device), item["target"]
         candidates = policy.sample(x, g, generator=gen).images.clamp(0, 1).cpu()
-        rewards = [reward(c, target, item["degraded"], item["task"]) for c in candidates]
+        rewards = reward(candidates, target, item["degraded"], item["task"])
         mean_r = sum(rewards) / g
         std_r = torch.tensor(rewards).std().item()  # as the runs' reward/group_std
         spreads.append({"column": column, "id": item["id"], "rewards": rewards, "mean": mean_r, "std": std_r, "range": max(rewards) - min(rewards)})

@@ -36,7 +36,7 @@ from trainer.data.post_training import TrainDataError
 from trainer.demo.arms import GRPO_ARMS, arm_config, fresh_run_dirs, grpo, sft_control, write_random_subset
 from trainer.demo.cache import cached_pretrain
 from trainer.demo.corpus import describe, fetch
-from trainer.demo.report import SPLITS, candidates_grid, image_grid, plot_curves, write_results
+from trainer.demo.report import SPLITS, candidates_grid, evaluation_protocol, image_grid, plot_curves, write_results
 from trainer.evaluate import evaluate
 from trainer.evaluate_real_world import evaluate_real_world
 from trainer.local_service import LocalRewardService
@@ -71,18 +71,21 @@ def _stage(name: str, t0: float) -> None:
 
 
 def _reward_fn(scorer: Scorer):
-    """R of one image's deterministic output, scored as the GRPO rollouts are (same service, weights, judge)."""
-    def reward(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> float:
+    """R of N restorations (N, 3, H, W) of one image, in one request, scored as the GRPO rollouts are (same service, weights, judge)."""
+    def reward(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> list[float]:
+        n = out.shape[0]
         # the clamped output, as its PSNR is measured (the reward service refuses values outside [0, 1])
-        return scorer.score(out.clamp(0, 1)[None], target[None], degraded[None], [task], group_size=1).rewards[0].item()
+        scored = scorer.score(out.clamp(0, 1), target.expand(n, -1, -1, -1), degraded.expand(n, -1, -1, -1), [task] * n, group_size=n)
+        return scored.rewards.tolist()
     return reward
 
 
 def _face_measure(scorer: Scorer):
-    """The face task's R and the service's LPIPS distance of one deterministic output, from one request."""
-    def measure(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> dict[str, float]:
-        scored = scorer.score(out.clamp(0, 1)[None], target[None], degraded[None], [task], group_size=1)
-        return {"reward": scored.rewards[0].item(), "lpips": scored.metrics["lpips"][0].item()}
+    """The face task's R and the service's LPIPS distance of N restorations (N, 3, H, W) of one face, in one request."""
+    def measure(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> list[dict[str, float]]:
+        n = out.shape[0]
+        scored = scorer.score(out.clamp(0, 1), target.expand(n, -1, -1, -1), degraded.expand(n, -1, -1, -1), [task] * n, group_size=n)
+        return [{"reward": r, "lpips": lp} for r, lp in zip(scored.rewards.tolist(), scored.metrics["lpips"].tolist())]
     return measure
 
 
@@ -93,18 +96,25 @@ def _reward_terms(cfg: TrainConfig, random_terms: list[str]) -> dict[str, dict]:
     return {t: {"weight": w, "random_weights": t in random_terms} for t, w in weights.items() if t not in ("gen", "judge", "task")}
 
 
-def run_demo(cfg: TrainConfig, report: Path) -> dict:
-    t0 = time.perf_counter()
-    load_start = os.getloadavg()
-    times: dict[str, float] = {}
+class Stages:
+    """Prints each stage's start and adds up the seconds spent in each named stage."""
 
-    def timed(name, fn, *args, **kwargs):
-        _stage(name, t0)
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name, fn, *args, **kwargs):
+        _stage(name, self.t0)
         t = time.perf_counter()
         out = fn(*args, **kwargs)
-        times[name] = times.get(name, 0.0) + time.perf_counter() - t
+        self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t
         return out
 
+
+def prepare(cfg: TrainConfig, timed: Stages) -> tuple[TrainConfig, Path, bool, Policy]:
+    """What every arm starts from: the photos, the (cached) pre-trained weights, the hard and random subsets and the
+    reward's PSNR thresholds. Returns (the calibrated config, the pre-trained weights, whether they were reused, the
+    pre-trained policy); the run folders are emptied."""
     corpus = None
     if cfg.data.source == "demo":
         corpus = timed("demo photos", fetch, cfg.data.root)
@@ -114,9 +124,24 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
     pre = _policy(cfg, pretrained)
     timed("mining the hard subset", mine, cfg, pre)
     write_random_subset(cfg)
-    percentiles = cfg.reward.psnr_range_percentiles
     cfg = calibrate_psnr_range(cfg)
     fresh_run_dirs(cfg)
+    return cfg, pretrained, reused, pre
+
+
+def needs_seeds(config_path: str) -> str:
+    """What one demo run can and cannot say, and the command that can."""
+    return ("This is ONE post-training seed: its intervals hold the photo-to-photo spread only. The claims 'GRPO on the hard subset "
+            "beats the pre-trained start / the SFT control / GRPO on a random subset' need the seed-to-seed spread too: "
+            f"python -m trainer.experiment --config {config_path} --seeds 3")
+
+
+def run_demo(cfg: TrainConfig, report: Path, config_path: str = "configs/cpu-demo.yaml") -> dict:
+    load_start = os.getloadavg()
+    timed = Stages()
+    times, t0 = timed.times, timed.t0
+    percentiles = cfg.reward.psnr_range_percentiles
+    cfg, pretrained, reused, pre = prepare(cfg, timed)
     report.mkdir(parents=True, exist_ok=True)
     (report / "config.json").write_text(cfg.model_dump_json(indent=1))
 
@@ -154,14 +179,7 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
     terms = _reward_terms(cfg, random_terms)
     per_step = cfg.rollout.num_workers * cfg.rollout.images_per_worker
     pretrain_images = cfg.pretrain.steps * cfg.pretrain.batch_size
-    protocol = {
-        "test_images": "the test photos of data.root, each degraded per column with seeds from data.seed; the OOD set uses other degradation families",
-        "crop": cfg.eval.crop, "convention": cfg.eval.convention, "data_seed": cfg.data.seed, "tasks": cfg.data.tasks,
-        "noise_sigmas": cfg.data.noise_sigmas, "policy_output": "deterministic (irpo: Beta means; diffusion: DDIM with eta 0 from a fixed noise draw)",
-        "psnr_ssim": "mean of the column means", "reward": "mean R of the deterministic output over the split's images, same service and weights as the GRPO runs",
-        "delta": "mean over images of (arm PSNR - reference PSNR) on the same images", "ci95": "Student t 95% half-width of that paired mean",
-        "sft_control_vs_itself": "omitted",
-    }
+    protocol = evaluation_protocol(cfg)
     notes = {
         "arms": {arm: {"updates": steps.get(arm, 0), "images_per_update": per_step if arm in steps else 0} for arm in policies},
         "budget": {"pretrain_updates": cfg.pretrain.steps, "pretrain_images": pretrain_images, "post_train_images_per_arm": steps["grpo_hard"] * per_step,
@@ -185,7 +203,10 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
         extra["identity_network"] = notes["identity_network"] = identity
     if real_world:
         extra["real_world"] = real_world
+    extra["needs_seeds"] = needs_seeds(config_path)
     tables, verdicts = write_results(evals, extra, report)
+    with open(report / "results.md", "a") as f:
+        f.write(f"\n{extra['needs_seeds']}\n")
     plot_curves({arm: cfg.logging.dir / arm / "metrics.jsonl" for arm in GRPO_ARMS}, report / "curves.png")
     image_grid(cfg, policies, report / "grid.png")
     notes["total_seconds"] = time.perf_counter() - t0
@@ -206,6 +227,7 @@ def run_demo(cfg: TrainConfig, report: Path) -> dict:
         print(f"[demo] {arm}: within-group std of R over the run {spread['group_std']:.4f} = {spread['of_mean_reward']:.1%} of mean R {spread['mean_reward']:.4f}")
     if identity:
         print(f"[demo] identity similarity: {identity}")
+    print(f"[demo] {extra['needs_seeds']}")
     print(f"[demo] judge: {notes['judge']}")
     print(f"[demo] report: {report}/results.md, results.json, curves.png, grid.png, candidates_*.png, config.json, notes.json")
     print(f"[demo] total {notes['total_seconds'] / 60:.1f} min (load average at start {load_start[0]:.2f}, end {notes['load_average_end'][0]:.2f}): "
@@ -223,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         cfg = load_config(args.config, args.overrides)
-        run_demo(cfg, args.report)
+        run_demo(cfg, args.report, args.config)
     except (ConfigError, TrainDataError, *STOP_ERRORS) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -38,14 +38,17 @@ def _col(a: Tensor, like: Tensor) -> Tensor:
 
 
 def split_prediction(model_out: Tensor, x_t: Tensor, a_t: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
-    """(x0_hat, eps_hat) from the U-Net output: 'epsilon' predicts the noise, 'v_prediction' v = sqrt(a) eps - sqrt(1-a) x0."""
+    """(x0_hat, eps_hat) from the U-Net output: 'epsilon' predicts the noise, 'v_prediction' v = sqrt(a) eps - sqrt(1-a) x0,
+    'sample' the clean sample x0 itself (diffusers' names)."""
     a = _col(a_t, x_t)
+    if prediction_type == "sample":
+        return model_out, (x_t - a.sqrt() * model_out) / (1 - a).sqrt()
     if prediction_type == "epsilon":
         eps = model_out
         return (x_t - (1 - a).sqrt() * eps) / a.sqrt(), eps
     if prediction_type == "v_prediction":
         return a.sqrt() * x_t - (1 - a).sqrt() * model_out, a.sqrt() * model_out + (1 - a).sqrt() * x_t
-    raise ValueError(f"unknown prediction_type {prediction_type!r} (choose 'epsilon' or 'v_prediction')")
+    raise ValueError(f"unknown prediction_type {prediction_type!r} (choose 'epsilon', 'v_prediction' or 'sample')")
 
 
 def ddim_std(a_t: Tensor, a_prev: Tensor, eta: float) -> Tensor:
@@ -60,12 +63,16 @@ def ddim_mean(x0: Tensor, eps: Tensor, a_prev: Tensor, std: Tensor) -> Tensor:
     return a.sqrt() * x0 + (1 - a - std**2).clamp_min(0).sqrt() * eps
 
 
-def ddim_step(model_out: Tensor, x_t: Tensor, a_t: Tensor, a_prev: Tensor, eta: float, prediction_type: str, clip_x0: bool) -> StepGaussian:
-    """The step's Gaussian N(mu, sigma^2 I). As in diffusers, a clamp of x0_hat leaves eps_hat as predicted."""
+def ddim_step(model_out: Tensor, x_t: Tensor, a_t: Tensor, a_prev: Tensor, eta: float, prediction_type: str, clip_x0: bool,
+              origin: Tensor | None = None) -> StepGaussian:
+    """The step's Gaussian N(mu, sigma^2 I). As in diffusers, a clamp of x0_hat leaves eps_hat as predicted.
+
+    `origin` (N, C, h, w): the chain runs on x - origin (a residual around the condition); the clamp then keeps
+    the image origin + x0_hat in [-1, 1]. None: the chain runs on the image itself."""
     model_out, x_t = model_out.float(), x_t.float()
     x0, eps = split_prediction(model_out, x_t, a_t, prediction_type)
     if clip_x0:
-        x0 = x0.clamp(-1, 1)
+        x0 = x0.clamp(-1, 1) if origin is None else (x0 + origin).clamp(-1, 1) - origin
     std = _col(ddim_std(a_t, a_prev, eta).to(x_t.device), x_t)
     return StepGaussian(ddim_mean(x0, eps, a_prev, std), std, x0, eps)
 

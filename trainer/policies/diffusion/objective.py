@@ -51,7 +51,7 @@ def step_loss_coefs(rl: DiffusionRLConfig, reduction: str, trajectory: Diffusion
     return StepLossCoefs(clip_eps=rl.clip_eps, kl=rl.kl_coef, sft=rl.sft_coef, gt_likelihood=rl.gt_likelihood_coef, clip_dims=dims)
 
 
-def gt_step_log_prob(policy: DiffusionPolicy, target: Tensor, trajectory: DiffusionTrajectory, evaluation: DiffusionEvaluation) -> Tensor:
+def gt_step_log_prob(policy: DiffusionPolicy, x: Tensor, target: Tensor, trajectory: DiffusionTrajectory, evaluation: DiffusionEvaluation) -> Tensor:
     """(N, S) LRPO's likelihood term: the log-density, under the evaluated step Gaussians, of the step a perfect
     denoiser would take from the recorded x_t towards the ground truth (DDIM's posterior mean given x_0 = GT).
 
@@ -60,7 +60,7 @@ def gt_step_log_prob(policy: DiffusionPolicy, target: Tensor, trajectory: Diffus
     n, s = evaluation.log_prob.shape
     steps = evaluation.steps
     x_t = trajectory.latents[:, steps].to(evaluation.mean).flatten(0, 1)
-    x0 = policy.codec.encode(target.float()).repeat_interleave(n // target.shape[0], dim=0).repeat_interleave(s, dim=0)
+    x0 = policy.chain_x0(x, target).repeat_interleave(n // target.shape[0], dim=0).repeat_interleave(s, dim=0)
     t = trajectory.timesteps[steps]
     a_t = policy.schedule.alpha_bar(t).repeat(n)
     a_prev = policy.schedule.alpha_bar(policy.schedule.prev_timesteps(trajectory.timesteps)[steps]).repeat(n)

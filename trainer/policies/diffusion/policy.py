@@ -69,12 +69,37 @@ class DiffusionPolicy(nn.Module):
             raise ValueError(f"image size {h}x{w} must be a multiple of {self._multiple} (the U-Net's downsampling)")
         return self.codec.encode(x.float())
 
+    def _origin(self, cond: Tensor) -> Tensor | None:
+        """What the chain's x_0 is measured from: the encoded condition (`residual`), or None (the image itself)."""
+        return cond if self.cfg.residual else None
+
     def _gaussians(self, x_t: Tensor, t: Tensor, t_prev: Tensor, cond: Tensor, eta: float) -> StepGaussian:
         """The step Gaussians of M rows at once: x_t, cond (M, C, h, w); t, t_prev (M,) timesteps."""
         out = self.unet(torch.cat([x_t, cond], dim=1), t.to(x_t.device)).sample
         a_t = self.schedule.alpha_bar(t).to(x_t.device)
         a_prev = self.schedule.alpha_bar(t_prev).to(x_t.device)
-        return ddim_step(out, x_t, a_t, a_prev, eta, self.cfg.prediction_type, self.cfg.clip_x0)
+        return ddim_step(out, x_t, a_t, a_prev, eta, self.cfg.prediction_type, self.cfg.clip_x0, self._origin(cond))
+
+    def _start(self, noise: Tensor, cond: Tensor, t0: Tensor) -> Tensor:
+        """The chain's first latent: the noise itself at strength 1 (x_T), else q(x_t0 | x_0 = the degraded image in the
+        chain's frame), which is 0 under `residual`."""
+        if self.schedule.strength == 1.0:
+            return noise
+        origin = self._origin(cond)
+        x0 = torch.zeros_like(cond) if origin is not None else cond
+        return self.schedule.add_noise(x0, noise, t0.expand(noise.shape[0]))
+
+    def _image(self, latent: Tensor, cond: Tensor) -> Tensor:
+        """Decode a latent of the chain's frame to an image."""
+        origin = self._origin(cond)
+        return self.codec.decode(latent if origin is None else latent + origin)
+
+    def chain_x0(self, x: Tensor, target: Tensor) -> Tensor:
+        """The clean sample the chain should reach for ground truth `target` (B, 3, H, W): its latent, minus the origin."""
+        cond = self._condition(x)
+        x0 = self.codec.encode(target.float())
+        origin = self._origin(cond)
+        return x0 if origin is None else x0 - origin
 
     def _noise(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
         # drawn on the CPU: a seeded chain is the same on every device
@@ -92,12 +117,12 @@ class DiffusionPolicy(nn.Module):
         prev = self.schedule.prev_timesteps(timesteps)
         # z[:, 0] is x_T, z[:, j] the noise of step j - 1
         z = self._noise((n, k, *cond.shape[1:]), generator, cond.device)
-        latents, log_probs, estimates = [z[:, 0]], [], {}
+        latents, log_probs, estimates = [self._start(z[:, 0], cond, timesteps[0])], [], {}
         for j in range(k):
             g = self._gaussians(latents[-1], timesteps[j].expand(n), prev[j].expand(n), cond, self.cfg.eta)
             if j > 0 and j - 1 in self.estimate_steps:
                 produced = g.x0 if self.cfg.rl.step_reward_on == "x0_hat" else latents[-1]
-                estimates[j - 1] = self.codec.decode(produced)
+                estimates[j - 1] = self._image(produced, cond)
             if j < k - 1:
                 latents.append(g.mean + g.std * z[:, j + 1])
                 log_probs.append(gaussian_log_density(latents[-1], g.mean, g.std, self.cfg.logprob_reduction))
@@ -112,9 +137,10 @@ class DiffusionPolicy(nn.Module):
             estimates=torch.stack(est, dim=1) if est else cond.new_zeros((n, 0, 3, h, w)),
             estimate_steps=self.estimate_steps.clone(),
         )
+        out = self._image(latents[-1], cond)
         if not est:
-            return PolicySample(self.codec.decode(latents[-1]), traj)
-        return PolicySample(self.codec.decode(latents[-1]), traj, traj.estimates, [int(s) for s in self.estimate_steps])
+            return PolicySample(out, traj)
+        return PolicySample(out, traj, traj.estimates, [int(s) for s in self.estimate_steps])
 
     def evaluate(self, x: Tensor, trajectory: DiffusionTrajectory, steps: Tensor | None = None) -> DiffusionEvaluation:
         """Step Gaussians and log-densities of `trajectory` under the current weights (differentiable).
@@ -152,10 +178,11 @@ class DiffusionPolicy(nn.Module):
         prev = self.schedule.prev_timesteps(timesteps)
         # every row starts from the same draw: an image's output does not depend on the batch it sits in
         # (mining scores batches, evaluation one image at a time, and both must see the same output)
-        x_t = self._noise((1, *cond.shape[1:]), torch.Generator().manual_seed(DETERMINISTIC_SEED), cond.device).expand_as(cond)
+        noise = self._noise((1, *cond.shape[1:]), torch.Generator().manual_seed(DETERMINISTIC_SEED), cond.device).expand_as(cond)
+        x_t = self._start(noise, cond, timesteps[0])
         for j in range(k):
             x_t = self._gaussians(x_t, timesteps[j].expand(n), prev[j].expand(n), cond, 0.0).mean
-        return self.codec.decode(x_t)
+        return self._image(x_t, cond)
 
     def parameter_groups(self) -> list[ParameterGroup]:
         return [ParameterGroup("denoiser", list(self.unet.parameters()))]
@@ -163,11 +190,11 @@ class DiffusionPolicy(nn.Module):
     # --- supervision and export ----------------------------------------------------------------
     def diffusion_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(B,) the standard DDPM loss per image: MSE between the U-Net output and its target
-        (the noise, or v) at a uniform random timestep, the degraded image as the condition."""
+        (the noise, or v) at a uniform random timestep below the chain's start, the degraded image as the condition."""
         cond = self._condition(x)
-        x0 = self.codec.encode(target.float())
+        x0 = self.chain_x0(x, target)
         b = x0.shape[0]
-        t = torch.randint(0, self.schedule.train_timesteps, (b,), generator=generator)
+        t = torch.randint(0, self.schedule.start_timesteps, (b,), generator=generator)
         noise = self._noise(tuple(x0.shape), generator, x0.device)
         x_t = self.schedule.add_noise(x0, noise, t)
         out = self.unet(torch.cat([x_t, cond], dim=1), t.to(x0.device)).sample

@@ -28,12 +28,21 @@ class Schedule:
             timestep_spacing="trailing",
         )
         self.train_timesteps = cfg.train_timesteps
+        self.strength = cfg.start_strength
+        # the chain's first timestep + 1 (T at strength 1): pre-training draws t below it
+        self.start_timesteps = max(1, round(cfg.start_strength * cfg.train_timesteps))
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
 
     def timesteps(self, num_steps: int) -> Tensor:
-        """(K,) descending DDIM timesteps (diffusers' spacing); step k goes from timesteps[k] to prev_timesteps[k]."""
-        self.scheduler.set_timesteps(num_steps)
-        return self.scheduler.timesteps.clone().long()
+        """(K,) descending DDIM timesteps; step k goes from timesteps[k] to prev_timesteps[k]. At strength 1 diffusers'
+        trailing spacing over T; below it the same spacing over strength * T (from strength * T - 1 down)."""
+        if self.strength == 1.0:
+            self.scheduler.set_timesteps(num_steps)
+            return self.scheduler.timesteps.clone().long()
+        if num_steps > self.start_timesteps:
+            raise ValueError(f"{num_steps} sampling steps do not fit below t = {self.start_timesteps} (start_strength {self.strength})")
+        span = self.start_timesteps
+        return torch.tensor([round(span - k * span / num_steps) - 1 for k in range(num_steps)], dtype=torch.long)
 
     @staticmethod
     def prev_timesteps(timesteps: Tensor) -> Tensor:
@@ -54,7 +63,9 @@ class Schedule:
         return self.scheduler.add_noise(x0, noise, t.to(x0.device))
 
     def training_target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        """What the U-Net is trained to output: the noise, or v (diffusers' get_velocity)."""
+        """What the U-Net is trained to output: the noise, x_0 itself ('sample'), or v (diffusers' get_velocity)."""
         if self.scheduler.config.prediction_type == "epsilon":
             return noise
+        if self.scheduler.config.prediction_type == "sample":
+            return x0
         return self.scheduler.get_velocity(x0, noise, t.to(x0.device))
