@@ -1,5 +1,6 @@
 """Real-world face sets without ground truth (LFW-Test, WebPhoto-Test: data.face.real_world), scored by the reward
-service's no-reference terms only (CLIP-IQA, the human-preference model, BRISQUE, NIQE where the size allows).
+service's no-reference terms only (CLIP-IQA, aesthetic, the human-preference model, BRISQUE, NIQE, PIQE where the
+size allows): with no reference sent, every metric the service computes is a no-reference one.
 
 Each face is restored whole (cut to a multiple of 16) by the policy's deterministic output; the service scores the
 restored face and the input itself with no reference, so PSNR, SSIM, LPIPS and identity do not exist here.
@@ -21,13 +22,11 @@ from trainer.data.sources import real_world_sets
 from trainer.inference import restore
 from trainer.policies import Policy
 
-NO_REFERENCE_METRICS = ("clip_iqa", "hps", "brisque", "niqe", "aesthetic")
-
 
 def score_no_reference(client: RewardClient, cfg: TrainConfig, image: torch.Tensor) -> dict[str, float]:
     """The no-reference raw metrics the service computed for one (3, H, W) image, and R_nr."""
     item = client.score_batch(image.clamp(0, 1)[None], tasks=["face"])[0]
-    row = {k: v for k, v in item.metrics.items() if k in NO_REFERENCE_METRICS}
+    row = dict(item.metrics)
     try:
         row["reward_nr"], _ = combine_rewards(item.terms, cfg.reward.weights)
     except ValueError:  # no weighted no-reference term: there is no R to report, not a made-up one

@@ -1,5 +1,7 @@
 """Blind face restoration: the BFR degradation, the face data layouts, the identity metric, face evaluation."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from trainer.data.face import SEVERE, bfr_degradation, draw, jpeg
 from trainer.data.sources import real_world_sets
 from trainer.demo.report import summarise, write_results
 from trainer.evaluate import evaluate
+from trainer.evaluate_real_world import evaluate_real_world
 from trainer.face_identity import IdentityMetric, IdentityWeightsError
 from trainer.model import model_preset
 
@@ -193,7 +196,7 @@ def test_the_face_presets_load():
         assert cfg.policy.diffusion.rl.gt_likelihood_coef > 0 and cfg.policy.diffusion.rl.noise_level_weighting != "uniform"
         w = cfg.reward.weights
         assert w.hps > 0 and w.clip_iqa > 0 and w.ssim > 0 and w.task == 0 and w.judge == 0
-        assert not any(getattr(w, t) for t in ("clip_similarity", "lpips", "aesthetic", "psnr", "brisque", "niqe"))
+        assert not any(getattr(w, t) for t in ("clip_similarity", "lpips", "aesthetic", "psnr", "brisque", "niqe", "piqe"))
     with pytest.raises(ConfigError, match="face task only"):
         load_config("configs/paper-lrpo-faces.yaml", ["data.tasks=[denoise]"])
 
@@ -231,3 +234,23 @@ def test_the_report_judges_identity_by_photo_and_shows_the_face_table(tmp_path):
     assert any("identity similarity improved" in v and "3 photos" in v for v in verdicts)
     text, _ = write_results(evals, {}, tmp_path)
     assert "| grpo_hard | 0.7220 | nan | +0.022 +- " in text and "identity similarity (cosine of ArcFace embeddings" in text
+
+
+def test_real_world_faces_get_every_no_reference_metric_the_service_returns(tmp_path):
+    _faces(tmp_path / "train", ["a"])
+    _faces(tmp_path / "test", ["c"])
+    _faces(tmp_path / "web", ["w1", "w2"])
+    cfg = _face_cfg(tmp_path, real_world={"web": tmp_path / "web"})
+    cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"weights": cfg.reward.weights.model_copy(update={"piqe": 1.0})})})
+
+    class Service:  # stands in for the reward service: a no-reference request gets PIQE and CLIP-IQA, as a 64 px face would
+        def score_batch(self, images, tasks):
+            assert tasks == ["face"] and images.shape[0] == 1
+            m = float(images.mean())
+            return [SimpleNamespace(metrics={"piqe": 100 * m, "clip_iqa": m}, terms={"piqe": 1 - m, "clip_iqa": m})]
+
+    res = evaluate_real_world(cfg, seeded_policy(0, cfg.model), Service())["web"]
+    assert res["n"] == 2 and set(res["metrics"]) == {"piqe", "clip_iqa", "reward_nr"} and set(res["input"]) == set(res["metrics"])
+    for r in res["per_image"]:  # R_nr weights the present terms with the trainer's weights, renormalised
+        w = cfg.reward.weights
+        assert r["reward_nr"] == pytest.approx((w.piqe * (1 - r["clip_iqa"]) + w.clip_iqa * r["clip_iqa"]) / (w.piqe + w.clip_iqa))
