@@ -32,6 +32,7 @@ def test_probes_and_info(http):
     assert info["random_weights"] == RANDOM_TERMS
     assert info["models"]["clip"]["random"] is True and "not the paper's ViT-L-14" in info["models"]["clip"]["note"]
     assert info["limits"]["max_pixels"] == 40000  # from the YAML given with --config
+    assert info["unavailable_terms"] == {"hps": "no human-preference model configured (hps_model)"}  # a trainer checks it at start
     expected = precision.resolve_precision("auto", torch.device(info["device"]))  # bfloat16 where the device has it natively
     assert info["precision"] == {"clip": expected, "lpips_backbone": expected}
 

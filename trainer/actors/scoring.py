@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 import torch
 
-from irpo_common.reward_spec import combine_rewards
+from irpo_common.reward_spec import RewardWeights, combine_rewards
 from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
 from reward_server.client import RewardClient, RewardRequestError, RewardServiceUnavailable
 from trainer.config import ConfigError, JudgeConfig, RewardConfig
@@ -72,6 +72,7 @@ def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | N
                 raise ServiceUnavailable(f"the reward service at {url} refused /v1/info: {exc}") from None
         limits = info.get("limits") or {}
         check_fit("reward", url, reward.timeout_s, limits.get("request_timeout_s"), limits.get("min_side_for_weights"), image_side)
+        check_terms(reward.weights, url, info.get("unavailable_terms") or {})
         served = tuple(info.get("psnr_range_db") or ())
         if reward.psnr_range_db is not None and served != tuple(reward.psnr_range_db):
             raise ConfigError(f"reward.psnr_range_db is {list(reward.psnr_range_db)} but the reward service at {url} maps PSNR over {list(served)}: start it with REWARD_SERVER_PSNR_RANGE_DB='{list(reward.psnr_range_db)}' or unset reward.psnr_range_db")
@@ -79,6 +80,15 @@ def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | N
     for url in judge.endpoints:
         check_judge(judge, url, judge_token, image_side)
     return sorted(random_terms)
+
+
+def check_terms(weights: RewardWeights, url: str, unavailable: dict[str, str]) -> None:
+    """A generic term the run weights but the service has no model for (its /v1/info `unavailable_terms`, e.g. hps
+    without hps_model) stops the run before any work: the service would refuse every request that weights it."""
+    missing = {t: why for t, why in unavailable.items() if weights.gen > 0 and getattr(weights, t, 0.0) > 0}
+    if missing:
+        raise ConfigError(f"reward.weights weights {sorted(missing)} but the reward service at {url} cannot compute them "
+                          f"({'; '.join(f'{t}: {why}' for t, why in missing.items())}): configure the service's model or set the weight to 0")
 
 
 def unreachable(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
