@@ -19,7 +19,7 @@ such a proxy: the judge stage then costs its network latency, not a model on the
 staleness: e.g. the step time against grpo.group_size=2,4,8, rollout.images_per_worker=1,2 or
 rollout.num_workers=1,2. The paper's model on this CPU (random weights):
     --config configs/paper-5task.yaml --set data.source=demo --set data.root=data/demo \
-    --set rollout.gpus_per_worker=0 --set rollout.learner_gpus=0 --set rollout.cpus_per_worker=1 ...
+    --set rollout.gpus_per_worker=0 --set learner.gpus_per_rank=0 --set learner.precision=fp32 --set rollout.cpus_per_worker=1 ...
 """
 
 from __future__ import annotations

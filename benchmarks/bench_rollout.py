@@ -19,22 +19,12 @@ import contextlib
 import os
 import platform
 import statistics
-import time
 
 import torch
 
+from devtools.timing import synced_seconds
 from irpo_common.device import resolve_device
 from trainer.model import build_policy, model_preset
-
-
-def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
 
 
 @contextlib.contextmanager
@@ -109,12 +99,12 @@ def main() -> None:
         batched = {v: [] for v in args.variants}
         sequential, encoder = [], []
         for _ in range(args.reps):
-            sequential.append(_timed(lambda: [policy.sample(x, 1, generator=gen) for _ in range(args.group)], device))
+            sequential.append(synced_seconds(lambda: [policy.sample(x, 1, generator=gen) for _ in range(args.group)], device))
             with torch.no_grad():
-                encoder.append(_timed(lambda: policy.backbone.encode(x), device))
+                encoder.append(synced_seconds(lambda: policy.backbone.encode(x), device))
             for v in args.variants:
                 with variant(policy, x, v) as xv:
-                    batched[v].append(_timed(lambda: policy.sample(xv, args.group, generator=gen), device))
+                    batched[v].append(synced_seconds(lambda: policy.sample(xv, args.group, generator=gen), device))
         s = statistics.median(sequential)
         nb = sum(p.numel() for p in policy.backbone_parameters())
         nh = sum(p.numel() for p in policy.head_parameters())

@@ -37,6 +37,7 @@ import torch
 from safetensors.torch import load_file
 
 from devtools.local_servers import LocalVLLM, ThreadedServer, vllm_unavailable_reason
+from devtools.timing import synced_seconds
 from irpo_common.process import ManagedProcess, free_port
 from judge_server.app import create_app as create_judge_app
 from judge_server.client import JudgeClient
@@ -92,9 +93,10 @@ def run_config(work: Path, dry: bool, steps: int, reward_url: str) -> TrainConfi
     gpus = torch.cuda.device_count()
     # one GPU: learner 0.5 + two rollout actors 0.25 each (the reward service shares it outside Ray)
     raw["rollout"] = {**raw["rollout"], "num_workers": 2, "images_per_worker": 1, "gpus_per_worker": 0 if dry else 0.25,
-                      "cpus_per_worker": 1 if dry else 2, "learner_gpus": 0 if dry else (0.5 if gpus == 1 else 1), "learner_cpus": 1}
-    if "learner" in TrainConfig.model_fields and gpus >= 2:  # the data-parallel learner group (issue 22 item 3): 2 NCCL ranks,
-        raw["learner"] = {**raw.get("learner", {}), "num_ranks": 2, "gpus_per_rank": 0.75}  # 0.75 keeps them on separate GPUs
+                      "cpus_per_worker": 1 if dry else 2}
+    raw["learner"] = {**raw["learner"], "cpus_per_rank": 1, "gpus_per_rank": 0 if dry else (0.5 if gpus == 1 else 1)}
+    if gpus >= 2:  # the data-parallel learner group (issue 22 item 3): 2 NCCL ranks, a whole GPU each
+        raw["learner"].update(num_ranks=2)
     raw["reward"] = {**raw["reward"], "url": reward_url, "token_env": None, "psnr_range_db": None}
     raw["judge"] = {**raw["judge"], "url": None, "token_env": None}
     raw["watch"] = {**raw["watch"], "images": 2}  # the stand-in corpus is small: 2 held-out pairs keep the watch in the check
@@ -114,13 +116,7 @@ def batched_speedup(cfg: TrainConfig, device: torch.device, images: int = 2, rep
         fn()  # warm-up (kernels, allocator)
         best = float("inf")
         for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, synced_seconds(fn, device))
         return best
 
     gen = torch.Generator().manual_seed(0)

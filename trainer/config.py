@@ -243,14 +243,39 @@ class RolloutConfig(_Section):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per rollout actor.")
     images_per_worker: int = Field(1, ge=1, description="Images per rollout actor per step (IRPO: batch 1 per GPU).")
     max_staleness: int = Field(1, ge=0, description="Max policy versions a rollout may lag the learner; 0 = fully on-policy (no overlap). S batches are produced while the learner updates: raise it when sampling + scoring latency exceeds S update times (the learner_idle_fraction log shows it).")
-    learner_gpus: float = Field(0.0, ge=0, description="GPUs of the learner actor; 0 = CPU.")
-    learner_cpus: float = Field(1.0, gt=0, description="CPUs of the learner actor.")
     max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed rollout actor.")
     step_retries: int = Field(2, ge=0, description="Retries of one rollout part, with backoff, after the reward service stayed unreachable through its client's retries; then the run stops. A part whose actor died is not counted here: it moves to a healthy actor at once.")
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each rollout actor's bundle asks for besides CPU/GPU (e.g. {'rollout_node': 1} to keep rollouts on the nodes started with that resource).")
     placement_strategy: Literal["PACK", "SPREAD"] = Field("SPREAD", description="Ray placement-group strategy of the rollout actors' bundles: SPREAD (one node's loss takes fewest actors) or PACK (fewest nodes).")
     placement_timeout_s: float = Field(60.0, gt=0, description="How long the rollout group waits at start for its placement group (e.g. for an autoscaler to add nodes) before the run stops naming the resources no node offers.")
     restart_timeout_s: float = Field(600.0, gt=0, description="How long rollout work may wait with no rollout actor alive (all crashed and restarting, or their node lost and not yet replaced) before the run stops. A fresh actor process imports torch and builds the policy.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_learner_fields(cls, raw):
+        moved = {"learner_gpus": "learner.gpus_per_rank", "learner_cpus": "learner.cpus_per_rank"}
+        old = [k for k in moved if isinstance(raw, dict) and k in raw]
+        if old:
+            raise ValueError("the learner's resources moved to the `learner:` section: " + ", ".join(f"rollout.{k} -> {moved[k]}" for k in old))
+        return raw
+
+
+class LearnerConfig(_Section):
+    """The learner group (trainer/actors/learner_group.py): data-parallel ranks, micro-batches, precision, restarts."""
+
+    num_ranks: int = Field(1, ge=1, description="Data-parallel learner ranks (Ray actors in one placement group, torch.distributed: gloo on CPU, NCCL on GPU). Each rank takes its share of a step's image groups; gradients are all-reduced once per optimiser step, so any number of ranks computes the update of one rank on the whole batch (within float rounding).")
+    gpus_per_rank: float = Field(0.0, ge=0, description="GPUs of each rank; 0 = CPU. With more than one rank a rank needs a whole GPU (NCCL) or none.")
+    cpus_per_rank: float = Field(1.0, gt=0, description="CPUs of each rank.")
+    micro_batch_images: int | None = Field(None, ge=1, description="Images (each with its G candidates, which stay together) per forward/backward on a rank; gradients accumulate over a rank's micro-batches, each loss scaled by its share of the step, so the update equals the whole batch's. None = a rank's whole share at once. The paper AdaIR at 128 px and G = 4 needs about 11.4 GB per image in float32 (issue 22).")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="The policy forward of the update: 'fp32', or 'bf16' autocast (CUDA, or a CPU with native bf16; refused elsewhere); log-densities, KL and losses are computed in float32 either way.")
+    max_restarts: int = Field(2, ge=0, description="Times a run restarts a dead learner group from its latest checkpoint (a fresh start when none exists) before it stops with the resume command.")
+    ready_timeout_s: float = Field(120.0, gt=0, description="How long the learner's placement group may wait for resources (an autoscaler may add nodes) before the run stops naming what is missing.")
+
+    @model_validator(mode="after")
+    def _check_gpus(self) -> "LearnerConfig":
+        if self.num_ranks > 1 and self.gpus_per_rank not in (0, int(self.gpus_per_rank)):
+            raise ValueError(f"learner.gpus_per_rank={self.gpus_per_rank}: with {self.num_ranks} ranks each needs whole GPUs (NCCL) or none")
+        return self
 
 
 class RewardConfig(_Section):
@@ -343,6 +368,7 @@ class TrainConfig(_Section):
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -384,6 +410,13 @@ class TrainConfig(_Section):
             raise ValueError(f"grpo.reward_aggregation 'per_term' normalises each term within its group and replaces grpo.advantage; set grpo.advantage to 'group' (got {self.grpo.advantage!r})")
         if self.policy.kind == "diffusion" and self.policy.diffusion.rl.reward_at == "stepwise":
             raise ValueError("grpo.reward_aggregation 'per_term' needs policy.diffusion.rl.reward_at 'final': the step-wise estimates are scored as R only, not per term")
+        return self
+
+    @model_validator(mode="after")
+    def _check_learner_share(self) -> "TrainConfig":
+        per_step = self.rollout.num_workers * self.rollout.images_per_worker
+        if self.learner.num_ranks > per_step:
+            raise ValueError(f"learner.num_ranks={self.learner.num_ranks} exceeds the {per_step} images per step: every rank needs at least one image group")
         return self
 
     @model_validator(mode="after")

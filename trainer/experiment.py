@@ -6,7 +6,7 @@ One pre-training, mining and random subset (trainer/demo/run.py prepare) as the 
 (sft_control, grpo_hard, grpo_random; trainer/demo/arms.py) with K post-training seeds 0..K-1 (config `seed`: the
 GRPO sampling noise and data order, the SFT draws) from the SAME pre-trained weights, on the demo's fixed evaluation
 protocol. The jobs run as tasks on one local Ray and one local reward service, as many at once as Ray's CPUs allow
-(a GRPO arm's actors hold rollout.cpus_per_worker + rollout.learner_cpus; an SFT arm one CPU).
+(a GRPO arm's actors hold its learner ranks' and rollout actors' CPUs; an SFT arm one CPU).
 
 Writes the report folder: results.json ({"seeds", "unit": "photo", "protocol", "per_seed": [...], "arms": {arm:
 {split: {"across_seeds": {...}}}}}), results.md (the per-seed table, the across-seed table, the verdicts and their
@@ -69,6 +69,11 @@ def run_arm(cfg: TrainConfig, arm: str, seed: int, pretrained: Path) -> dict:
     return {"arm": arm, "seed": seed, "updates": updates, "evals": _evaluate_splits(cfg, weights), "seconds": time.perf_counter() - t0}
 
 
+def grpo_arm_cpus(cfg: TrainConfig) -> float:
+    """CPUs a GRPO arm's actors hold: its learner ranks and its rollout actors."""
+    return cfg.learner.num_ranks * cfg.learner.cpus_per_rank + cfg.rollout.num_workers * cfg.rollout.cpus_per_worker
+
+
 def run_jobs(cfg: TrainConfig, jobs: list[tuple[str, int]], pretrained: Path) -> list[dict]:
     """run_arm for every (arm, seed) as Ray tasks, as many at once as Ray's CPUs allow; results in the order of `jobs`.
 
@@ -76,11 +81,10 @@ def run_jobs(cfg: TrainConfig, jobs: list[tuple[str, int]], pretrained: Path) ->
     placed inside the group): two arms can never each hold half of what both need. A group is removed as soon as its
     arm is done, which frees its CPUs for the next one."""
     job = ray.remote(run_arm)
-    r = cfg.rollout
     refs, groups = [], {}
     for arm, seed in jobs:
         if arm in GRPO_ARMS:
-            group = placement_group([{"CPU": r.learner_cpus + r.num_workers * r.cpus_per_worker}])
+            group = placement_group([{"CPU": grpo_arm_cpus(cfg)}])
             ref = job.options(num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)).remote(cfg, arm, seed, pretrained)
             groups[ref] = group
         else:
@@ -171,9 +175,8 @@ def tables(rows: list[dict], arms: dict) -> str:
 def run_experiment(cfg: TrainConfig, seeds: int, report: Path) -> dict:
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    r = cfg.rollout
-    if r.learner_cpus + r.num_workers * r.cpus_per_worker > cfg.ray.num_cpus:
-        raise ConfigError(f"a GRPO arm needs {r.learner_cpus + r.num_workers * r.cpus_per_worker} CPUs (rollout.learner_cpus + num_workers x cpus_per_worker), more than ray.num_cpus = {cfg.ray.num_cpus}")
+    if grpo_arm_cpus(cfg) > cfg.ray.num_cpus:
+        raise ConfigError(f"a GRPO arm needs {grpo_arm_cpus(cfg):g} CPUs (learner.num_ranks x cpus_per_rank + rollout.num_workers x cpus_per_worker), more than ray.num_cpus = {cfg.ray.num_cpus}")
     load_start = os.getloadavg()
     timed = Stages()
     cfg, pretrained, reused, _ = prepare(cfg, timed)

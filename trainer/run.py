@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 import time
 from collections import Counter
@@ -28,12 +29,13 @@ from tqdm import tqdm
 
 from irpo_common.process import ProcessError
 from reward_server.client import RewardRequestError
-from trainer.actors.learner import Learner
+from trainer.actors.learner_group import LearnerGroup, LearnerLost
 from trainer.actors.messages import ImageBatch, RolloutStats
+from trainer.actors.placement import PlacementError
 from trainer.actors.rollout_group import RolloutGroup, RolloutGroupError
 from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable, check_services
 from trainer.actors.weight_sync import full_state
-from trainer.checkpointing import Checkpoint, CheckpointError, CheckpointWriter, list_checkpoints, save_checkpoint
+from trainer.checkpointing import Checkpoint, CheckpointError, CheckpointWriter, list_checkpoints, resolve_resume, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataLayoutError
 from trainer.grpo.advantages import zero_spread_fraction
@@ -104,6 +106,7 @@ class Trainer:
         self.gold = gold_set(cfg) if cfg.watch.every_steps else None  # the watch's held-out pairs, read before any actor starts
         self.watch = Watch(cfg.watch.window)
         self.wandb_id = new_wandb_id() if cfg.logging.wandb else None
+        self.learner_restarts = 0  # of this process; a dead learner group restarts from the latest checkpoint
 
     # -- batches and rollouts ------------------------------------------------------------
     def _batches(self, step: int) -> list[ImageBatch]:
@@ -129,9 +132,8 @@ class Trainer:
         """The learner's update of a step; rollouts lost with a dead node before the learner read them
         are sampled again (the update never started: its arguments could not be fetched)."""
         for attempt in range(self.cfg.rollout.step_retries + 1):
-            stats_ref, new_weights = self.learner.update.options(num_returns=2).remote(*parts)
             try:
-                return ray.get(stats_ref), new_weights
+                return self.learner.update(*parts)
             except ObjectLostError as exc:
                 log.warning("step %d: rollouts lost before the update (%s); sampling them again", step, type(exc).__name__)
                 _, parts = self.rollouts.redo(step)
@@ -145,7 +147,7 @@ class Trainer:
     def _save(self, completed: int) -> None:
         """Hand a checkpoint to the background writer. What it holds is fixed now: the learner's state()
         runs before its next update (an actor runs its calls in order) and the refs are taken here."""
-        state_ref = self.learner.state.remote()
+        state_ref = self.learner.snapshot()
         pending = {self._version_for(j) for j in range(completed, min(completed + self.cfg.rollout.max_staleness, self.total))}
         refs = {v: self.rollouts.version_refs(v) for v in sorted(pending)}
         extra = {
@@ -154,14 +156,15 @@ class Trainer:
         }
 
         def write() -> Path:
-            learner_state = ray.get(state_ref)
+            learner_state = self.learner.read(state_ref)
             rollout_weights = {v: full_state(*ray.get(r)) for v, r in refs.items() if v != learner_state["version"]}
             return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
 
         self.writer.submit(write)
 
     def _restore(self, ckpt: Checkpoint) -> int:
-        ray.get(self.learner.load_state.remote(ckpt.learner))
+        self.learner.load_state(ckpt.learner)
+        self.faults.clear()
         self.faults.update(ckpt.extra["faults"])
         if "watch" in ckpt.extra:  # checkpoints written before the watch existed have none
             self.watch.load_state(ckpt.extra["watch"])
@@ -177,14 +180,11 @@ class Trainer:
     # -- the reward-hacking watch -----------------------------------------------------------
     def _watch(self, completed: int, train_rewards: list[float]) -> dict[str, float]:
         """Score the gold set with the current policy (trainer/watch.py); its metrics for the step's log."""
-        def restore(x: torch.Tensor) -> torch.Tensor:
-            return ray.get(self.learner.deterministic.remote(x))
-
         def score(restored, target, degraded, tasks) -> torch.Tensor:
             return self.scorer.score(restored, target, degraded, tasks, group_size=1).rewards
 
         train_r = sum(train_rewards) / len(train_rewards) if train_rewards else None
-        point = measure(completed, self.gold, restore, score, self.cfg.eval.convention, train_r)
+        point = measure(completed, self.gold, self.learner.deterministic, score, self.cfg.eval.convention, train_r)
         warning = self.watch.add(point)
         if warning:
             log.warning("%s", warning)
@@ -198,16 +198,16 @@ class Trainer:
     def _start_actors(self) -> None:
         r = self.cfg.rollout
         self.rollouts = RolloutGroup(self.cfg, faults=self.faults)  # placed first: it stops the run when it cannot be
-        self.learner = ray.remote(Learner).options(num_cpus=r.learner_cpus, num_gpus=r.learner_gpus).remote(self.cfg, self.total)
-        info = ray.get(self.learner.describe.remote())
+        self.learner = LearnerGroup(self.cfg, self.total)
+        info = self.learner.describe()
         devices = self.rollouts.devices()
-        print(f"[grpo] learner on {info['device']}, {info['policy']} policy, {info['parameters'] / 1e6:.2f} M parameters; weights: {info['weights']}", flush=True)
+        print(f"[grpo] learner: {info['ranks']} rank(s) on {info['device']}, {info['policy']} policy, {info['parameters'] / 1e6:.2f} M parameters; weights: {info['weights']}", flush=True)
         print(f"[grpo] {self.rollouts.size} rollout actor(s) on {', '.join(devices)}; G={self.cfg.grpo.group_size}, {self.images_per_step} image(s)/step, staleness bound {r.max_staleness}", flush=True)
 
     def _log_action_sensitivity(self) -> None:
         """Say at the start whether exploration reaches the output (trainer/diagnostics.py); warn when it mostly does not."""
         degraded = torch.stack([self.data[i]["degraded"] for i in range(min(SENSITIVITY_IMAGES, len(self.data)))])
-        sens = ray.get(self.learner.action_sensitivity.remote(degraded))
+        sens = self.learner.action_sensitivity(degraded)
         if sens is None:
             print(f"[grpo] action sensitivity: not measured (the {self.cfg.policy.kind} policy has no named actions)", flush=True)
             return
@@ -219,11 +219,27 @@ class Trainer:
             log.warning("%s", warning)
 
     def run(self, on_step=None) -> RunResult:
-        self._start_actors()
+        self.learner: LearnerGroup | None = None
+        self.rollouts: RolloutGroup | None = None
         try:
-            return self._loop(on_step)
-        finally:
-            self.rollouts.close()  # frees its placement group for whatever runs next on this Ray
+            self._start_actors()
+            while True:
+                try:
+                    return self._loop(on_step)
+                except LearnerLost as exc:
+                    if self.learner_restarts == self.cfg.learner.max_restarts:
+                        raise RunError(f"{exc}; the learner group was restarted {self.learner_restarts} time(s) already (learner.max_restarts)") from None
+                    self.learner_restarts += 1
+                    self.resume_from = resolve_resume(self.cfg.checkpoint.dir, "auto")
+                    where = f"from {self.resume_from.path}" if self.resume_from else "from the start (no checkpoint yet)"
+                    log.warning("%s; restarting the learner group %s (restart %d of %d)", exc, where, self.learner_restarts, self.cfg.learner.max_restarts)
+                    self.rollouts.drop_work()
+                    self.learner = LearnerGroup(self.cfg, self.total)
+        finally:  # both groups free their placement groups for whatever runs next on this Ray
+            if self.learner is not None:
+                self.learner.shutdown()
+            if self.rollouts is not None:
+                self.rollouts.close()
 
     def _loop(self, on_step) -> RunResult:
         cfg = self.cfg
@@ -232,8 +248,8 @@ class Trainer:
         if self.resume_from:
             print(f"[grpo] resumed from {self.resume_from.path} at step {start}", flush=True)
         self._log_action_sensitivity()
-        version_ref, weights_ref, self.rollouts.frozen = self.learner.weights.options(num_returns=3).remote()
-        self.rollouts.publish(ray.get(version_ref), weights_ref)
+        version, weights_ref, self.rollouts.frozen = self.learner.weights()
+        self.rollouts.publish(version, weights_ref)
         if start >= self.total:
             raise RunError(f"nothing to do: the checkpoint is at step {start} and the run has {self.total} steps")
         wandb_run = WandbRun(cfg.logging.wandb_project, cfg.logging.wandb_mode, self.wandb_id, cfg.name, cfg.model_dump(mode="json")) if self.wandb_id else None
@@ -322,6 +338,7 @@ class Trainer:
         for kind in ("rollout_actor_lost", "rollout_outputs_lost", "service_unavailable"):
             m[f"faults/{kind}"] = self.faults[kind]
         m["rollout/actors_alive"] = sum(self.rollouts.alive)
+        m["faults/learner_restarts"] = self.learner_restarts
         return m
 
 
@@ -354,7 +371,7 @@ def train(cfg: TrainConfig, resume: str = "never", on_step=None) -> RunResult:
 
 
 # Failures that stop a run with a message instead of a traceback (a bug still gets its traceback).
-STOP_ERRORS = (RolloutGroupError, ConfigError, CheckpointError, PreflightError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, ProcessError, JudgeOutage, RewardRequestError)
+STOP_ERRORS = (RolloutGroupError, PlacementError, ConfigError, CheckpointError, PreflightError, RunError, ServiceUnavailable, TrainDataError, DataLayoutError, ProcessError, JudgeOutage, RewardRequestError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     except STOP_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         if list_checkpoints(cfg.checkpoint.dir):
-            print(f"the run can continue from its latest checkpoint: add --resume auto (checkpoint.dir {cfg.checkpoint.dir})", file=sys.stderr)
+            command = ["python", "trainer/run.py", "--config", args.config, *(a for o in args.overrides for a in ("--set", o)), "--resume", "auto"]
+            print(f"the run can continue from its latest checkpoint in {cfg.checkpoint.dir}:\n  {shlex.join(command)}", file=sys.stderr)
         return 2
     print(f"[grpo] done: {result.steps} steps; checkpoint {result.checkpoint}; metrics {result.run_dir / 'metrics.jsonl'}", flush=True)
     return 0

@@ -102,11 +102,11 @@ def test_cluster_has_the_gpus_the_run_asks_for(rayjob):
     head, *_ = pods(spec)
     assert "nvidia.com/gpu" not in head[0]["containers"][0]["resources"].get("limits", {}), "the driver needs no GPU"
     gpus = sum(int(p["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0)) * n for p, n in pods(spec)[1:])
-    wanted = cfg.rollout.num_workers * cfg.rollout.gpus_per_worker + cfg.rollout.learner_gpus
+    wanted = cfg.rollout.num_workers * cfg.rollout.gpus_per_worker + cfg.learner.num_ranks * cfg.learner.gpus_per_rank
     assert wanted > 0, "the paper preset runs rollouts and learner on GPUs"
     assert gpus >= wanted, f"the cluster has {gpus} GPUs, the run asks for {wanted}"
     cpus = sum(float(p["containers"][0]["resources"]["limits"]["cpu"]) * n for p, n in pods(spec)[1:])
-    wanted_cpus = cfg.rollout.num_workers * cfg.rollout.cpus_per_worker + cfg.rollout.learner_cpus
+    wanted_cpus = cfg.rollout.num_workers * cfg.rollout.cpus_per_worker + cfg.learner.num_ranks * cfg.learner.cpus_per_rank
     assert cpus >= wanted_cpus, f"the GPU workers have {cpus} CPUs, the run asks for {wanted_cpus}"
     for group in spec["workerGroupSpecs"]:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
@@ -130,8 +130,8 @@ def test_the_runs_actors_place_on_the_one_gpu_pods(rayjob):
     cfg = run_config(rayjob)
     free = [[float(p["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0)), float(p["containers"][0]["resources"]["limits"]["cpu"])]
             for p, n in pods(rayjob["spec"]["rayClusterSpec"])[1:] for _ in range(n)]
-    r = cfg.rollout
-    for gpus, cpus in [(r.learner_gpus, r.learner_cpus)] + [(r.gpus_per_worker, r.cpus_per_worker)] * r.num_workers:
+    r, lc = cfg.rollout, cfg.learner
+    for gpus, cpus in [(lc.gpus_per_rank, lc.cpus_per_rank)] * lc.num_ranks + [(r.gpus_per_worker, r.cpus_per_worker)] * r.num_workers:
         pod = next((f for f in free if f[0] >= gpus and f[1] >= cpus), None)
         assert pod is not None, f"an actor of {gpus} GPU / {cpus} CPU fits on no pod left: {free}"
         pod[0] -= gpus

@@ -29,7 +29,7 @@ def tiny_lrpo(tmp_path):
         "data.root": str(tmp_path / "faces"), "data.crop_size": 32, "data.face.size": 32, "data.face.real_world": {},
         "eval.identity_weights": None,
         "optim.max_steps": STEPS, "rollout.num_workers": 1, "rollout.images_per_worker": 2, "rollout.gpus_per_worker": 0,
-        "rollout.learner_gpus": 0, "rollout.cpus_per_worker": 1, "rollout.learner_cpus": 1, "grpo.train_on": "all",
+        "learner.gpus_per_rank": 0, "rollout.cpus_per_worker": 1, "learner.cpus_per_rank": 1, "grpo.train_on": "all",
         "reward.start_local": True, "reward.local_args": ["--random-weights", "--config", str(REPO / "configs" / "reward-cpu-faces.yaml")],
         "reward.retry_for_s": 120, "reward.token_env": None, "checkpoint.dir": str(tmp_path / "ckpt"), "checkpoint.every_steps": STEPS,
         "logging.dir": str(tmp_path / "run"), "logging.progress": False, "logging.tensorboard": False,

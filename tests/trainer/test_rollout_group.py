@@ -15,7 +15,8 @@ import torch
 from devtools.standin_rollout import StandInRollout
 from tests.trainer.run_fixtures import tiny_config
 from trainer.actors.messages import ImageBatch
-from trainer.actors.rollout_group import RolloutGroup, RolloutGroupError
+from trainer.actors.placement import PlacementError
+from trainer.actors.rollout_group import RolloutGroup
 from trainer.actors.weight_sync import pack
 
 pytestmark = pytest.mark.timeout(300)
@@ -47,7 +48,7 @@ def _group(cfg):
 
 def test_an_impossible_request_stops_naming_the_missing_resource(local_ray, tmp_path):
     t0 = time.monotonic()
-    with pytest.raises(RolloutGroupError, match=r"GPU: 1 per actor, but the largest node offers 0.*rollout.gpus_per_worker"):
+    with pytest.raises(PlacementError, match=r"rollout\.gpus_per_worker.*could not be placed within 2 s: GPU: 1 per actor, but the largest node offers 0"):
         RolloutGroup(_cfg(tmp_path, gpus_per_worker=1, placement_timeout_s=2), worker_cls=StandInRollout)
     print(f"infeasible request refused after {time.monotonic() - t0:.1f} s (placement_timeout_s=2)")
     # nothing is left holding resources: a feasible group places right after

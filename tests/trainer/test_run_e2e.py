@@ -37,7 +37,7 @@ from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable
 from trainer.config import JudgeConfig, RewardConfig
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics
-from trainer.run import train
+from trainer.run import RunError, train
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -389,3 +389,26 @@ def test_watch_and_wandb_log_beside_r_and_resume_continues_the_same_wandb_run(tm
     assert again["points"] == watch["points"]  # exact resume: the same outputs and scores at steps 2 and 4
     runs = {p.name.rsplit("-", 1)[-1] for p in (tmp_path / "wandb").glob("offline-run-*")}
     assert runs == {run_id}
+
+
+def test_a_killed_learner_restarts_from_the_latest_checkpoint_and_ends_as_the_reference(tmp_path, photos, reward, reference_run):
+    ref_cfg, _ = reference_run
+    cfg = ref_cfg.model_copy(update={"logging": ref_cfg.logging.model_copy(update={"dir": tmp_path}),
+                                     "checkpoint": ref_cfg.checkpoint.model_copy(update={"dir": tmp_path / "checkpoints"})})
+    killed = []
+
+    def kill_learner(trainer, step, metrics):
+        if step == 2 and not killed:  # after step-00000002 was saved; the next update meets a dead learner
+            killed.append(step)
+            ray.kill(trainer.learner.ranks[0])
+
+    train(cfg, on_step=kill_learner)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert rows[-1]["faults/learner_restarts"] == 1
+    assert_same_weights(final_policy(tmp_path), final_policy(ref_cfg.logging.dir))
+    no_restarts = cfg.model_copy(update={"learner": cfg.learner.model_copy(update={"max_restarts": 0}),
+                                         "logging": cfg.logging.model_copy(update={"dir": tmp_path / "again"}),
+                                         "checkpoint": cfg.checkpoint.model_copy(update={"dir": tmp_path / "again" / "checkpoints"})})
+    killed.clear()
+    with pytest.raises(RunError, match=r"learner rank died.*restarted 0 time\(s\) already \(learner.max_restarts\)"):
+        train(no_restarts, on_step=kill_learner)

@@ -128,3 +128,30 @@ def test_the_diffusion_family_is_checked_before_ray_too(tmp_path, capsys):
     assert main(["--config", _write(tmp_path, cfg), "--resume", "auto"]) == 2
     assert "do not fit the configured model" in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+def test_old_learner_fields_name_their_new_place_and_a_rank_needs_an_image(tmp_path, capsys):
+    bad = tmp_path / "old.yaml"
+    bad.write_text("rollout: {learner_gpus: 1, learner_cpus: 4}\n")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "rollout.learner_gpus -> learner.gpus_per_rank" in err and "rollout.learner_cpus -> learner.cpus_per_rank" in err
+    bad.write_text("learner: {num_ranks: 3}\nrollout: {num_workers: 1, images_per_worker: 2}\n")
+    assert main(["--config", str(bad)]) == 2
+    assert "learner.num_ranks=3 exceeds the 2 images per step" in capsys.readouterr().err
+
+
+def test_a_run_that_stops_prints_the_exact_resume_command(tmp_path, capsys, monkeypatch):
+    import trainer.run as run
+
+    cfg = tiny_config(tmp_path / "run", tmp_path, "http://127.0.0.1:9")
+    save_checkpoint(cfg.checkpoint.dir, 2, {"policy": {}, "reference": {}, "version": 2}, {}, {}, keep=1)
+
+    def dies(cfg, resume):
+        raise run.RunError("a learner rank died: killed; the learner group was restarted 2 time(s) already (learner.max_restarts)")
+
+    monkeypatch.setattr(run, "train", dies)
+    path = _write(tmp_path, cfg)
+    assert main(["--config", path, "--set", "optim.lr=0.001"]) == 2
+    err = capsys.readouterr().err
+    assert f"python trainer/run.py --config {path} --set optim.lr=0.001 --resume auto" in err

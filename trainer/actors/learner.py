@@ -1,17 +1,27 @@
 """The learner: the GRPO update of the policy against a frozen reference copy.
 
 It knows the policy through the interface (trainer/policies); the objective of the configured
-family (trainer/actors/objectives.py) turns a step's rollout into advantages and a loss.
+family (trainer/actors/objectives.py) turns a step's rollout into advantages and a loss. One
+Learner is one rank of the learner group (trainer/actors/learner_group.py): every rank sees the
+whole rollout (advantages and the history tracker are the same everywhere) and computes the
+gradient of its share of the image groups, in micro-batches; torch.distributed all-reduces the
+gradients once per optimiser step, so every rank applies the same update.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+from datetime import timedelta
 
+import ray
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from irpo_common.device import resolve_device
+from irpo_common.process import free_port
 from trainer.actors.messages import Rollout
 from trainer.actors.objectives import OBJECTIVES
 from trainer.actors.weight_sync import WeightPacket, export_weights
@@ -26,25 +36,97 @@ def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def to_cpu(obj):
+    """A copy of a nest of dicts, lists and tuples with every tensor copied to the CPU: what leaves an
+    actor must unpickle on a driver without the actor's GPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def shares(num_images: int, parts: int) -> list[tuple[int, int]]:
+    """[lo, hi) of `parts` contiguous, near-equal runs of whole image groups."""
+    bounds = [num_images * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def merge_stats(parts: list[tuple[float, dict[str, float]]]) -> dict[str, float]:
+    """The logged stats of a batch from those of its slices, each with its share of the batch (summing to 1):
+    a value every slice agrees on is kept, 'max' and 'min' keys take the extreme, times the longest (slices of
+    ranks run side by side), the rest the weighted mean."""
+    out = {}
+    for key in parts[0][1]:
+        values = [s[key] for _, s in parts]
+        if all(v == values[0] for v in values):
+            out[key] = values[0]
+        elif key.endswith("max") or key.startswith("time/"):
+            out[key] = max(values)
+        elif key.endswith("min"):
+            out[key] = min(values)
+        else:
+            out[key] = sum(w * v for (w, _), v in zip(parts, values))
+    return out
+
+
+class _LossForward(torch.nn.Module):
+    """The policy as DDP's module: a loss function of the policy runs as its forward, so DDP sees the
+    parameters it uses (the policy's methods other than forward would bypass DDP's bookkeeping)."""
+
+    def __init__(self, policy: torch.nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, loss_fn, *args):
+        return loss_fn(*args)
+
+
 class Learner:
     """Holds the trained policy, the frozen reference (the starting policy), the optimiser and the tracker.
 
     Version n means n updates applied; every update returns the new weights with their version.
     """
 
-    def __init__(self, cfg: TrainConfig, total_steps: int):
+    def __init__(self, cfg: TrainConfig, total_steps: int, rank: int = 0, num_ranks: int = 1):
         self.cfg = cfg
         self.total_steps = total_steps
+        self.rank, self.num_ranks = rank, num_ranks
         self.device = resolve_device(cfg.device)
+        self.autocast_dtype = self._check_precision(cfg.learner.precision)
         torch.manual_seed(cfg.seed)
         self.policy = build_policy(cfg.policy_section).to(self.device).train()
         self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.policy, cfg.optim)
         self.objective = OBJECTIVES[cfg.policy.kind]
+        self.ddp: DistributedDataParallel | None = None
         g = cfg.grpo
         tracked = g.advantage in ("history", "history_batch")
         self.tracker = HistoryTracker(g.history_buffer, g.history_min_count, g.advantage_eps, with_batch=g.advantage == "history_batch") if tracked else None
         self.version = 0
+
+    def _check_precision(self, precision: str) -> torch.dtype | None:
+        if precision == "fp32":
+            return None
+        native = torch.cuda.is_bf16_supported() if self.device.type == "cuda" else torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        if not native:
+            raise ValueError(f"learner.precision=bf16: this {self.device.type} has no native bf16 (set learner.precision: fp32)")
+        return torch.bfloat16
+
+    def join(self, address: str, port: int) -> None:
+        """Join the group's torch.distributed process group (gloo on CPU, NCCL on GPU) and wrap the policy in DDP."""
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=self.rank, world_size=self.num_ranks, timeout=timedelta(minutes=30))
+        # buffers are not trained and equal on every rank: no sync per forward; parameters a loss leaves
+        # unused (e.g. inert frequency branches) are found per backward
+        self.ddp = DistributedDataParallel(_LossForward(self.policy), device_ids=[self.device.index or 0] if self.device.type == "cuda" else None,
+                                           forward_sync_buffers=False, find_unused_parameters=True)
+
+    def rendezvous(self) -> tuple[str, int]:
+        """Where rank 0 hosts the group's process group: its node's address and a free port."""
+        return ray.util.get_node_ip_address(), free_port()
 
     def describe(self) -> dict:
         weights = self.cfg.policy_section.weights
@@ -87,19 +169,41 @@ class Learner:
             return per_term_advantages(rollout.terms, term_weights(rollout.terms, self.cfg.reward.weights), self.cfg.grpo.advantage_eps)
         return self.normalise(rollout.ids, rollout.rewards)
 
-    def update(self, *parts: Rollout) -> tuple[dict[str, float], WeightPacket]:
+
+    def _micro_batches(self, num_images: int) -> list[tuple[int, int]]:
+        lo, hi = shares(num_images, self.num_ranks)[self.rank]
+        size = self.cfg.learner.micro_batch_images or hi - lo
+        return [(a, min(a + size, hi)) for a in range(lo, hi, size)]
+
+    def _backward(self, step_loss, epoch: int, num_images: int, step: int) -> dict[str, float]:
+        """Gradients of this rank's share, accumulated over its micro-batches; each loss is scaled by its
+        share of the batch (times the ranks, as DDP averages), and only the last backward all-reduces."""
+        slices = self._micro_batches(num_images)
+        parts = []
+        for i, (lo, hi) in enumerate(slices):
+            last = i == len(slices) - 1
+            sync = contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
+                    loss, stats = self.ddp(step_loss, epoch, lo, hi) if self.ddp is not None else step_loss(epoch, lo, hi)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"step {step}: non-finite loss {loss.item()} ({stats})")
+                share = (hi - lo) / num_images
+                (loss * share * self.num_ranks).backward()
+            parts.append((share, stats))
+        return merge_stats([(w / sum(w for w, _ in parts), s) for w, s in parts])
+
+    def update(self, *parts: Rollout) -> tuple[dict[str, float], WeightPacket | None]:
         """One GRPO update on a step's rollout (the parts of its actors, given as object references that
-        Ray resolves here); returns (metrics, new weights). Metrics are for the step's log."""
+        Ray resolves here); returns (metrics of this rank's share, new weights). Metrics are for the step's log."""
         t0 = time.perf_counter()
         rollout = Rollout.concat(list(parts))
+        num_images = rollout.rewards.shape[0]
         adv, step_loss = self.objective(self, rollout)
         stats: dict[str, float] = {}
         for epoch in range(self.cfg.grpo.ppo_epochs):
-            loss, stats = step_loss(epoch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {rollout.step}: non-finite loss {loss.item()} ({stats})")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            stats = self._backward(step_loss, epoch, num_images, rollout.step)
             stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip))
             self.optimizer.step()
         self.version += 1
@@ -109,30 +213,35 @@ class Learner:
             "advantage/abs_max": adv.abs().max().item(),
             **{f"lr/{pg['name']}": pg["lr"] for pg in self.optimizer.param_groups},
         })
+        lo, hi = shares(num_images, self.num_ranks)[self.rank]
+        stats["learner/share"] = (hi - lo) / num_images  # of this rank: the group weighs the ranks' stats by it
         t1 = time.perf_counter()
-        new_weights = export_weights(self.policy, self.version)
+        new_weights = export_weights(self.policy, self.version) if self.rank == 0 else None  # rank 0 exports for the group
         stats["time/update"] = t1 - t0
         stats["time/weight_export"] = time.perf_counter() - t1
         return stats, new_weights
 
     def state(self) -> dict:
-        """Everything a checkpoint needs to continue exactly (weights go to safetensors, the rest to torch.save)."""
+        """Everything a checkpoint needs to continue exactly, all on the CPU (weights go to safetensors, the rest to torch.save)."""
         return {
             "policy": cpu_state(self.policy),
             "reference": cpu_state(self.reference),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # a snapshot, not the live moment tensors
-            "tracker": self.tracker.state_dict() if self.tracker is not None else None,
+            "optimizer": to_cpu(self.optimizer.state_dict()),  # a snapshot, not the live moment tensors
+            "tracker": to_cpu(self.tracker.state_dict()) if self.tracker is not None else None,
             "version": self.version,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
 
     def load_state(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.reference.load_state_dict(state["reference"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # torch moves the moments to the parameters' device
         if self.tracker is not None:
             if state["tracker"] is None:
                 raise ValueError(f"the checkpoint has no advantage history but grpo.advantage is {self.cfg.grpo.advantage!r}")
             self.tracker.load_state_dict(state["tracker"])
         self.version = state["version"]
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -22,11 +22,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
-from ray.util.placement_group import get_current_placement_group, placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from trainer.actors.messages import ImageBatch, RolloutStats
+from trainer.actors.placement import Placement, bundle
 from trainer.actors.rollout import RolloutWorker
 from trainer.actors.scoring import ServiceUnavailable
 from trainer.actors.weight_sync import pack
@@ -72,43 +71,6 @@ class Move:
         return self.sent_at - self.lost_at
 
 
-def bundle_of(cfg: TrainConfig) -> dict[str, float]:
-    r = cfg.rollout
-    return {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {}), **r.resources}
-
-
-def missing_resources(bundle: dict[str, float], count: int) -> list[str]:
-    """What the alive nodes lack for `count` bundles: per-node for one bundle, cluster-wide for all."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    out = []
-    for key, need in bundle.items():
-        best = max((n.get(key, 0.0) for n in nodes), default=0.0)
-        total = sum(n.get(key, 0.0) for n in nodes)
-        if best < need:
-            out.append(f"{key}: {need:g} per actor, but the largest node offers {best:g}")
-        elif total < need * count:
-            out.append(f"{key}: {need * count:g} for {count} actors, but the cluster has {total:g} in all")
-    return out
-
-
-def place(bundle: dict[str, float], count: int, strategy: str, timeout_s: float, what: str):
-    """A ready placement group of `count` bundles, or RolloutGroupError naming what is missing."""
-    missing = missing_resources(bundle, count)
-    if missing:  # an autoscaler may still add nodes: say so now, stop at the deadline
-        log.warning("%s: no room yet (%s); waiting up to %.0f s for nodes", what, "; ".join(missing), timeout_s)
-    pg = placement_group([dict(bundle)] * count, strategy=strategy)
-    try:
-        ray.get(pg.ready(), timeout=timeout_s)
-    except GetTimeoutError:
-        remove_placement_group(pg)
-        missing = missing_resources(bundle, count) or ["resources the cluster has but cannot free (held by other work)"]
-        raise RolloutGroupError(
-            f"{what}: {count} bundle(s) of {bundle} could not be placed within {timeout_s:.0f} s: {'; '.join(missing)}. "
-            "Lower the request (rollout.gpus_per_worker, cpus_per_worker, num_workers, resources) or add nodes that offer it."
-        ) from None
-    return pg
-
-
 @dataclass
 class RolloutGroup:
     cfg: TrainConfig
@@ -120,16 +82,14 @@ class RolloutGroup:
         r = self.cfg.rollout
         self.size = r.num_workers
         self.capacity = r.max_staleness + 1  # rollout calls an actor runs at once (the rest wait on services)
-        # A run that is itself a task inside a placement group (trainer.experiment reserves each arm's CPUs so) places
-        # its actors in that group: Ray does not nest groups, and a new one would wait for the CPUs its parent holds.
-        self.parent_pg = get_current_placement_group()
-        self.pg = self.parent_pg or place(bundle_of(self.cfg), self.size, r.placement_strategy, r.placement_timeout_s, "rollout group")
+        what = "the rollout group (rollout.num_workers x rollout.cpus_per_worker / rollout.gpus_per_worker / rollout.resources)"
+        self.placement = Placement(bundle(r.cpus_per_worker, r.gpus_per_worker, r.resources), self.size, r.placement_strategy, r.placement_timeout_s, what)
         remote = ray.remote(self.worker_cls)
         self.actors = [
             remote.options(
                 num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker, resources=r.resources or None,
                 max_restarts=r.max_restarts, max_concurrency=self.capacity + 1,  # + 1: receive() of the next version
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=-1 if self.parent_pg else i),
+                scheduling_strategy=self.placement.strategy(i),
             ).remote(self.cfg, i)
             for i in range(self.size)
         ]
@@ -185,6 +145,13 @@ class RolloutGroup:
         self.weights[version] = ray.put(pack(state, version))
 
     # -- work ----------------------------------------------------------------------------
+    def drop_work(self) -> None:
+        """Forget every part and version: a restarted learner resumes from a checkpoint and the run submits
+        its steps again. Calls still running finish on their actors and are ignored."""
+        for store in (self._pending, self._running, self._done, self._parts, self.weights, self._receipts):
+            store.clear()
+        self._handed = (-1, [])
+
     def submit(self, batches: list[ImageBatch], version: int) -> None:
         parts = [_Part(b, version) for b in batches]
         self._parts.update((p.key, p) for p in parts)
@@ -307,5 +274,4 @@ class RolloutGroup:
     def close(self) -> None:
         for a in self.actors:
             ray.kill(a, no_restart=True)
-        if self.parent_pg is None:
-            remove_placement_group(self.pg)
+        self.placement.release()

@@ -28,5 +28,6 @@ class BetaHead(nn.Module):
         nn.init.constant_(last.bias, excess + math.log(-math.expm1(-excess)))  # softplus^-1(excess)
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
-        params = F.softplus(self.body(pooled)) + self.min_concentration
+        # float32 even under bf16 autocast: the Beta log-densities and KL are computed from these
+        params = F.softplus(self.body(pooled).float()) + self.min_concentration
         return params[:, 0::2], params[:, 1::2]

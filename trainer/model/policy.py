@@ -45,6 +45,9 @@ class BetaTrajectory:
     def to(self, device: torch.device | str) -> "BetaTrajectory":
         return replace(self, actions=self.actions.to(device), log_prob=self.log_prob.to(device))
 
+    def rows(self, start: int, stop: int) -> "BetaTrajectory":
+        return replace(self, actions=self.actions[start:stop], log_prob=self.log_prob[start:stop])
+
     @classmethod
     def cat(cls, parts: Sequence["BetaTrajectory"]) -> "BetaTrajectory":
         return cls(torch.cat([p.actions for p in parts]), torch.cat([p.log_prob for p in parts]))

@@ -29,6 +29,10 @@ class Trajectory(Protocol):
 
     def to(self: T, device: torch.device | str) -> T: ...
 
+    def rows(self: T, start: int, stop: int) -> T:
+        """Rows start..stop-1 (a micro-batch or a learner rank's share of whole groups)."""
+        ...
+
     @classmethod
     def cat(cls: type[T], parts: Sequence[T]) -> T:
         """One trajectory from the rows of several (the parts of one step from several actors)."""

@@ -188,14 +188,21 @@ class DiffusionPolicy(nn.Module):
         return [ParameterGroup("denoiser", list(self.unet.parameters()))]
 
     # --- supervision and export ----------------------------------------------------------------
-    def diffusion_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """(B,) the standard DDPM loss per image: MSE between the U-Net output and its target
-        (the noise, or v) at a uniform random timestep below the chain's start, the degraded image as the condition."""
-        cond = self._condition(x)
-        x0 = self.chain_x0(x, target)
-        b = x0.shape[0]
+    def diffusion_draw(self, target: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The random part of the diffusion loss for these (B, 3, H, W) targets: timesteps (B,) and noise (B, C, h, w).
+        Drawn once for a whole batch, it lets the loss of each slice of the batch equal the batch's (micro-batches)."""
+        shape = tuple(self.codec.encode(target[:1].float()).shape[1:])
+        b = target.shape[0]
         t = torch.randint(0, self.schedule.start_timesteps, (b,), generator=generator)
-        noise = self._noise(tuple(x0.shape), generator, x0.device)
+        return t, self._noise((b, *shape), generator, target.device)
+
+    def diffusion_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None, draw: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """(B,) the standard DDPM loss per image: MSE between the U-Net output and its target
+        (the noise, or v) at a uniform random timestep below the chain's start, the degraded image as the condition;
+        `draw` (diffusion_draw's) replaces drawing from `generator`."""
+        x0 = self.chain_x0(x, target)
+        cond = self._condition(x)
+        t, noise = draw if draw is not None else self.diffusion_draw(target, generator)
         x_t = self.schedule.add_noise(x0, noise, t)
         out = self.unet(torch.cat([x_t, cond], dim=1), t.to(x0.device)).sample
         return F.mse_loss(out.float(), self.schedule.training_target(x0, noise, t), reduction="none").flatten(1).mean(dim=1)

@@ -30,6 +30,9 @@ class DiffusionTrajectory:
     def to(self, device: torch.device | str) -> "DiffusionTrajectory":
         return replace(self, latents=self.latents.to(device), log_prob=self.log_prob.to(device), estimates=self.estimates.to(device))
 
+    def rows(self, start: int, stop: int) -> "DiffusionTrajectory":
+        return replace(self, latents=self.latents[start:stop], log_prob=self.log_prob[start:stop], estimates=self.estimates[start:stop])
+
     @classmethod
     def cat(cls, parts: Sequence["DiffusionTrajectory"]) -> "DiffusionTrajectory":
         first = parts[0]
