@@ -15,6 +15,7 @@ from trainer.data.degradations import synthesize
 from trainer.data.face import SEVERE, bfr_degradation, draw, jpeg
 from trainer.data.sources import real_world_sets
 from trainer.demo.report import summarise, write_results
+from trainer.demo.run import scored_by
 from trainer.evaluate import evaluate
 from trainer.evaluate_real_world import evaluate_real_world
 from trainer.face_identity import IdentityMetric, IdentityWeightsError
@@ -254,3 +255,20 @@ def test_real_world_faces_get_every_no_reference_metric_the_service_returns(tmp_
     for r in res["per_image"]:  # R_nr weights the present terms with the trainer's weights, renormalised
         w = cfg.reward.weights
         assert r["reward_nr"] == pytest.approx((w.piqe * (1 - r["clip_iqa"]) + w.clip_iqa * r["clip_iqa"]) / (w.piqe + w.clip_iqa))
+
+
+def test_the_demo_and_experiment_score_faces_with_r_and_lpips_from_one_request(tmp_path):
+    requests = []
+
+    class FakeScorer:  # stands in for trainer.actors.scoring.Scorer
+        def score(self, out, target, degraded, tasks, group_size):
+            requests.append((tuple(out.shape), tuple(target.shape), tasks, group_size))
+            n = out.shape[0]
+            return SimpleNamespace(rewards=torch.arange(n, dtype=torch.float32), metrics={"lpips": torch.full((n,), 0.25)})
+
+    out, target = torch.rand(3, 3, 32, 32) * 2, torch.rand(3, 32, 32)
+    face = scored_by(_face_cfg(tmp_path), FakeScorer())
+    assert list(face) == ["measure"] and face["measure"](out, target, target, "face") == [{"reward": float(k), "lpips": 0.25} for k in range(3)]
+    other = scored_by(TrainConfig(), FakeScorer())
+    assert list(other) == ["reward"] and other["reward"](out, target, target, "derain") == [0.0, 1.0, 2.0]
+    assert requests == [((3, 3, 32, 32), (3, 3, 32, 32), ["face"] * 3, 3), ((3, 3, 32, 32), (3, 3, 32, 32), ["derain"] * 3, 3)]

@@ -70,23 +70,28 @@ def _stage(name: str, t0: float) -> None:
     print(f"\n[demo] ==== {name} (t = {time.perf_counter() - t0:.0f} s) ====", flush=True)
 
 
+def _score(scorer: Scorer, out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str):
+    """N restorations (N, 3, H, W) of one image, in one request, scored as the GRPO rollouts are (same service, weights,
+    judge): the clamped output, as its PSNR is measured (the reward service refuses values outside [0, 1])."""
+    n = out.shape[0]
+    return scorer.score(out.clamp(0, 1), target.expand(n, -1, -1, -1), degraded.expand(n, -1, -1, -1), [task] * n, group_size=n)
+
+
 def _reward_fn(scorer: Scorer):
-    """R of N restorations (N, 3, H, W) of one image, in one request, scored as the GRPO rollouts are (same service, weights, judge)."""
-    def reward(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> list[float]:
-        n = out.shape[0]
-        # the clamped output, as its PSNR is measured (the reward service refuses values outside [0, 1])
-        scored = scorer.score(out.clamp(0, 1), target.expand(n, -1, -1, -1), degraded.expand(n, -1, -1, -1), [task] * n, group_size=n)
-        return scored.rewards.tolist()
-    return reward
+    """R of N restorations of one image (evaluate's RewardFn)."""
+    return lambda out, target, degraded, task: _score(scorer, out, target, degraded, task).rewards.tolist()
 
 
-def _face_measure(scorer: Scorer):
-    """The face task's R and the service's LPIPS distance of N restorations (N, 3, H, W) of one face, in one request."""
+def scored_by(cfg: TrainConfig, scorer: Scorer) -> dict:
+    """evaluate()'s scoring arguments for this config: R per restoration; for the face task R and the service's
+    LPIPS distance from the same request (evaluate adds PSNR, SSIM and the identity similarity)."""
+    if cfg.data.tasks != ["face"]:
+        return {"reward": _reward_fn(scorer)}
+
     def measure(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> list[dict[str, float]]:
-        n = out.shape[0]
-        scored = scorer.score(out.clamp(0, 1), target.expand(n, -1, -1, -1), degraded.expand(n, -1, -1, -1), [task] * n, group_size=n)
+        scored = _score(scorer, out, target, degraded, task)
         return [{"reward": r, "lpips": lp} for r, lp in zip(scored.rewards.tolist(), scored.metrics["lpips"].tolist())]
-    return measure
+    return {"measure": measure}
 
 
 def _reward_terms(cfg: TrainConfig, random_terms: list[str]) -> dict[str, dict]:
@@ -153,15 +158,12 @@ def run_demo(cfg: TrainConfig, report: Path, config_path: str = "configs/cpu-dem
         random_terms = check_services(cfg.reward, cfg.judge)  # also checks the service's PSNR thresholds
         scorer = Scorer(cfg.reward, cfg.judge)
         reward = _reward_fn(scorer)
-        face = cfg.data.tasks == ["face"]
         real_world: dict[str, dict] = {}
 
         def evaluate_arm(arm: str) -> dict:
             if cfg.data.face.real_world:
                 real_world[arm] = evaluate_real_world(cfg, policies[arm], scorer.reward)
-            if face:  # PSNR, SSIM, identity (evaluate), LPIPS and R (the service) per face
-                return {s: evaluate(cfg, policies[arm], ood=s == "ood", measure=_face_measure(scorer)) for s in SPLITS}
-            return {s: evaluate(cfg, policies[arm], ood=s == "ood", reward=reward) for s in SPLITS}
+            return {s: evaluate(cfg, policies[arm], ood=s == "ood", **scored_by(cfg, scorer)) for s in SPLITS}
 
         evals = {"pretrained": timed("evaluating the arms", evaluate_arm, "pretrained")}
         weights, steps["sft_control"] = timed("SFT control (the family's supervised loss, same budget)", sft_control, arm_config(cfg, "sft_control", pretrained))
