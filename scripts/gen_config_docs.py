@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
+from upath import UPath
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,6 +46,8 @@ def type_name(annotation) -> str:
         return "None"
     if annotation is SecretStr:
         return "secret str"
+    if annotation is UPath:
+        return "path or fsspec URL"
     return getattr(annotation, "__name__", str(annotation))
 
 

@@ -1,29 +1,34 @@
 """Checkpoints of a GRPO run: weights as safetensors, the rest (optimiser, tracker, RNG, step) with torch.save.
 
-A checkpoint is a folder step-NNNNNNNN written under a temporary name and renamed when complete,
-so a run killed while saving leaves the previous checkpoint intact and never a half-written one.
-meta.json lists every file with its size and SHA-256, so a checkpoint damaged later (disk, copy,
-hand edits) is found by `load_checkpoint` before any work, and `--resume auto` falls back to the
-newest intact one and names the broken ones.
+A checkpoint is a folder step-NNNNNNNN under checkpoint.dir, a local path or an fsspec URL
+(trainer/storage.py). meta.json lists every file with its size and SHA-256, so a checkpoint damaged
+later (disk, copy, hand edits) is found by `load_checkpoint` before any work, and `--resume auto`
+falls back to the newest intact one and names the broken ones. A run killed while saving never
+leaves a checkpoint that looks complete: on a local filesystem the folder is written under a
+temporary name and renamed when complete; an object store cannot rename a folder, so there meta.json
+is written last, as the commit marker, and a folder without it reads as incomplete.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import re
-import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
+from upath import UPath
+
+from trainer.storage import is_local, remove_tree, storage_path
 
 _NAME = re.compile(r"^step-(\d{8})$")
+META = "meta.json"
 log = logging.getLogger(__name__)
 
 
@@ -37,33 +42,48 @@ class Checkpoint:
     learner: dict  # Learner.state(): policy, reference, optimizer, tracker, version, torch_rng
     rollout_weights: dict[int, dict[str, torch.Tensor]]  # version -> weights the in-flight rollouts sampled with
     extra: dict  # driver state: data position, fault counters, config
-    path: Path
+    path: UPath
 
 
-def _weights(path: Path, state: dict[str, torch.Tensor]) -> None:
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+def _weights(state: dict[str, torch.Tensor]) -> bytes:
+    return save({k: v.contiguous() for k, v in state.items()})
 
 
-def save_checkpoint(root: Path, step: int, learner: dict, rollout_weights: dict[int, dict[str, torch.Tensor]], extra: dict, keep: int) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
+def save_checkpoint(root, step: int, learner: dict, rollout_weights: dict[int, dict[str, torch.Tensor]], extra: dict, keep: int) -> UPath:
+    root = storage_path(root)
     final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    _weights(tmp / "policy.safetensors", learner["policy"])
-    _weights(tmp / "reference.safetensors", learner["reference"])
+    atomic = is_local(root)  # else meta.json, written last, is the commit marker
+    stage = root / f".tmp-step-{step:08d}" if atomic else final
+    remove_tree(stage, first=META)  # an earlier attempt at this step (on an object store: the step itself)
+    stage.mkdir(parents=True, exist_ok=True)
+    blobs = {"policy.safetensors": _weights(learner["policy"]), "reference.safetensors": _weights(learner["reference"])}
     for version, state in rollout_weights.items():
-        _weights(tmp / f"rollout-v{version:08d}.safetensors", state)
-    rest = {k: v for k, v in learner.items() if k not in ("policy", "reference")}
-    torch.save({"learner": rest, "extra": extra}, tmp / "trainer_state.pt")
-    files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
-    (tmp / "meta.json").write_text(json.dumps({"step": step, "version": learner["version"], "rollout_versions": sorted(rollout_weights), "files": files}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old)
+        blobs[f"rollout-v{version:08d}.safetensors"] = _weights(state)
+    buffer = io.BytesIO()
+    torch.save({"learner": {k: v for k, v in learner.items() if k not in ("policy", "reference")}, "extra": extra}, buffer)
+    blobs["trainer_state.pt"] = buffer.getvalue()
+    files = {}
+    for name, data in sorted(blobs.items()):
+        (stage / name).write_bytes(data)
+        files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (stage / META).write_text(json.dumps({"step": step, "version": learner["version"], "rollout_versions": sorted(rollout_weights), "files": files}))
+    if atomic:
+        remove_tree(final)
+        os.replace(stage.path, final.path)
+    _prune(root, keep)
     return final
+
+
+def _prune(root: UPath, keep: int) -> None:
+    """Keep the newest `keep` complete checkpoints (with meta.json) and drop every folder older than them,
+    complete or not; a folder without meta.json counts towards nothing (a write cut short, or damage)."""
+    folders = list_checkpoints(root)
+    complete = [p.name for p in folders if (p / META).exists()]
+    if len(complete) <= keep:
+        return
+    for path in folders:
+        if path.name < complete[-keep]:
+            remove_tree(path, first=META)
 
 
 class CheckpointWriter:
@@ -74,36 +94,32 @@ class CheckpointWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._last: Future | None = None
 
-    def submit(self, write: Callable[[], Path]) -> None:
+    def submit(self, write: Callable[[], UPath]) -> None:
         self.wait()
         self._last = self._pool.submit(write)
 
-    def wait(self) -> Path | None:
+    def wait(self) -> UPath | None:
         """The path of the last checkpoint written (None when none was submitted)."""
         return None if self._last is None else self._last.result()
 
-    def close(self) -> Path | None:
+    def close(self) -> UPath | None:
         try:
             return self.wait()
         finally:
             self._pool.shutdown()
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def list_checkpoints(root: Path) -> list[Path]:
+def list_checkpoints(root) -> list[UPath]:
     """Checkpoint folders (step-NNNNNNNN) under root, oldest first, intact or not; load_checkpoint tells which."""
+    root = storage_path(root)
     if not root.is_dir():
         return []
     return sorted((p for p in root.iterdir() if _NAME.match(p.name) and p.is_dir()), key=lambda p: p.name)
 
 
-def _read_meta(path: Path) -> dict:
+def _read_meta(path: UPath) -> dict:
     try:
-        meta = json.loads((path / "meta.json").read_text())
+        meta = json.loads((path / META).read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path} is not a complete checkpoint (no meta.json)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -123,26 +139,35 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _check_files(path: Path, meta: dict) -> None:
-    """Every file meta.json lists is there with its size and hash (checkpoints from before the list skip this)."""
-    for name, want in meta.get("files", {}).items():
-        f = path / name
-        if not isinstance(want, dict) or not f.is_file():
-            raise CheckpointError(f"{path}: {name} is missing")
-        if f.stat().st_size != want.get("bytes") or _sha256(f) != want.get("sha256"):
+def _read_files(path: UPath, meta: dict) -> dict[str, bytes]:
+    """Every file meta.json lists, checked against its size and hash (checkpoints from before the list
+    skip the check); files it does not list are read unchecked."""
+    listed = meta.get("files", {})
+    names = ["trainer_state.pt", "policy.safetensors", "reference.safetensors", *(f"rollout-v{v:08d}.safetensors" for v in meta["rollout_versions"])]
+    blobs = {}
+    for name in dict.fromkeys([*listed, *names]):
+        want = listed.get(name)
+        try:
+            data = (path / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise CheckpointError(f"{path}: {name} is missing") from None
+        if name in listed and (not isinstance(want, dict) or len(data) != want.get("bytes") or hashlib.sha256(data).hexdigest() != want.get("sha256")):
             raise CheckpointError(f"{path}: {name} is damaged (size or SHA-256 differs from meta.json)")
+        blobs[name] = data
+    return blobs
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
+def load_checkpoint(path) -> Checkpoint:
     """Read and verify a whole checkpoint; any damage raises CheckpointError naming the file."""
+    path = storage_path(path)
     meta = _read_meta(path)
-    _check_files(path, meta)
+    blobs = _read_files(path, meta)
     try:
-        saved = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+        saved = torch.load(io.BytesIO(blobs["trainer_state.pt"]), map_location="cpu", weights_only=True)
         learner = dict(saved["learner"])
-        learner["policy"] = load_file(str(path / "policy.safetensors"))
-        learner["reference"] = load_file(str(path / "reference.safetensors"))
-        rollout = {v: load_file(str(path / f"rollout-v{v:08d}.safetensors")) for v in meta["rollout_versions"]}
+        learner["policy"] = load(blobs["policy.safetensors"])
+        learner["reference"] = load(blobs["reference.safetensors"])
+        rollout = {v: load(blobs[f"rollout-v{v:08d}.safetensors"]) for v in meta["rollout_versions"]}
         extra = saved["extra"]
     except Exception as exc:  # torch.load and safetensors raise many types for damaged files
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -151,7 +176,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(meta["step"], learner, rollout, extra, path)
 
 
-def resolve_resume(root: Path, resume: str) -> Checkpoint | None:
+def resolve_resume(root, resume: str) -> Checkpoint | None:
     """--resume never|auto|PATH -> the verified checkpoint to start from (None = a fresh run).
 
     'auto' takes the newest intact checkpoint and logs each newer broken one by name; when folders
@@ -163,7 +188,10 @@ def resolve_resume(root: Path, resume: str) -> Checkpoint | None:
             raise CheckpointError(f"{root} already holds checkpoints (latest {existing[-1].name}); pass --resume auto to continue, or set checkpoint.dir to a new folder")
         return None
     if resume != "auto":
-        path = Path(resume)
+        try:
+            path = storage_path(resume)
+        except ValueError as exc:
+            raise CheckpointError(f"--resume {exc}") from None
         if not path.is_dir():
             raise CheckpointError(f"--resume {resume}: no such checkpoint folder")
         return load_checkpoint(path)

@@ -12,9 +12,11 @@ from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from upath import UPath
 
 from irpo_common.reward_spec import RewardWeights
 from irpo_common.tasks import ALL_IN_ONE_TASKS, Task
+from trainer.storage import StoragePath
 
 
 class _Section(BaseModel):
@@ -77,21 +79,41 @@ class DiffusionRLConfig(_Section):
     step_credit: Literal["to_go", "next"] = Field("to_go", description="Under reward_at='stepwise', the advantage of step k: 'to_go' the mean of the advantages of the scored estimates at or after step k, the final output's included (reward-to-go); 'next' that of the first scored estimate at or after k only (the final output's after the last reward step). Seed 2 gives no formula; 'to_go' is the default because DDPO and flow_grpo give every step the final reward, and 'next' would hide it from every step up to the last reward step.")
     step_reward_on: Literal["x0_hat", "x_prev"] = Field("x0_hat", description="What an intermediate step's reward scores: 'x0_hat' (seed 2's enhanced target): the denoised estimate of x_{t-1} by one extra denoising step, which the next step computes anyway; 'x_prev': the plain noisy x_{t-1}.")
     noise_level_weighting: Literal["uniform", "linear", "snr"] = Field("uniform", description="Seed 3 (LRPO) noise-level advantage assignment, each step's advantage times a weight normalised to mean 1 over the stochastic steps: 'uniform' 1; 'linear' proportional to t / T_train (noisier steps weigh more); 'snr' proportional to alpha_bar_t / (1 - alpha_bar_t) (cleaner, detail-setting steps weigh more; with 10 steps the last weighs ~6). Applied after adv_clip.")
+    train_step_fraction: float = Field(1.0, gt=0, le=1, description="Share of each chain's K - 1 stochastic steps that enter the loss in one update: max(1, int(fraction * (K - 1))) of them (DDPO's and flow_grpo's train.timestep_fraction, DanceGRPO's timestep_fraction, same rounding). Sampling, its log-densities, the rewards, the step credit and evaluation still run all sampling_steps: the learner trains fewer denoising steps than are sampled and evaluated, and its denoiser calls shrink in proportion. The per-step statistics (ratio/steps..., kl/steps...) then group the trained steps, noisy to clean. 1 = every step.")
+    train_step_selection: Literal["random", "window"] = Field("random", description="Which stochastic steps train when train_step_fraction < 1: 'random' a subset drawn anew for each update from (seed, step), so a resumed run draws the same (DDPO and DanceGRPO shuffle the timesteps per sample; one subset for every chain of the update here keeps the re-evaluation one batched call); 'window' consecutive steps whose start moves one step per update from the noisiest and wraps around (MixGRPO's sliding window; Flow-GRPO-Fast trains 1-2 steps inside a window).")
     adaptive_weighting: bool = Field(False, description="Seed 2's automatic weight w_i = ||y_i - g_i|| / max_j ||y_j - g_j|| (y_i: the deterministic output of image i): loss = sum (1 - w_i) L_diff + sum w_i L_RL + L_KL.")
     sft_coef: float = Field(1.0, ge=0, description="Weight of the diffusion loss L_diff (epsilon MSE on the ground truth) in the RL objective; with adaptive_weighting it is scaled per image by 1 - w_i. 0 = RL only.")
     gt_likelihood_coef: float = Field(0.0, ge=0, description="Seed 3 (LRPO) ground-truth-guided likelihood regularisation: minus this times the per-step log-density of the GT-consistent step mean (the DDIM posterior mean of q(x_{t-1} | x_t, x_0 = GT)) under the current policy (see gt_likelihood_norm).")
     gt_likelihood_norm: Literal["per_step", "none"] = Field("per_step", description="'per_step': each step's GT log-density, taken from its peak, is divided by its weight on (x0_hat - GT)^2 (k^2 / 2 sigma^2, trainer/policies/diffusion/ddim.py gt_step_weight), so the term is minus the squared error of x0_hat and every step weighs the same; 'none': the raw log-density, whose weight grows from ~1e-4 at t = 999 to ~3 at the last stochastic step (T 1000, 10 steps, eta 1), so the last two steps carry ~90% of it and the structure-setting steps are barely constrained. LRPO publishes no code; 'per_step' is our reading.")
 
 
+class DiffusionLoRAConfig(_Section):
+    """LoRA adapters (peft) on the denoiser(s); the base weights stay frozen and are the KL reference."""
+
+    rank: int = Field(0, ge=0, description="LoRA rank r; 0 = no adapters: full fine-tuning of the denoiser (the default). flow_grpo and DanceGRPO: 32; GDPO-SR (one-step SD-2.1 super-resolution): 4.")
+    alpha: float | None = Field(None, gt=0, description="LoRA alpha (the update is scaled by alpha / r); None = 2 r, flow_grpo's ratio (r 32, alpha 64).")
+    targets: list[str] = Field(["to_q", "to_k", "to_v", "to_out.0"], min_length=1, description="Module names (suffixes, peft target_modules) that get adapters, in the U-Net and the ControlNet: the attention projections (flow_grpo, DanceGRPO). Add 'conv1', 'conv2' for the ResNet convolutions as GDPO-SR does.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (flow_grpo: 0).")
+
+
 class DiffusionConfig(_PolicySection):
-    """The diffusion family (`policy.kind: diffusion`): a conditional denoising U-Net (diffusers UNet2DModel) that
-    restores by sampling from noise. Defaults: DDPO (eta 1.0, per-step PPO ratio, clip 1e-4) and the seed papers
+    """The diffusion family (`policy.kind: diffusion`): a conditional denoising U-Net that restores by sampling
+    from noise: a pixel-space UNet2DModel built from the fields below, or a latent diffusion restorer read from a
+    diffusers pipeline folder (x4 upscaler, LDM super-resolution, a ControlNet restorer). Defaults: DDPO (eta 1.0, per-step PPO ratio, clip 1e-4) and the seed papers
     (method.md, "Diffusion restorers as policies")."""
 
     kind: ClassVar[str] = "diffusion"
     weights_field: ClassVar[str] = "pretrained"
-    pretrained: Path | None = Field(None, description="Starting weights: a local diffusers folder (UNet2DModel.save_pretrained layout: config.json + weights; never a hub id), or one of our .safetensors files of the whole policy (pre-training output, a checkpoint's policy.safetensors; the architecture then comes from the fields below). None = build from the fields below with RANDOM weights (logged).")
-    space: Literal["pixel"] = Field("pixel", description="Where the chain runs: 'pixel' (images mapped to [-1, 1]); a latent space with a VAE plugs in at trainer/policies/diffusion/codec.py.")
+    pretrained: Path | None = Field(None, description="Starting weights, always local (local_files_only, never a hub id): a diffusers pipeline folder (model_index.json with unet/, scheduler/, vae/ or vqvae/, text_encoder/ + tokenizer/ or prompt_embeds, optional controlnet/ and low_res_scheduler/: the StableDiffusionUpscalePipeline, LDMSuperResolutionPipeline and StableDiffusionControlNetPipeline layouts load unchanged; its scheduler sets train_timesteps, beta_schedule, prediction_type and clip_x0), a UNet2DModel.save_pretrained folder (config.json + weights; pixel space), or one of our .safetensors files of the whole policy (pre-training output, a checkpoint's policy.safetensors; the architecture then comes from the fields below). None = build a pixel-space U-Net from the fields below with RANDOM weights (logged).")
+    prompt: str = Field("", description="Text prompt of a cross-attention U-Net, encoded once at load by the folder's text_encoder/ (which is then dropped); StableDiffusionUpscalePipeline's usual restoration prompt is empty.")
+    negative_prompt: str = Field("", description="The unconditional prompt of classifier-free guidance (used when guidance_scale > 1).")
+    prompt_embeds: Path | None = Field(None, description="A .safetensors file with 'prompt_embeds' (1, L, D) (and 'negative_prompt_embeds' for guidance) used instead of the folder's text_encoder/ + tokenizer/.")
+    guidance_scale: float = Field(1.0, ge=1, description="Classifier-free guidance scale of a prompt-conditioned U-Net; 1 = none (flow_grpo trains without it). The same guided output is used in sampling, in the learner's re-evaluation and in evaluation, so the ratio stays exact.")
+    noise_level: int = Field(20, ge=0, description="x4 upscaler (a U-Net with class embeddings): the low-resolution condition is noised by the folder's low_res_scheduler at this level, which is also the class label (StableDiffusionUpscalePipeline's default 20, at most its max_noise_level 350). The noise is drawn per rollout row and recorded, so re-evaluation sees the same condition.")
+    output_scale: int = Field(1, ge=1, description="Size of the restored image over the degraded input's: 1 for same-size tasks, 4 for the 'sr' task (x4 upscaler, LDM super-resolution, whose latent has the low-resolution image's size).")
+    lora: DiffusionLoRAConfig = Field(default_factory=DiffusionLoRAConfig, description="LoRA adapters instead of full fine-tuning (rank 0 = full fine-tuning).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype of the denoiser forward (U-Net and ControlNet), on the policy's device; the step maths and log-densities stay float32, and sampling and re-evaluation run the same autocast. flow_grpo's FAQ prefers fp16 over bf16 for log-prob accuracy (docs/benchmarks.md, issue 21). On a CPU it is for measurement only (slow).")
+    gradient_checkpointing: bool = Field(False, description="Recompute the denoiser's activations in the backward pass (diffusers enable_gradient_checkpointing): less learner memory, about one more forward of time.")
     block_out_channels: list[int] = Field([16, 32, 64], min_length=1, description="U-Net channels per resolution level (tiny CPU preset: 16, 32, 64, about 0.64 M parameters).")
     layers_per_block: int = Field(1, ge=1, description="ResNet layers per U-Net block.")
     attention: bool = Field(False, description="Self-attention blocks at the lowest resolution (AttnDownBlock2D/AttnUpBlock2D); off in the tiny preset.")
@@ -322,13 +344,14 @@ class JudgeConfig(_Section):
 
 
 class CheckpointConfig(_Section):
-    dir: Path = Field(Path("runs/grpo/checkpoints"), description="Checkpoint folder.")
+    dir: StoragePath = Field(UPath("runs/grpo/checkpoints"), description="Checkpoint folder: a local path or an fsspec URL (s3://, gs://: `pip install '.[cloud]'`). A local folder gets each checkpoint complete or not at all (written under a temporary name, then renamed); an object store cannot rename, so meta.json is written last as the commit marker and a folder without it is skipped by --resume auto.")
     every_steps: int = Field(100, gt=0, description="Save every N learner steps (and at the end).")
     keep: int = Field(3, gt=0, description="Checkpoints kept.")
 
 
 class LoggingConfig(_Section):
-    dir: Path = Field(Path("runs/grpo"), description="Run folder: TensorBoard events, metrics.jsonl, report.")
+    dir: StoragePath = Field(UPath("runs/grpo"), description="Run folder: TensorBoard events, metrics.jsonl, watch.json; a local path or an fsspec URL (as checkpoint.dir). TensorBoard writes to a URL through its own fsspec support, which appends to its event file: a backend that cannot append stops the run before any work (set tensorboard=false there). W&B keeps its local files under this folder when it is local, else in ./wandb.")
+    flush_seconds: float = Field(30.0, gt=0, description="When logging.dir is a URL, metrics.jsonl is rewritten whole at most this often and at the end (object stores cannot append); a local file gets every step at once.")
     progress: bool = Field(True, description="Show a progress bar with ETA on the console.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files next to metrics.jsonl.")
     wandb: bool = Field(False, description="Also log every step to Weights & Biases (`pip install .[wandb]`). The run id is stored in each checkpoint, so `--resume auto` continues the same W&B run.")

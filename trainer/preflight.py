@@ -12,10 +12,28 @@ import torch
 from trainer.checkpointing import Checkpoint, CheckpointError, resolve_resume
 from trainer.config import TrainConfig
 from trainer.policies import WeightsError, build_policy
+from trainer.storage import storage_path
 
 
 class PreflightError(RuntimeError):
     """A configured input of the run is unusable; the message names it and what to do."""
+
+
+def check_storage(cfg: TrainConfig) -> None:
+    """checkpoint.dir and logging.dir take a write (bucket, credentials, permissions); with TensorBoard on,
+    logging.dir also takes an append, as TensorBoard's event writer reopens its file in append mode."""
+    folders = (("checkpoint.dir", cfg.checkpoint.dir, "wb"), ("logging.dir", cfg.logging.dir, "ab" if cfg.logging.tensorboard else "wb"))
+    for field, folder, mode in folders:
+        folder = storage_path(folder)
+        probe = folder / ".irpo-write-check"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with probe.open(mode) as f:
+                f.write(b"ok")
+            probe.unlink()
+        except Exception as exc:  # each backend raises its own types (PermissionError, NotImplementedError, botocore's ...)
+            hint = "; TensorBoard needs a backend that appends: set logging.tensorboard=false there" if mode == "ab" else ""
+            raise PreflightError(f"{field} {folder}: cannot {'append to' if mode == 'ab' else 'write'} a file there ({type(exc).__name__}: {exc}){hint}") from None
 
 
 def check_policy_and_resume(cfg: TrainConfig, resume: str, num_images: int) -> Checkpoint | None:
@@ -25,23 +43,33 @@ def check_policy_and_resume(cfg: TrainConfig, resume: str, num_images: int) -> C
     """
     ckpt = resolve_resume(cfg.checkpoint.dir, resume)
     section = cfg.policy_section
+    policy = None
     if section.weights is not None:
         try:
-            build_policy(section)
+            policy = build_policy(section)
         except WeightsError as exc:
             raise PreflightError(f"{cfg.policy_weights_field}: {exc}") from None
     if ckpt is None:
         return None
-    with torch.device("meta"):  # no memory: load_state_dict checks keys and shapes against it
-        policy = build_policy(section, load_weights=False)
+    if policy is None:  # random init: the architecture alone, on the meta device (no memory)
+        with torch.device("meta"):
+            policy = build_policy(section, load_weights=False)
+    # (a pipeline folder cannot be built on the meta device: from_pretrained refuses it, so the policy built above
+    # serves; assign=True then swaps its tensors for the checkpoint's without a copy)
     if ckpt.extra.get("num_images") != num_images:
         raise CheckpointError(f"{ckpt.path} was written for {ckpt.extra.get('num_images')} training images, the data now has {num_images}: same subset needed to resume")
-    states = {"policy": ckpt.learner["policy"], "reference": ckpt.learner["reference"]}
-    states.update({f"rollout weights v{v}": w for v, w in ckpt.rollout_weights.items()})
-    for part, state in states.items():
+    # the reference loads into what the learner's reference is: a copy of the policy, or the policy's own
+    # shared_reference() (LoRA: the adapters-off base, whose checkpointed state is empty)
+    shared = getattr(policy, "shared_reference", lambda: None)()
+    checks = {"policy": (policy, ckpt.learner["policy"]), "reference": (shared or policy, ckpt.learner["reference"])}
+    checks.update({f"rollout weights v{v}": (policy, w) for v, w in ckpt.rollout_weights.items()})
+    for part, (target, state) in checks.items():
         try:
-            policy.load_state_dict(state, assign=True)
-        except RuntimeError as exc:
+            if target is shared:
+                target.load_state_dict(state)
+            else:
+                target.load_state_dict(state, assign=True)
+        except (RuntimeError, ValueError) as exc:
             detail = (str(exc).splitlines()[1:2] or [str(exc)])[0].strip()
             raise CheckpointError(f"{ckpt.path}: its {part} do not fit the configured model ({detail}); resume with the policy config it was written with") from None
     return ckpt

@@ -19,13 +19,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 import torch
 from ray._private import ray_constants
 from ray.exceptions import ObjectLostError
 from tqdm import tqdm
+from upath import UPath
 
 from irpo_common.process import ProcessError
 from reward_server.client import RewardRequestError
@@ -42,8 +42,9 @@ from trainer.grpo.advantages import zero_spread_fraction
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import MetricsLog, WandbRun, new_wandb_id
 from trainer.data.post_training import DataCursor, TrainDataError, gold_set, load_training_data, step_items
+from trainer.data.prefetch import Prefetcher
 from trainer.mining import calibrate_psnr_range
-from trainer.preflight import PreflightError, check_policy_and_resume
+from trainer.preflight import PreflightError, check_policy_and_resume, check_storage
 from trainer.watch import Watch, measure
 
 log = logging.getLogger("trainer.run")
@@ -59,8 +60,8 @@ class RunError(RuntimeError):
 class RunResult:
     steps: int  # learner steps completed in total
     start_step: int
-    checkpoint: Path
-    run_dir: Path
+    checkpoint: UPath | None
+    run_dir: UPath
     random_reward_terms: list[str]  # reward terms the service computed with RANDOM model weights
     watch_warnings: list[str]  # the reward-hacking watch's warnings (trainer/watch.py), also in watch.json
 
@@ -97,6 +98,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: str = "never"):
         self.cfg = cfg
+        check_storage(cfg)
         self.data = load_training_data(cfg)  # stops here on bad data, before any actor starts
         self.resume_from = check_policy_and_resume(cfg, resume, len(self.data))
         self.total = total_steps(cfg, len(self.data))
@@ -140,7 +142,10 @@ class Trainer:
         raise RunError(f"step {step}: the rollouts were lost {self.cfg.rollout.step_retries + 1} times before the learner could read them")
 
     def _launch(self, step: int) -> None:
-        self.rollouts.submit(self._batches(step), self._version_for(step))
+        t0 = time.perf_counter()
+        batches = self.batches.get(step)
+        self.batch_wait += time.perf_counter() - t0
+        self.rollouts.submit(batches, self._version_for(step))
         self.inflight.add(step)
 
     # -- checkpoints --------------------------------------------------------------------
@@ -155,7 +160,7 @@ class Trainer:
             "config": self.cfg.model_dump_json(), "watch": self.watch.state(), "wandb_run_id": self.wandb_id,
         }
 
-        def write() -> Path:
+        def write() -> UPath:
             learner_state = self.learner.read(state_ref)
             rollout_weights = {v: full_state(*ray.get(r)) for v, r in refs.items() if v != learner_state["version"]}
             return save_checkpoint(self.cfg.checkpoint.dir, completed, learner_state, rollout_weights, extra, self.cfg.checkpoint.keep)
@@ -244,6 +249,7 @@ class Trainer:
     def _loop(self, on_step) -> RunResult:
         cfg = self.cfg
         self.inflight: set[int] = set()
+        self.batch_wait = 0.0  # the driver's wait for batches since the last step's metrics
         start = self._restore(self.resume_from) if self.resume_from else 0
         if self.resume_from:
             print(f"[grpo] resumed from {self.resume_from.path} at step {start}", flush=True)
@@ -253,7 +259,7 @@ class Trainer:
         if start >= self.total:
             raise RunError(f"nothing to do: the checkpoint is at step {start} and the run has {self.total} steps")
         wandb_run = WandbRun(cfg.logging.wandb_project, cfg.logging.wandb_mode, self.wandb_id, cfg.name, cfg.model_dump(mode="json")) if self.wandb_id else None
-        metrics_log = MetricsLog(cfg.logging.dir, start, cfg.logging.tensorboard, wandb_run)
+        metrics_log = MetricsLog(cfg.logging.dir, start, cfg.logging.tensorboard, wandb_run, cfg.logging.flush_seconds)
         watching = self.gold is not None
         if watching:
             self.scorer = Scorer(cfg.reward, cfg.judge)
@@ -264,6 +270,7 @@ class Trainer:
         train_rewards: list[float] = []
         bar = tqdm(total=self.total, initial=start, desc="GRPO", unit="step", disable=not cfg.logging.progress, dynamic_ncols=True)
         self.writer = CheckpointWriter()
+        self.batches = Prefetcher(self._batches, self.total)  # after the sensitivity check: one thread reads the data at a time
         try:
             tick = time.perf_counter()
             for step in range(start, self.total):
@@ -280,6 +287,7 @@ class Trainer:
                 self.rollouts.publish(step + 1, new_weights)
                 metrics = self._step_metrics(rollout, stats, time.perf_counter() - tick, rollout_wait)
                 metrics["time/weight_sync"] = self.rollouts.sync_seconds(step)  # the version this step's successors sample with
+                metrics["time/batch_wait"], self.batch_wait = self.batch_wait, 0.0
                 self.rollouts.forget_before(self._version_for(step + 1))
                 completed = step + 1
                 train_rewards.append(metrics["reward/mean"])
@@ -300,6 +308,7 @@ class Trainer:
                     on_step(self, step, metrics)
         finally:
             bar.close()
+            self.batches.close()
             metrics_log.close()
             if watching:
                 self._write_watch()

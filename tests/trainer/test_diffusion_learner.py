@@ -8,8 +8,10 @@ import torch
 from tests.trainer.learner_fixtures import assert_restore_is_exact
 from trainer.actors.learner import Learner
 from trainer.actors.messages import Rollout
-from trainer.config import TrainConfig
+from trainer.actors.rollout import sampling_seed
+from trainer.config import DiffusionRLConfig, TrainConfig
 from trainer.grpo.step_losses import StepLossCoefs, step_groups, step_grpo_loss
+from trainer.policies.diffusion.objective import step_advantages, train_steps
 
 TINY = {"block_out_channels": [16, 32], "sampling_steps": 4}
 
@@ -96,3 +98,58 @@ def test_per_term_aggregation_reaches_every_step():
     rollout.terms = {"psnr": torch.tensor([[0.1, 0.9, 0.5, 0.3], [0.2, 0.3, 0.1, 0.4]])}
     adv, _ = learner.objective(learner, rollout)
     assert adv.shape == (8, 3) and torch.equal(adv[:, 0], adv[:, 2]) and adv.abs().min() > 0
+
+
+def test_train_steps_picks_a_share_of_the_stochastic_steps_at_random_or_in_a_sliding_window():
+    def gen(seed):
+        return torch.Generator().manual_seed(seed)
+
+    half = DiffusionRLConfig(train_step_fraction=0.5)
+    picked = train_steps(9, half, 0, gen(1))
+    assert picked.numel() == 4 and picked.tolist() == sorted(set(picked.tolist())) and 0 <= int(picked.min()) and int(picked.max()) <= 8
+    assert torch.equal(train_steps(9, half, 0, gen(1)), picked)  # the same draw from the same (seed, step)
+    assert len({tuple(train_steps(9, half, 0, gen(s)).tolist()) for s in range(10)}) > 1
+    window = DiffusionRLConfig(train_step_fraction=0.5, train_step_selection="window")
+    assert [train_steps(9, window, u, gen(0)).tolist() for u in (0, 1, 5, 6)] == [[0, 1, 2, 3], [1, 2, 3, 4], [5, 6, 7, 8], [0, 1, 2, 3]]
+    assert train_steps(9, DiffusionRLConfig(), 3, gen(0)).tolist() == list(range(9))
+    assert train_steps(3, DiffusionRLConfig(train_step_fraction=0.1), 0, gen(0)).tolist() in ([0], [1], [2])
+
+
+def test_a_step_fraction_trains_only_the_chosen_steps_of_each_sampled_chain():
+    """rl.train_step_fraction 2/3 of 3 stochastic steps: the policy and the reference re-evaluate the 2 steps that
+    train_steps draws from (seed, step), and the gradient is that of the surrogate over those steps alone."""
+    rl = {"train_step_fraction": 0.67, "noise_level_weighting": "linear", "sft_coef": 0.0, "kl_coef": 0.0}
+    torch.manual_seed(0)
+    learner = Learner(_cfg(rl), total_steps=1)
+    rollout = _rollout(learner, step=5)
+    calls = []
+
+    def spy(model):
+        evaluate = model.evaluate
+
+        def recorded(x, traj, steps=None):
+            calls.append((model is learner.policy, None if steps is None else steps.tolist()))
+            return evaluate(x, traj, steps)
+
+        model.evaluate = recorded
+
+    spy(learner.policy)
+    spy(learner.reference)
+    params = [p for p in learner.policy.parameters() if p.requires_grad]
+    want = train_steps(3, learner.cfg.policy.diffusion.rl, 5, torch.Generator().manual_seed(sampling_seed("diffusion_train_steps", learner.cfg.seed, 5)))
+    adv, step_loss = learner.objective(learner, rollout)
+    learner._backward(step_loss, 0, 2, 5)
+    got = [p.grad.clone() for p in params]
+    assert want.numel() == 2 and {c[0] for c in calls} == {True, False} and all(c[1] == want.tolist() for c in calls)
+    full = step_advantages(rollout.ids, rollout.rewards, None, rollout.trajectory, learner.policy, learner.cfg.policy.diffusion.rl, learner.normalise)
+    torch.testing.assert_close(adv, full[:, want])
+    # the PPO surrogate (ratio 1 at a fresh run's first update: the unclipped branch) written out on the chosen steps
+    learner.policy.zero_grad()
+    ev = learner.policy.evaluate(rollout.degraded, rollout.trajectory, want)
+    (-(torch.exp(ev.log_prob - rollout.trajectory.log_prob[:, want]) * full[:, want])).mean().backward()
+    for g, p in zip(got, params):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-8)
+    learner.policy.zero_grad()
+    ev = learner.policy.evaluate(rollout.degraded, rollout.trajectory)
+    (-(torch.exp(ev.log_prob - rollout.trajectory.log_prob) * full)).mean().backward()
+    assert any(not torch.allclose(g, p.grad, rtol=1e-3) for g, p in zip(got, params))  # every step would train otherwise

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,6 +26,7 @@ import pytest
 import ray
 import torch
 import yaml
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
 
 from devtools.local_servers import ThreadedServer
@@ -34,7 +37,8 @@ from judge_server.app import create_app as create_judge_app
 from judge_server.settings import JudgeSettings
 from tests.trainer.run_fixtures import REPO, REWARD_ARGS, tiny_config, write_photos
 from trainer.actors.scoring import JudgeOutage, Scorer, ServiceUnavailable
-from trainer.config import JudgeConfig, RewardConfig
+from trainer.checkpointing import list_checkpoints
+from trainer.config import JudgeConfig, RewardConfig, TrainConfig
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics
 from trainer.run import RunError, train
@@ -91,6 +95,21 @@ def assert_same_weights(a, b):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+class Crash(Exception):
+    """The driver dying inside a run (raised from its on_step hook)."""
+
+
+def run_until_crash(cfg, step: int) -> None:
+    """Run `cfg` and let its driver die right after step `step` (and that step's checkpoint, when one falls due)."""
+
+    def crash(trainer, at, metrics):
+        if at == step:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, on_step=crash)
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +185,37 @@ def test_resume_after_kill_continues_with_the_same_step_and_state(tmp_path, phot
     assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in ref_rows]
 
 
+def test_a_run_on_memory_urls_killed_while_checkpointing_resumes_to_the_reference_weights(photos, reward, reference_run):
+    """checkpoint.dir and logging.dir on fsspec's memory filesystem, an object store's stand-in (no atomic
+    rename): the run dies after step 4's checkpoint, whose meta.json is then removed as if the kill came
+    while writing it; --resume auto skips that folder, resumes from step 2 and ends at the reference weights."""
+    ref_cfg, _ = reference_run
+    root = f"memory://irpo-e2e-{uuid.uuid4().hex[:8]}"
+    cfg = TrainConfig.model_validate({**json.loads(ref_cfg.model_dump_json()), "logging": {**ref_cfg.logging.model_dump(mode="json"), "dir": root},
+                                      "checkpoint": {**ref_cfg.checkpoint.model_dump(mode="json"), "dir": f"{root}/checkpoints"}})
+
+    class Crash(Exception):
+        pass
+
+    def crash(trainer, step, metrics):
+        if step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, on_step=crash)
+    assert [p.name for p in list_checkpoints(cfg.checkpoint.dir)] == ["step-00000002", "step-00000004"]
+    (cfg.checkpoint.dir / "step-00000004" / "meta.json").unlink()
+    result = train(cfg, resume="auto")
+    assert result.start_step == 2
+    final = load_safetensors((cfg.checkpoint.dir / f"step-{STEPS:08d}" / "policy.safetensors").read_bytes())
+    assert_same_weights(final, final_policy(ref_cfg.logging.dir))
+    rows, ref_rows = read_metrics(cfg.logging.dir / "metrics.jsonl"), read_metrics(ref_cfg.logging.dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(STEPS))
+    assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in ref_rows]
+    assert list((cfg.logging.dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert not Path("memory:").exists()  # nothing went to a local folder named after the URL
+
+
 # The diffusion family on the same driver, actors, reward service and checkpoints: a tiny U-Net, 4 DDIM
 # steps, the estimate after sampling step 1 scored too (step-wise rewards).
 DIFFUSION = {"kind": "diffusion", "diffusion": {"block_out_channels": [16, 32], "sampling_steps": 4,
@@ -211,15 +261,7 @@ def test_diffusion_run_resumed_after_a_crash_ends_with_bit_identical_weights(tmp
     ref_cfg, _ = diffusion_run
     cfg = _diffusion_config(tmp_path, photos, reward.url)
 
-    class Crash(Exception):
-        pass
-
-    def crash(trainer, step, metrics):
-        if step == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(cfg, on_step=crash)
+    run_until_crash(cfg, step=1)
     result = train(cfg, resume="auto")
     assert result.start_step == 2
     assert_same_weights(_final_diffusion_policy(tmp_path), _final_diffusion_policy(ref_cfg.logging.dir))

@@ -2,14 +2,18 @@
 
 import json
 
+import pytest
 import ray
 import torch
 import yaml
 
+from devtools.tiny_latent import build_x4
 from tests.trainer.run_fixtures import tiny_config, write_photos
-from trainer.checkpointing import save_checkpoint
-from trainer.config import TrainConfig, load_config
+from trainer.checkpointing import CheckpointError, save_checkpoint
+from trainer.config import DiffusionLoRAConfig, TrainConfig, load_config
 from trainer.model import RestorationPolicy, model_preset
+from trainer.policies import build_policy
+from trainer.preflight import check_policy_and_resume
 from trainer.run import main
 
 
@@ -155,3 +159,28 @@ def test_a_run_that_stops_prints_the_exact_resume_command(tmp_path, capsys, monk
     assert main(["--config", path, "--set", "optim.lr=0.001"]) == 2
     err = capsys.readouterr().err
     assert f"python trainer/run.py --config {path} --set optim.lr=0.001 --resume auto" in err
+
+def test_a_lora_checkpoint_of_a_pipeline_folder_passes_preflight_and_a_wrong_one_is_named(tmp_path):
+    """A pipeline folder cannot be built on the meta device (from_pretrained refuses), and a LoRA run's reference
+    file is empty (the adapters-off base): preflight checks the adapters against the folder's policy and the
+    reference against the policy's own shared reference."""
+    folder = build_x4(tmp_path / "x4")
+    photos = write_photos(tmp_path / "photos")
+    policy = {"kind": "diffusion", "diffusion": {"pretrained": str(folder), "sampling_steps": 3, "lora": {"rank": 2}}}
+    cfg = tiny_config(tmp_path / "run", photos, "http://127.0.0.1:9", policy=policy)
+    adapters = build_policy(cfg.policy_section).state_dict()
+    assert adapters and all("lora_" in k for k in adapters)
+
+    def checkpoint(step, policy_state, reference_state):
+        learner = {"policy": policy_state, "reference": reference_state, "optimizer": {}, "tracker": None, "version": step, "torch_rng": torch.get_rng_state()}
+        return save_checkpoint(cfg.checkpoint.dir, step, learner, {step: policy_state}, {"num_images": 3}, keep=5)
+
+    checkpoint(2, adapters, {})
+    assert check_policy_and_resume(cfg, "auto", 3).step == 2
+    checkpoint(4, adapters, adapters)  # a reference with weights: not what a LoRA run writes
+    with pytest.raises(CheckpointError, match="its reference do not fit the configured model"):
+        check_policy_and_resume(cfg, "auto", 3)
+    other = build_policy(cfg.policy_section.model_copy(update={"lora": DiffusionLoRAConfig(rank=4)})).state_dict()
+    checkpoint(6, other, {})  # rank 4 adapters under a rank 2 config
+    with pytest.raises(CheckpointError, match="its policy do not fit the configured model"):
+        check_policy_and_resume(cfg, "auto", 3)

@@ -1,4 +1,4 @@
-"""The learner: the GRPO update of the policy against a frozen reference copy.
+"""The learner: the GRPO update of the policy against a frozen reference (a copy, or the policy's own shared_reference()).
 
 It knows the policy through the interface (trainer/policies); the objective of the configured
 family (trainer/actors/objectives.py) turns a step's rollout into advantages and a loss. One
@@ -98,7 +98,9 @@ class Learner:
         self.autocast_dtype = self._check_precision(cfg.learner.precision)
         torch.manual_seed(cfg.seed)
         self.policy = build_policy(cfg.policy_section).to(self.device).train()
-        self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        # a policy that can serve as its own reference (LoRA: adapters disabled) keeps no second copy
+        shared = getattr(self.policy, "shared_reference", lambda: None)()
+        self.reference = shared if shared is not None else copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.policy, cfg.optim)
         self.objective = OBJECTIVES[cfg.policy.kind]
         self.ddp: DistributedDataParallel | None = None

@@ -66,14 +66,15 @@ def irpo_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, StepLo
     return adv[:, None], loss
 
 
-def _sliced_reference(learner: "Learner", x: Tensor, traj, group: int) -> Callable[[int, int], object]:
-    """The frozen reference's evaluation of images lo..hi-1, computed once per slice (PPO epochs reuse it)."""
+def _sliced_reference(learner: "Learner", x: Tensor, traj, group: int, **evaluate_kwargs) -> Callable[[int, int], object]:
+    """The frozen reference's evaluation of images lo..hi-1 (evaluate_kwargs: the diffusion family's trained steps),
+    computed once per slice (PPO epochs reuse it)."""
     cache: dict[tuple[int, int], object] = {}
 
     def reference(lo: int, hi: int):
         if (lo, hi) not in cache:
             with torch.no_grad():
-                cache[lo, hi] = learner.reference.evaluate(x[lo:hi], traj.rows(lo * group, hi * group))
+                cache[lo, hi] = learner.reference.evaluate(x[lo:hi], traj.rows(lo * group, hi * group), **evaluate_kwargs)
         return cache[lo, hi]
 
     return reference
@@ -96,6 +97,11 @@ def _difficulty(learner: "Learner", x: Tensor, target: Tensor, enabled: bool) ->
     return weights
 
 
+def _train_steps_generator(seed: int, step: int) -> torch.Generator:
+    """The trained subset of the chain's steps follows from (seed, step): a resumed run trains the same steps."""
+    return torch.Generator().manual_seed(sampling_seed("diffusion_train_steps", seed, step))
+
+
 def _sft_generator(seed: int, step: int, epoch: int) -> torch.Generator:
     """The diffusion loss's timesteps and noise follow from (seed, step, epoch): a resumed run draws the same."""
     return torch.Generator().manual_seed(sampling_seed("diffusion_sft", seed, step, epoch))
@@ -105,7 +111,7 @@ def diffusion_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, S
     """DDPO per-step PPO against the recorded log-probs, per-step KL to the reference, step-wise and
     noise-level advantages; L_SFT the diffusion loss (seed 2's adaptive weights), LRPO's GT likelihood."""
     # imported here: the family's package imports diffusers (seconds per process), which an IRPO run never needs
-    from trainer.policies.diffusion.objective import gt_step_log_prob, step_advantages, step_loss_coefs
+    from trainer.policies.diffusion.objective import gt_step_log_prob, step_advantages, step_loss_coefs, train_steps
 
     rl = learner.cfg.policy.diffusion.rl
     dev = learner.device
@@ -114,26 +120,27 @@ def diffusion_objective(learner: "Learner", rollout: Rollout) -> tuple[Tensor, S
     x, target = rollout.degraded.to(dev), rollout.target.to(dev)
     traj = rollout.trajectory.to(dev)
     final = learner.final_advantages(rollout) if learner.cfg.grpo.reward_aggregation == "per_term" else None
-    adv = step_advantages(rollout.ids, rollout.rewards, rollout.estimate_rewards, traj, policy, rl, learner.normalise, final).to(dev)
+    # the credit and noise-level weights run over the whole chain; only the steps of this update's subset train
+    steps = train_steps(traj.log_prob.shape[1], rl, rollout.step, _train_steps_generator(learner.cfg.seed, rollout.step))
+    adv = step_advantages(rollout.ids, rollout.rewards, rollout.estimate_rewards, traj, policy, rl, learner.normalise, final)[:, steps].to(dev)
     coefs = step_loss_coefs(rl, learner.cfg.policy.diffusion.logprob_reduction, traj)
-    reference = _sliced_reference(learner, x, traj, group)
+    reference = _sliced_reference(learner, x, traj, group, steps=steps)
     weights = _difficulty(learner, x, target, rl.adaptive_weighting)
-    draws: dict[int, tuple[Tensor, Tensor]] = {}
+    draws: dict[int, tuple[Tensor | None, ...]] = {}
 
-    def sft_draw(epoch: int, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+    def sft_draw(epoch: int, lo: int, hi: int) -> tuple[Tensor | None, ...]:
         if epoch not in draws:
             draws.clear()
             draws[epoch] = policy.diffusion_draw(target, _sft_generator(learner.cfg.seed, rollout.step, epoch))
-        t, noise = draws[epoch]
-        return t[lo:hi], noise[lo:hi]
+        return tuple(None if d is None else d[lo:hi] for d in draws[epoch])
 
     def loss(epoch: int, lo: int, hi: int) -> tuple[Tensor, dict[str, float]]:
         rows = traj.rows(lo * group, hi * group)
-        ev = policy.evaluate(x[lo:hi], rows)
+        ev = policy.evaluate(x[lo:hi], rows, steps)
         sft = policy.diffusion_loss(x[lo:hi], target[lo:hi], draw=sft_draw(epoch, lo, hi)) if rl.sft_coef > 0 else x.new_zeros(hi - lo)
         return step_grpo_loss(
             log_prob=ev.log_prob,
-            old_log_prob=rows.log_prob,
+            old_log_prob=rows.log_prob[:, steps],
             advantages=adv[lo * group : hi * group],
             kl=ev.kl(reference(lo, hi)),
             sft_loss=sft,

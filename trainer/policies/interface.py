@@ -110,6 +110,10 @@ class Policy(Protocol):
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 
+    # Optional: `shared_reference()` -> an object with evaluate(x, trajectory), state_dict() and
+    # load_state_dict() that evaluates the frozen reference without a second copy of the weights (the
+    # diffusion family under LoRA: adapters disabled), or None; the learner deep-copies the policy otherwise.
+
 
 def optimizer_groups(policy: Policy, lr: float) -> list[dict]:
     """torch.optim parameter groups at lr * lr_scale, checked to partition the trainable parameters."""

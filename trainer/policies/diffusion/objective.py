@@ -43,6 +43,18 @@ def step_advantages(ids: list[str], rewards: Tensor, estimate_rewards: Tensor | 
     return per_step * weights.to(per_step)
 
 
+def train_steps(num_stochastic: int, rl: DiffusionRLConfig, update: int, generator: torch.Generator) -> Tensor:
+    """(S',) increasing indices of the stochastic steps that enter update `update`'s loss (rl.train_step_fraction and
+    rl.train_step_selection); all num_stochastic steps at fraction 1. `generator` draws the 'random' subset."""
+    n = max(1, int(rl.train_step_fraction * num_stochastic))
+    if n >= num_stochastic:
+        return torch.arange(num_stochastic)
+    if rl.train_step_selection == "random":
+        return torch.randperm(num_stochastic, generator=generator)[:n].sort().values
+    start = update % (num_stochastic - n + 1)
+    return torch.arange(start, start + n)
+
+
 def step_loss_coefs(rl: DiffusionRLConfig, reduction: str, trajectory: DiffusionTrajectory) -> StepLossCoefs:
     """The loss weights; under logprob_reduction 'sum' the ratio is clipped to the joint image of the per-dimension
     trust region, (1 +- clip_eps)^D over the D = C*h*w dimensions the log-density sums (kl_coef stays: the

@@ -14,12 +14,14 @@ from trainer.config import DiffusionConfig
 
 
 class Schedule:
-    def __init__(self, cfg: DiffusionConfig):
-        self.scheduler = DDIMScheduler(
-            num_train_timesteps=cfg.train_timesteps,
-            beta_schedule=cfg.beta_schedule,
-            prediction_type=cfg.prediction_type,
-            clip_sample=cfg.clip_x0,
+    def __init__(self, cfg: DiffusionConfig, scheduler_config: dict | None = None):
+        """From the config's fields, or from a pipeline folder's scheduler config (its betas, T, prediction type
+        and clip_sample; the overrides below still apply)."""
+        if scheduler_config is None:
+            scheduler_config = dict(num_train_timesteps=cfg.train_timesteps, beta_schedule=cfg.beta_schedule,
+                                    prediction_type=cfg.prediction_type, clip_sample=cfg.clip_x0)
+        self.scheduler = DDIMScheduler.from_config(
+            scheduler_config,
             set_alpha_to_one=True,  # the last step lands on the clean sample: alpha_bar = 1, no noise
             # 'trailing' (Lin et al. 2024) starts at t = T - 1 (pure noise, as trained) and ends the
             # chain with the noiseless jump from about T / K - 1 to the clean sample. 'leading' would start at T - T / K and
@@ -27,10 +29,12 @@ class Schedule:
             # almost nothing, yet its score z / sigma dominates the policy gradient's variance.
             timestep_spacing="trailing",
         )
-        self.train_timesteps = cfg.train_timesteps
+        self.train_timesteps = int(self.scheduler.config.num_train_timesteps)
+        self.prediction_type = str(self.scheduler.config.prediction_type)
+        self.clip_x0 = bool(self.scheduler.config.clip_sample)
         self.strength = cfg.start_strength
         # the chain's first timestep + 1 (T at strength 1): pre-training draws t below it
-        self.start_timesteps = max(1, round(cfg.start_strength * cfg.train_timesteps))
+        self.start_timesteps = max(1, round(cfg.start_strength * self.train_timesteps))
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
 
     def timesteps(self, num_steps: int) -> Tensor:

@@ -22,16 +22,21 @@ class DiffusionTrajectory:
     log_prob: Tensor  # (N, K - 1): log N(latents[:, k+1]; mu_k, sigma_k^2 I) under the sampling policy
     estimates: Tensor  # (N, R, 3, H, W): images scored for step-wise rewards (R = len(estimate_steps)), in [0, 1]
     estimate_steps: Tensor  # (R,) long: the sampling step whose action produced each estimate
+    # (N, 3, h, w): the x4 upscaler's draw that noised each row's low-resolution condition (None without one);
+    # re-evaluation must see the same condition the rollout saw
+    cond_noise: Tensor | None = None
 
     @property
     def num_steps(self) -> int:
         return int(self.timesteps.numel())
 
     def to(self, device: torch.device | str) -> "DiffusionTrajectory":
-        return replace(self, latents=self.latents.to(device), log_prob=self.log_prob.to(device), estimates=self.estimates.to(device))
+        noise = None if self.cond_noise is None else self.cond_noise.to(device)
+        return replace(self, latents=self.latents.to(device), log_prob=self.log_prob.to(device), estimates=self.estimates.to(device), cond_noise=noise)
 
     def rows(self, start: int, stop: int) -> "DiffusionTrajectory":
-        return replace(self, latents=self.latents[start:stop], log_prob=self.log_prob[start:stop], estimates=self.estimates[start:stop])
+        noise = None if self.cond_noise is None else self.cond_noise[start:stop]
+        return replace(self, latents=self.latents[start:stop], log_prob=self.log_prob[start:stop], estimates=self.estimates[start:stop], cond_noise=noise)
 
     @classmethod
     def cat(cls, parts: Sequence["DiffusionTrajectory"]) -> "DiffusionTrajectory":
@@ -44,4 +49,5 @@ class DiffusionTrajectory:
             latents=torch.cat([p.latents for p in parts]),
             log_prob=torch.cat([p.log_prob for p in parts]),
             estimates=torch.cat([p.estimates for p in parts]),
+            cond_noise=None if first.cond_noise is None else torch.cat([p.cond_noise for p in parts]),
         )
