@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, get_args
 
-Task = Literal["denoise", "derain", "dehaze", "deblur", "lowlight", "sr"]  # sr: 4x super-resolution
+Task = Literal["denoise", "derain", "dehaze", "deblur", "lowlight", "face", "sr"]  # face: blind face restoration (LRPO); sr: 4x super-resolution
 TASKS: tuple[str, ...] = get_args(Task)
 ALL_IN_ONE_TASKS: tuple[str, ...] = ("denoise", "derain", "dehaze", "deblur", "lowlight")  # IRPO's five, the default task list
 # How many times smaller than the restored image a task's degraded input is (1 for every task not named):

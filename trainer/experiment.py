@@ -36,7 +36,7 @@ from trainer.data.post_training import TrainDataError
 from trainer.demo.arms import GRPO_ARMS, TRAINED_ARMS, arm_config, grpo, sft_control
 from trainer.demo.report import COMPARED, REFERENCES, SPLITS, evaluation_protocol, multiplicity, paired_change, verdict
 from trainer.stats import mean_ci95
-from trainer.demo.run import Stages, _policy, _reward_fn, prepare
+from trainer.demo.run import Stages, _policy, prepare, scored_by
 from trainer.evaluate import evaluate
 from trainer.local_service import LocalRewardService
 from trainer.run import STOP_ERRORS, init_ray
@@ -54,8 +54,8 @@ def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
 
 def _evaluate_splits(cfg: TrainConfig, weights: Path) -> dict:
     policy = _policy(cfg, weights)
-    reward = _reward_fn(Scorer(cfg.reward, cfg.judge))
-    return {s: evaluate(cfg, policy, ood=s == "ood", reward=reward) for s in SPLITS}
+    scoring = scored_by(cfg, Scorer(cfg.reward, cfg.judge))
+    return {s: evaluate(cfg, policy, ood=s == "ood", **scoring) for s in SPLITS}
 
 
 def run_arm(cfg: TrainConfig, arm: str, seed: int, pretrained: Path) -> dict:

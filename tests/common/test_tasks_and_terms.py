@@ -57,13 +57,15 @@ def test_which_terms_are_present_follows_the_images_given():
     assert skipped["psnr"] == "no reference given" and "judge" in skipped
     assert skipped["niqe"].startswith("NIQE needs a side of at least 384 px")  # too small, whatever is given
     present, skipped = present_terms(frozenset({"reference"}), (96, 192), "dehaze", judge=True, settings=st)
-    assert set(present) == set(GEN_TERMS) - {"niqe", "piqe"} | {"task", "judge"} and set(skipped) == {"niqe", "piqe"}
+    assert set(present) == set(GEN_TERMS) - {"niqe", "piqe", "hps"} | {"task", "judge"} and set(skipped) == {"niqe", "piqe", "hps"}
     present, skipped = present_terms(frozenset({"reference"}), (384, 384), "dehaze", judge=True, settings=st)
-    assert set(present) == set(GEN_TERMS) | {"task", "judge"} and skipped == {}
+    assert set(present) == set(GEN_TERMS) - {"hps"} | {"task", "judge"} and list(skipped) == ["hps"]  # no hps_model configured
     _, skipped = present_terms(frozenset(), (64, 64), "dehaze", judge=True, settings=st)
     assert skipped["task"].startswith("no reference given")
     present, skipped = present_terms(frozenset({"reference", "degraded"}), (96, 192), "sr", judge=False, settings=st)
     assert "task" not in present and skipped["task"].startswith("no task-aware term exists for sr")
+    present, skipped = present_terms(frozenset({"reference"}), (96, 192), "face", judge=False, settings=st)
+    assert "task" not in present and skipped["task"].startswith("no task-aware term exists for face")
 
 
 def test_the_judge_service_imports_neither_torch_nor_the_other_packages():

@@ -120,7 +120,8 @@ class PairDataset(Dataset):
 
 
 class CropDataset(PairDataset):
-    """Random crop_size crops with a random flip/rotation (the 8 symmetries of the square).
+    """Random crop_size crops with a random flip/rotation (the 8 symmetries of the square); aligned faces are only
+    mirrored (GFPGAN's use_hflip: an upside-down face is not an aligned face).
 
     The draw depends on (seed, id, epoch): reproducible across runs and processes; call
     set_epoch(e) each epoch for fresh crops.
@@ -148,6 +149,7 @@ class CropDataset(PairDataset):
         top = s * int(torch.randint(0, (h - c) // s + 1, (), generator=g))
         left = s * int(torch.randint(0, (w - c) // s + 1, (), generator=g))
         k, flip = int(torch.randint(0, 4, (), generator=g)), bool(torch.randint(0, 2, (), generator=g))
+        k = 0 if spec.task == "face" else k
         out = []
         for img in crop_pair(degraded, target, top, left, c, c, s):
             img = torch.rot90(img, k, dims=(1, 2))

@@ -10,10 +10,13 @@ table in the spirit of IRPO's real-world OOD evaluation.
 from __future__ import annotations
 
 import hashlib
+import io
 from typing import Callable
 
 import kornia
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 Degrade = Callable[[Tensor, torch.Generator], Tensor]
@@ -32,6 +35,15 @@ def _uniform(g: torch.Generator, low: float, high: float) -> float:
 def _odd(n: float) -> int:
     k = int(round(n))
     return k if k % 2 else k + 1
+
+
+def jpeg(img: Tensor, quality: int) -> Tensor:
+    """Encode a (3, H, W) image in [0, 1] as an 8-bit JPEG at `quality` and decode it (Pillow's libjpeg)."""
+    arr = (img.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
+    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return torch.from_numpy(out.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def gaussian_noise(sigma: float) -> Degrade:

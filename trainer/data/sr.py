@@ -11,18 +11,15 @@ the generator it is given: (image, ranges, seed) fixes the result, as for the ot
 
 from __future__ import annotations
 
-import io
-
 import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from irpo_common.tasks import input_scale
 from trainer.config import SrConfig
-from trainer.data.degradations import Degrade
+from trainer.data.degradations import Degrade, jpeg
 
 SCALE = input_scale("sr")
 # OOD for sr: Real-ESRGAN's full first-order ranges (options/train_realesrnet_x4plus.yml: blur_sigma [0.2, 3],
@@ -32,15 +29,6 @@ REAL_ESRGAN_FIRST_ORDER = SrConfig(blur_sigma=(0.2, 3.0), noise=(1.0, 30.0), jpe
 
 def _uniform(g: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=g))
-
-
-def jpeg(img: Tensor, quality: int) -> Tensor:
-    """Encode a (3, H, W) image in [0, 1] as an 8-bit JPEG at `quality` and decode it (Pillow's libjpeg)."""
-    arr = (img.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
-    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return torch.from_numpy(out.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def downscale(img: Tensor) -> Tensor:

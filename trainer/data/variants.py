@@ -1,17 +1,19 @@
 """The one table of synthesised degradations a data config uses: task -> variant name -> degradation.
 
-The all-in-one tasks' variants (trainer.data.degradations) and the sr task's downscaling with the ranges of
-data.sr (trainer.data.sr); the OOD table swaps each for a family the training set never shows.
+The all-in-one tasks' variants (trainer.data.degradations), the face task's BFR degradation with the ranges of
+data.face (trainer.data.face) and the sr task's downscaling with the ranges of data.sr (trainer.data.sr); the OOD table
+swaps each for a family the training set never shows.
 """
 
 from __future__ import annotations
 
 from trainer.config import DataConfig
 from trainer.data.degradations import OOD_VARIANTS, Degrade, training_variants
+from trainer.data.face import SEVERE, bfr_degradation
 from trainer.data.sr import REAL_ESRGAN_FIRST_ORDER, sr_degradation
 
 
 def variants(cfg: DataConfig, ood: bool = False) -> dict[str, dict[str, Degrade]]:
     if ood:
-        return {**OOD_VARIANTS, "sr": {"realesrgan": sr_degradation(REAL_ESRGAN_FIRST_ORDER)}}
-    return {**training_variants(cfg.noise_sigmas), "sr": {"x4": sr_degradation(cfg.sr)}}
+        return {**OOD_VARIANTS, "face": {"severe": bfr_degradation(SEVERE)}, "sr": {"realesrgan": sr_degradation(REAL_ESRGAN_FIRST_ORDER)}}
+    return {**training_variants(cfg.noise_sigmas), "face": {"bfr": bfr_degradation(cfg.face)}, "sr": {"x4": sr_degradation(cfg.sr)}}

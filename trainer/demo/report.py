@@ -24,7 +24,8 @@ from trainer.policies import Policy  # noqa: E402
 
 SPLITS = {"id": "in-distribution", "ood": "OOD"}
 # the metrics whose paired changes are reported and judged: key -> (label, unit)
-COMPARED = {"psnr": ("PSNR", " dB"), "reward": ("mean R", ""), "psnr_sampled": ("PSNR of the samples", " dB"), "reward_sampled": ("mean R of the samples", "")}
+COMPARED = {"psnr": ("PSNR", " dB"), "reward": ("mean R", ""), "psnr_sampled": ("PSNR of the samples", " dB"), "reward_sampled": ("mean R of the samples", ""),
+            "identity": ("identity similarity", ""), "identity_sampled": ("identity similarity of the samples", "")}
 # what each arm is compared with: every trained arm with the start, the GRPO arms also with the SFT control
 REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control"), "grpo_random": ("pretrained", "sft_control")}
 
@@ -82,10 +83,11 @@ def evaluation_protocol(cfg: TrainConfig) -> dict:
 def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
     """evals[arm][split] (evaluate() results with rewards) -> (results.json's "arms", verdict sentences).
 
-    Every arm and split holds the column averages (psnr, ssim, reward and, with eval.samples, their *_sampled means),
-    the columns and the per-image rows; the trained arms add delta_<m>_vs_pretrained / ci95_<m>_vs_pretrained, the
-    GRPO arms also delta_<m>_vs_sft_control / ci95_<m>_vs_sft_control (sft_control against itself is omitted), for
-    every metric m of COMPARED the rows carry: photo-level paired changes (paired_change).
+    Every arm and split holds the column averages (psnr, ssim, reward and, with eval.samples, their *_sampled means;
+    the face task's identity and lpips too), the columns and the per-image rows; the trained arms add
+    delta_<m>_vs_pretrained / ci95_<m>_vs_pretrained, the GRPO arms also delta_<m>_vs_sft_control /
+    ci95_<m>_vs_sft_control (sft_control against itself is omitted), for every metric m of COMPARED the rows carry:
+    photo-level paired changes (paired_change).
     """
     arms, verdicts = {}, []
     for arm, splits in evals.items():
@@ -119,7 +121,29 @@ def _comparison_table(arms: dict, split: str) -> str:
             lines.append(f"| {arm} | {row['psnr' + suffix]:.2f} | {row['ssim' + suffix]:.4f} | {row['reward' + suffix]:.4f} | {cell(row, 'pretrained', 'psnr' + suffix)} | "
                          f"{cell(row, 'sft_control', 'psnr' + suffix)} | {cell(row, 'pretrained', 'reward' + suffix)} | {cell(row, 'sft_control', 'reward' + suffix)} |")
         lines.append("")
+    if all("identity" in splits[split] for splits in arms.values()):  # the face task
+        lines += [f"Face metrics, {SPLITS[split]}: identity similarity (cosine of ArcFace embeddings; per-photo changes, 95% intervals over photos) "
+                  "and LPIPS distance (the reward service's)", "",
+                  "| arm | identity | LPIPS | identity vs pretrained | identity vs sft_control |", "|---|---|---|---|---|"]
+        for arm, splits in arms.items():
+            row = splits[split]
+            lines.append(f"| {arm} | {row['identity']:.4f} | {row.get('lpips', float('nan')):.4f} | {cell(row, 'pretrained', 'identity')} | {cell(row, 'sft_control', 'identity')} |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _real_world_table(real_world: dict[str, dict]) -> str:
+    """real_world[arm][set] (trainer.evaluate_real_world) -> one markdown table per set, the input first."""
+    parts = []
+    for name in next(iter(real_world.values())):
+        first = real_world[next(iter(real_world))][name]
+        keys = list(first["metrics"])
+        lines = [f"Real-world set {name} ({first['n']} faces, no ground truth): the reward service's no-reference metrics", "",
+                 "| arm | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
+                 "| input | " + " | ".join(f"{first['input'].get(k, float('nan')):.4f}" for k in keys) + " |"]
+        lines += [f"| {arm} | " + " | ".join(f"{sets[name]['metrics'].get(k, float('nan')):.4f}" for k in keys) + " |" for arm, sets in real_world.items()]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> tuple[str, list[str]]:
@@ -131,6 +155,8 @@ def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> 
     for split in SPLITS:
         parts.append(format_table({"input (degraded)": input_baseline(first[split]), **{arm: e[split] for arm, e in evals.items()}}))
         parts.append(_comparison_table(arms, split))
+    if extra.get("real_world"):
+        parts.append(_real_world_table(extra["real_world"]))
     text = "\n".join(parts)
     (out / "results.md").write_text(text + "\n" + "\n".join(f"- {v}" for v in verdicts) + f"\n\n{multiplicity(verdicts)}\n")
     inputs = {split: input_baseline(first[split])["average"] for split in SPLITS}
