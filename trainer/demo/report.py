@@ -146,6 +146,35 @@ def _real_world_table(real_world: dict[str, dict]) -> str:
     return "\n".join(parts)
 
 
+def watch_summary(path: Path) -> dict | None:
+    """A GRPO arm's reward-hacking watch (its watch.json, trainer/watch.py): gold R, PSNR and SSIM at the first and
+    last watch points, their paired changes with 95% intervals over the gold pairs, and the run's warnings; None
+    when the run had no watch."""
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    first, last = state["points"][0], state["points"][-1]
+    change = {}
+    for key in ("reward", "psnr", "ssim"):
+        mean, half = mean_ci95([b - a for a, b in zip(first[key], last[key])])
+        change[key] = {"first": sum(first[key]) / len(first[key]), "last": sum(last[key]) / len(last[key]), "change": mean, "ci95": half}
+    return {"steps": [first["step"], last["step"]], "points": len(state["points"]), "gold_pairs": len(first["reward"]),
+            "change": change, "warnings": state["warnings"]}
+
+
+def _watch_table(watch: dict[str, dict]) -> str:
+    """watch[arm] (watch_summary) -> a markdown table: gold metrics first -> last point, and the warnings."""
+    lines = ["Reward-hacking watch: held-out training pairs (not post-trained on, not the test photos) restored during "
+             "each GRPO run, first -> last watch point, paired change +- 95% interval over the gold pairs", "",
+             "| arm | steps | gold pairs | R | PSNR (dB) | SSIM | warnings |", "|---|---|---|---|---|---|---|"]
+    for arm, w in watch.items():
+        cells = [f"{c['first']:.4f} -> {c['last']:.4f} ({c['change']:+.4f} +- {c['ci95']:.4f})" for c in w["change"].values()]
+        lines.append(f"| {arm} | {w['steps'][0]}-{w['steps'][1]} ({w['points']} points) | {w['gold_pairs']} | " + " | ".join(cells)
+                     + f" | {len(w['warnings']) or 'none'} |")
+    lines += [f"- {arm}: {text}" for arm, w in watch.items() for text in w["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
 def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> tuple[str, list[str]]:
     """results.md (per-column tables of all arms with the degraded input, the comparison tables, the verdicts) and
     results.json ({"arms": {arm: {split: ...}}, "input": {split: {"psnr", "ssim"}}, **extra})."""
@@ -157,6 +186,8 @@ def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> 
         parts.append(_comparison_table(arms, split))
     if extra.get("real_world"):
         parts.append(_real_world_table(extra["real_world"]))
+    if extra.get("watch"):
+        parts.append(_watch_table(extra["watch"]))
     text = "\n".join(parts)
     (out / "results.md").write_text(text + "\n" + "\n".join(f"- {v}" for v in verdicts) + f"\n\n{multiplicity(verdicts)}\n")
     inputs = {split: input_baseline(first[split])["average"] for split in SPLITS}

@@ -36,7 +36,7 @@ from trainer.data.post_training import TrainDataError
 from trainer.demo.arms import GRPO_ARMS, arm_config, fresh_run_dirs, grpo, sft_control, write_random_subset
 from trainer.demo.cache import cached_pretrain
 from trainer.demo.corpus import describe, fetch
-from trainer.demo.report import SPLITS, candidates_grid, evaluation_protocol, image_grid, plot_curves, write_results
+from trainer.demo.report import SPLITS, candidates_grid, evaluation_protocol, image_grid, plot_curves, watch_summary, write_results
 from trainer.evaluate import evaluate
 from trainer.evaluate_real_world import evaluate_real_world
 from trainer.local_service import LocalRewardService
@@ -205,6 +205,9 @@ def run_demo(cfg: TrainConfig, report: Path, config_path: str = "configs/cpu-dem
         extra["identity_network"] = notes["identity_network"] = identity
     if real_world:
         extra["real_world"] = real_world
+    watch = {arm: w for arm in GRPO_ARMS if (w := watch_summary(cfg.logging.dir / arm / "watch.json"))}
+    if watch:
+        extra["watch"] = notes["watch"] = watch
     extra["needs_seeds"] = needs_seeds(config_path)
     tables, verdicts = write_results(evals, extra, report)
     with open(report / "results.md", "a") as f:
@@ -227,6 +230,10 @@ def run_demo(cfg: TrainConfig, report: Path, config_path: str = "configs/cpu-dem
               + "; within-group std of R " + ", ".join(f"{v:.4f}" for v in notes["reward_group_std_per_epoch"][arm]))
         spread = notes["within_group_spread"][arm]
         print(f"[demo] {arm}: within-group std of R over the run {spread['group_std']:.4f} = {spread['of_mean_reward']:.1%} of mean R {spread['mean_reward']:.4f}")
+    for arm, w in watch.items():
+        print(f"[demo] {arm}: reward-hacking watch over {w['gold_pairs']} held-out pairs, steps {w['steps'][0]}-{w['steps'][1]}: "
+              + ", ".join(f"{k} {c['change']:+.4f} +- {c['ci95']:.4f}" for k, c in w["change"].items())
+              + f"; {len(w['warnings'])} warning(s)" + "".join(f"\n[demo]   {text}" for text in w["warnings"]))
     if identity:
         print(f"[demo] identity similarity: {identity}")
     print(f"[demo] {extra['needs_seeds']}")
