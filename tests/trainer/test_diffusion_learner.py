@@ -21,10 +21,10 @@ def _cfg(rl=None, **grpo) -> TrainConfig:
                                        "grpo": {"group_size": 4, **grpo}, "optim": {"lr": 1e-3}, "rollout": {"images_per_worker": 2}})
 
 
-def _rollout(learner: Learner, step: int = 0, b: int = 2, g: int = 4) -> Rollout:
+def _rollout(learner: Learner, step: int = 0, b: int = 2, g: int = 4, side: int = 16) -> Rollout:
     gen = torch.Generator().manual_seed(step)
-    target = torch.rand(b, 3, 16, 16, generator=gen)
-    degraded = (target + 0.1 * torch.randn(b, 3, 16, 16, generator=gen)).clamp(0, 1)
+    target = torch.rand(b, 3, side, side, generator=gen)
+    degraded = (target + 0.1 * torch.randn(b, 3, side, side, generator=gen)).clamp(0, 1)
     s = learner.policy.sample(degraded, g, generator=gen)
     ref = target.repeat_interleave(g, 0)
 
