@@ -8,7 +8,7 @@ sampled steps is the log ratio a PPO update would see at ratio 1 if sampling ran
 autocast (or the rounding error either side adds); rl.clip_eps clips it at 1e-4 .. 1e-3 per step. Also the
 gradient of the mean log-density (the scale of the PPO surrogate's, logprob_reduction 'mean') under each autocast
 against float32: its relative error, and the share of the float32 gradient's non-zero elements that come out
-exactly zero (underflow; the learner has no loss scaling).
+exactly zero (underflow), also for fp16 with the learner's loss scaling (torch.amp.GradScaler's initial 2^16).
 
 CPU autocast runs the CPU's kernels, not a GPU's; the rounding of the dtype (bf16: 8 mantissa bits, fp16: 11)
 is the same, so the order of the error carries over, the exact figures do not.
@@ -49,20 +49,26 @@ def measure(kind: str, folder: Path, steps: int, candidates: int, images: int = 
     out = {"kind": kind, "rows": images * candidates, "stochastic_steps": int(traj.log_prob.shape[1]),
            "abs_log_p_fp32_mean": logp["fp32"].abs().mean().item(), "grad_fp32_abs_mean": grads["fp32"].abs().mean().item()}
     nonzero = grads["fp32"] != 0
+
+    def underflow(g: torch.Tensor) -> float:
+        return (nonzero & (g == 0)).float().sum().item() / nonzero.sum().item()
+
     for p in PRECISIONS:
         diff = (logp[p] - logp["fp32"]).abs()
         out[p] = {"max_abs_vs_fp32": diff.max().item(), "mean_abs_vs_fp32": diff.mean().item(),
                   "max_abs_log_ratio_vs_sampled": (logp[p] - traj.log_prob).abs().max().item(),
                   "grad_rel_err_vs_fp32": ((grads[p] - grads["fp32"]).norm() / grads["fp32"].norm()).item(),
-                  "grad_underflow_share": (nonzero & (grads[p] == 0)).float().sum().item() / nonzero.sum().item()}
+                  "grad_underflow_share": underflow(grads[p])}
+    scaled = gradient(policies["fp16"], x, traj, 2.0**16)
+    out["fp16_loss_scaled"] = {"grad_rel_err_vs_fp32": ((scaled - grads["fp32"]).norm() / grads["fp32"].norm()).item(), "grad_underflow_share": underflow(scaled)}
     return out
 
 
-def gradient(policy, x, traj) -> torch.Tensor:
-    """The flat gradient of the mean per-step log-density over the trainable parameters."""
+def gradient(policy, x, traj, loss_scale: float = 1.0) -> torch.Tensor:
+    """The flat gradient of the mean per-step log-density over the trainable parameters (backward of the scaled loss, unscaled)."""
     policy.zero_grad(set_to_none=True)
-    policy.evaluate(x, traj).log_prob.mean().backward()
-    return torch.cat([p.grad.flatten() for p in policy.parameters() if p.requires_grad and p.grad is not None])
+    (policy.evaluate(x, traj).log_prob.mean() * loss_scale).backward()
+    return torch.cat([p.grad.flatten() for p in policy.parameters() if p.requires_grad and p.grad is not None]) / loss_scale
 
 
 def main() -> None:

@@ -105,6 +105,10 @@ class Learner:
         shared = getattr(self.policy, "shared_reference", lambda: None)()
         self.reference = shared if shared is not None else copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.policy, cfg.optim)
+        # fp16 autocast of the denoiser underflows small gradients (docs/benchmarks.md, issue 21 item 6): the loss is
+        # scaled as torch.amp prescribes (a pass-through for any other precision)
+        fp16 = cfg.policy.kind == "diffusion" and cfg.policy_section.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.ema = EMAModel(self._trainable(), decay=cfg.learner.ema_decay) if cfg.learner.ema_decay else None
         self.objective = OBJECTIVES[cfg.policy.kind]
         self.ddp: DistributedDataParallel | None = None
@@ -213,7 +217,7 @@ class Learner:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"step {step}: non-finite loss {loss.item()} ({stats})")
                 share = (hi - lo) / num_images
-                (loss * share * self.num_ranks).backward()
+                self.scaler.scale(loss * share * self.num_ranks).backward()
             parts.append((share, stats))
         return merge_stats([(w / sum(w for w, _ in parts), s) for w, s in parts])
 
@@ -228,11 +232,15 @@ class Learner:
         for epoch in range(self.cfg.grpo.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             stats = self._backward(step_loss, epoch, num_images, rollout.step)
+            self.scaler.unscale_(self.optimizer)
             stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip))
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # skipped when the scaled gradient overflowed (the scale then shrinks)
+            self.scaler.update()
             if self.ema is not None:
                 self.ema.step(self._trainable())
         self.version += 1
+        if self.scaler.is_enabled():
+            stats["loss_scale"] = self.scaler.get_scale()
         stats.update({
             "advantage/mean": adv.mean().item(),
             "advantage/std": adv.std().item() if adv.numel() > 1 else 0.0,
@@ -261,6 +269,7 @@ class Learner:
             "ema_step": None if self.ema is None else self.ema.optimization_step,
             "reference": cpu_state(self.reference),
             "optimizer": to_cpu(self.optimizer.state_dict()),  # a snapshot, not the live moment tensors
+            "scaler": self.scaler.state_dict(),  # {} unless fp16
             "tracker": to_cpu(self.tracker.state_dict()) if self.tracker is not None else None,
             "version": self.version,
             "torch_rng": torch.get_rng_state(),
@@ -277,6 +286,10 @@ class Learner:
         self.policy.load_state_dict(state["policy"])
         self.reference.load_state_dict(state["reference"])
         self.optimizer.load_state_dict(state["optimizer"])  # torch moves the moments to the parameters' device
+        if self.scaler.is_enabled():
+            if not state.get("scaler"):
+                raise ValueError("the checkpoint has no fp16 loss scale but policy.diffusion.precision is fp16: resume with the precision it was written with")
+            self.scaler.load_state_dict(state["scaler"])
         if self.tracker is not None:
             if state["tracker"] is None:
                 raise ValueError(f"the checkpoint has no advantage history but grpo.advantage is {self.cfg.grpo.advantage!r}")
