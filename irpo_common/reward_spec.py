@@ -34,6 +34,7 @@ class RewardWeights(BaseModel):
     brisque: float = Field(0.0, ge=0, description="R_gen: BRISQUE (no reference; the LIVE release's model) mapped by brisque_range; 0 keeps the paper's reward.")
     niqe: float = Field(0.0, ge=0, description="R_gen: NIQE (no reference; the MATLAB release's pristine model) mapped by niqe_range; 0 keeps the paper's reward.")
     piqe: float = Field(0.0, ge=0, description="R_gen: PIQE (no reference, no trained parameters) mapped by piqe_range; 0 keeps the paper's reward.")
+    hps: float = Field(0.0, ge=0, description="R_gen: human-preference score (HPSv2-style open_clip model: cosine of the image and a quality prompt; the reward service's hps_* settings) mapped by hps_range; LRPO's preference term; 0 keeps the paper's reward.")
     gen: float = Field(0.6, ge=0, description="R: weight of the generic term R_gen.")
     judge: float = Field(0.1, ge=0, description="R: weight of the caller-supplied judge score.")
     task: float = Field(0.3, ge=0, description="R: weight of the task-aware term R_task.")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, get_args
 
-Task = Literal["denoise", "derain", "dehaze", "deblur", "lowlight"]
+Task = Literal["denoise", "derain", "dehaze", "deblur", "lowlight", "face"]  # face: blind face restoration (LRPO)
 TASKS: tuple[str, ...] = get_args(Task)
+ALL_IN_ONE_TASKS: tuple[str, ...] = ("denoise", "derain", "dehaze", "deblur", "lowlight")  # IRPO's five, the default task list
 
 
 def check_covers_tasks(table: Mapping[str, object], what: str) -> None:

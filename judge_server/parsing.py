@@ -30,6 +30,7 @@ _TASK_WORDS = {
     "dehaze": ("haze", "hazy", "fog", "dehaz"),
     "deblur": ("blur",),
     "lowlight": ("low-light", "low light", "lowlight", "dark", "underexpos"),
+    "face": ("face", "facial"),
 }
 check_covers_tasks(_TASK_WORDS, "judge_server.parsing._TASK_WORDS")
 

@@ -22,6 +22,7 @@ TASK_NAMES = {
     "dehaze": "haze",
     "deblur": "blur",
     "lowlight": "low-light",
+    "face": "blur, low resolution, noise and JPEG compression (a degraded face)",
 }
 check_covers_tasks(TASK_NAMES, "judge_server.prompts.TASK_NAMES")
 

@@ -162,8 +162,10 @@ def create_app(settings: RewardSettings, models: RewardModels | None = None) -> 
             "brisque_range": settings.brisque_range,
             "niqe_range": settings.niqe_range,
             "piqe_range": settings.piqe_range,
+            "hps_range": settings.hps_range,
             "models": m.info() if m else None,
             "random_weights": m.random_terms() if m else None,
+            "unavailable_terms": table.unavailable(settings),
             "precision": m.precision if m else None,
             "convention": "RGB in [0,1] (values outside are refused); PSNR data_range 1; SSIM skimage default (7x7 uniform, sample covariance)",
             "limits": {

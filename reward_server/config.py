@@ -51,6 +51,11 @@ class RewardSettings(BaseSettings):
     )
     lpips_net: Literal["alex", "vgg", "squeeze"] = Field("alex", description="LPIPS backbone network.")
     iqa_prompts: tuple[str, str] = Field(("Good photo.", "Bad photo."), description="CLIP-IQA antonym prompts.")
+    hps_model: str | None = Field(None, description="open_clip architecture of the human-preference model (HPSv2: ViT-H-14), loaded from weights_dir/hps/hps_file; None = no `hps` term (not loaded; reported as skipped).")
+    hps_model_config: Path | None = Field(None, description="Extra open_clip architecture JSON to register for hps_model (small CPU models).")
+    hps_file: str = Field("HPS_v2.1_compressed.pt", description="The human-preference model's state dict under weights_dir/hps/ (HPSv2's released file name; an open_clip state dict, optionally under 'state_dict').")
+    hps_prompt: str = Field("A high-quality photo of a face.", description="The prompt the human-preference model compares the image with: HPSv2 scores an image against its text; a restorer has no prompt, so one quality description stands in (LRPO's wording is not published).")
+    hps_range: tuple[float, float] = Field((0.2, 0.35), description="HPS cosine mapped linearly onto [0, 1] (HPSv2 scores of generated images lie around 0.2-0.3).")
     psnr_range_db: tuple[float, float] = Field((20.0, 40.0), description="PSNR thresholds tau_min, tau_max mapped onto [0, 1].")
     weights: RewardWeights = Field(default_factory=RewardWeights)
     max_pixels: int = Field(2048 * 2048, gt=0, description="Per-image pixel limit (decompression bombs).")
@@ -87,7 +92,7 @@ class RewardSettings(BaseSettings):
     body_timeout_s: float = Field(30.0, gt=0, description="Time to receive a whole request body; slower uploads get 408.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 503 (overloaded, not ready).")
 
-    @field_validator("psnr_range_db", "aesthetic_range", "brisque_range", "niqe_range", "piqe_range")
+    @field_validator("psnr_range_db", "aesthetic_range", "brisque_range", "niqe_range", "piqe_range", "hps_range")
     @classmethod
     def _increasing(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not v[0] < v[1]:
@@ -105,8 +110,11 @@ class RewardSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _config_file_exists(self) -> "RewardSettings":
-        if self.clip_model_config is not None and not self.clip_model_config.is_file():
-            raise ValueError(f"clip_model_config: file not found: {self.clip_model_config}")
+        for name in ("clip_model_config", "hps_model_config"):
+            if getattr(self, name) is not None and not getattr(self, name).is_file():
+                raise ValueError(f"{name}: file not found: {getattr(self, name)}")
+        if self.weights.hps > 0 and self.weights.gen > 0 and self.hps_model is None:
+            raise ValueError("weights.hps > 0 needs a human-preference model: set hps_model (and its weights under weights_dir/hps/)")
         return self
 
     @classmethod

@@ -84,6 +84,18 @@ class AestheticHead(nn.Module):
 
 
 @dataclass
+class HumanPreference:
+    """An HPSv2-style human-preference model: an open_clip tower and the normalised embedding of the prompt it
+    scores images against (HPSv2's score is that image-text cosine)."""
+
+    model: nn.Module
+    mean: torch.Tensor
+    std: torch.Tensor
+    size: tuple[int, int]
+    text: torch.Tensor  # (1, D)
+
+
+@dataclass
 class RewardModels:
     clip: nn.Module
     clip_mean: torch.Tensor
@@ -99,6 +111,7 @@ class RewardModels:
     provenance: dict[str, Provenance]
     device: torch.device
     precision: dict[str, str]  # network -> the precision it runs in; every other term is float32
+    hps: HumanPreference | None = None  # settings.hps_model; None: no `hps` term
 
     def random_terms(self) -> list[str]:
         return random_terms(self.provenance)
@@ -141,6 +154,28 @@ def _find_aesthetic(settings: RewardSettings) -> tuple[str, str] | None:
         return None
     p = settings.weights_dir / "aesthetic" / settings.aesthetic_file
     return ("weights_dir", str(p)) if p.is_file() else None
+
+
+def _find_hps(settings: RewardSettings) -> tuple[str, str] | None:
+    if settings.weights_dir is None:
+        return None
+    p = settings.weights_dir / "hps" / settings.hps_file
+    return ("weights_dir", str(p)) if p.is_file() else None
+
+
+def _build_hps(settings: RewardSettings, found: tuple[str, str] | None) -> tuple[nn.Module, Provenance]:
+    """The human-preference tower in float32 (its score is a cosine of small differences, as CLIP-IQA's)."""
+    model = open_clip.create_model(settings.hps_model, pretrained=None)
+    if found is None:
+        return model, Provenance(f"hps-{settings.hps_model}", "random", None, "RANDOM WEIGHTS (development flag)")
+    source, path = found
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise WeightsMissingError(f"human-preference model {path}: not an open_clip {settings.hps_model} state dict ({str(exc)[:300]})") from None
+    return model, Provenance(f"hps-{settings.hps_model}", source, path)
 
 
 def _build_clip(settings: RewardSettings, found: tuple[str, str] | None, precision: str) -> tuple[nn.Module, Provenance]:
@@ -212,6 +247,12 @@ def find_weights(settings: RewardSettings) -> dict[str, tuple[str, str] | None]:
         "aesthetic": _find_aesthetic(settings),
         "lpips_backbone": _find_lpips_backbone(settings),
     }
+    if settings.hps_model is not None:
+        if settings.hps_model_config is not None:
+            open_clip.add_model_config(settings.hps_model_config)
+        if settings.hps_model not in open_clip.list_models():
+            raise ValueError(f"hps_model {settings.hps_model!r} is not an open_clip architecture")
+        found["hps"] = _find_hps(settings)
     missing = [name for name, hit in found.items() if hit is None]
     if missing and not settings.random_weights:
         wd = f"{settings.weights_dir}/" if settings.weights_dir else "<no --weights-dir given>/"
@@ -221,6 +262,7 @@ def find_weights(settings: RewardSettings) -> dict[str, tuple[str, str] | None]:
             "aesthetic": f"{wd}aesthetic/{settings.aesthetic_file}",
             "lpips_backbone": f"{wd}torchvision/{lpips_backbone_filename(settings.lpips_net)} "
             f"and {torch.hub.get_dir()}/checkpoints/",
+            "hps": f"{wd}hps/{settings.hps_file} (copy the human-preference model's file there by hand)",
         }
         lines = "\n".join(f"  - {m}: looked in {where[m]}" for m in missing)
         raise WeightsMissingError(
@@ -229,6 +271,11 @@ def find_weights(settings: RewardSettings) -> dict[str, tuple[str, str] | None]:
             "with --weights-dir DIR; or, for development only, start with --random-weights."
         )
     return found
+
+
+def _image_size(model: nn.Module) -> tuple[int, int]:
+    size = model.visual.image_size
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
@@ -250,8 +297,16 @@ def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
     with torch.inference_mode():
         text = clip.encode_text(tokenizer(list(settings.iqa_prompts)).to(device))
         text = text / text.norm(dim=-1, keepdim=True)
-    size = clip.visual.image_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = _image_size(clip)
+    hps, provenance = None, {}
+    if settings.hps_model is not None:
+        hps_net, provenance["hps"] = _build_hps(settings, found["hps"])
+        hps_net.eval().requires_grad_(False).to(device)
+        with torch.inference_mode():
+            prompt = hps_net.encode_text(open_clip.get_tokenizer(settings.hps_model)([settings.hps_prompt]).to(device)).float()
+        hps = HumanPreference(hps_net, torch.tensor(hps_net.visual.image_mean, device=device).view(1, 3, 1, 1),
+                              torch.tensor(hps_net.visual.image_std, device=device).view(1, 3, 1, 1), _image_size(hps_net),
+                              prompt / prompt.norm(dim=-1, keepdim=True))
     models = RewardModels(
         clip=clip,
         clip_mean=torch.tensor(clip.visual.image_mean, device=device).view(1, 3, 1, 1),
@@ -270,9 +325,11 @@ def load_models(settings: RewardSettings, device: torch.device) -> RewardModels:
             "lpips_backbone": lp_prov,
             **{name: Provenance(name.upper(), "package", None, provenance_note(name)) for name in ("brisque", "niqe")},
             "piqe": Provenance("PIQE", "formula", None, "no trained parameters (Venkatanath et al. 2015, as MATLAB's piqe)"),
+            **provenance,
         },
         device=device,
         precision=precision,
+        hps=hps,
     )
     if models.random_terms():
         log.warning("terms running on RANDOM weights (development only): %s", ", ".join(models.random_terms()))

@@ -31,7 +31,8 @@ class ItemResult(BaseModel):
     reward: float = Field(description="Combined reward with the applied (renormalised) weights.")
     task: str | None
     terms: dict[str, float] = Field(description="Per-term rewards in [0, 1] (lowlight's task term is at most 0.3).")
-    metrics: dict[str, float] = Field(description="Raw values: psnr (dB), ssim, lpips distance, clip_similarity (cosine), aesthetic (rating), clip_iqa, task.")
+    metrics: dict[str, float] = Field(description="Raw values: psnr (dB), ssim, lpips distance, clip_similarity (cosine), aesthetic (rating), clip_iqa, "
+                                             "brisque, niqe, piqe (their own scales, lower is better), hps (cosine), task.")
     weights: dict[str, float] = Field(description="Flat weights actually applied; they sum to 1.")
     skipped: dict[str, str] = Field(description="Terms not computed, with the reason.")
     renormalised: bool = Field(description="True when a term with a positive weight was skipped and the others renormalised.")

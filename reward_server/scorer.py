@@ -65,6 +65,9 @@ def make_item(
         if t.min() < 0 or t.max() > 1:
             raise InvalidItemError(f"{label}{name}: values outside [0, 1]; send images in [0, 1] (clamp them first)")
     size = tuple(restored.shape[1:])
+    for name, reason in table.unavailable(settings).items():  # a weighted term without its model: refused, not renormalised away
+        if getattr(weights, name) > 0 and weights.gen > 0:
+            raise InvalidItemError(f"{label}weights: {name} > 0 but {reason}")
     for name, reason in table.too_small(size, settings).items():  # a weighted term the image cannot give: refused, not renormalised away
         if getattr(weights, name) > 0 and weights.gen > 0:
             raise InvalidItemError(f"{label}restored: {reason}")

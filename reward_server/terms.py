@@ -32,6 +32,18 @@ _IQA_LOGIT_SCALE = 100.0  # CLIP's trained logit scale, as in CLIP-IQA
 CLIP_WEIGHTS = "open_clip checkpoint: weights_dir/clip/ or the Hugging Face cache"
 
 
+def _embed(images: torch.Tensor, model, mean: torch.Tensor, std: torch.Tensor, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """L2-normalised open_clip image embeddings, preprocessed as open_clip does."""
+    th, tw = size
+    h, w = images.shape[-2:]
+    s = max(th / h, tw / w)  # resize the shorter side, then centre-crop (open_clip's 'shortest' mode)
+    x = F.interpolate(images, size=(max(th, round(h * s)), max(tw, round(w * s))), mode="bicubic", antialias=True, align_corners=False)
+    top, left = (x.shape[-2] - th) // 2, (x.shape[-1] - tw) // 2
+    x = x[..., top : top + th, left : left + tw].clamp(0, 1)
+    emb = model.encode_image(((x - mean) / std).to(dtype)).float()
+    return emb / emb.norm(dim=-1, keepdim=True)
+
+
 class Batch:
     """Same-size images of items that all carry the same inputs, on the device; CLIP embeddings
     are computed once, on first use, for every term that needs them. `models` is the service's
@@ -42,14 +54,13 @@ class Batch:
 
     def _clip_embed(self, images: torch.Tensor) -> torch.Tensor:
         m = self.models
-        th, tw = m.clip_size
-        h, w = images.shape[-2:]
-        s = max(th / h, tw / w)  # resize the shorter side, then centre-crop (open_clip's 'shortest' mode)
-        x = F.interpolate(images, size=(max(th, round(h * s)), max(tw, round(w * s))), mode="bicubic", antialias=True, align_corners=False)
-        top, left = (x.shape[-2] - th) // 2, (x.shape[-1] - tw) // 2
-        x = x[..., top : top + th, left : left + tw].clamp(0, 1)
-        emb = m.clip.encode_image(((x - m.clip_mean) / m.clip_std).to(m.clip_dtype)).float()
-        return emb / emb.norm(dim=-1, keepdim=True)
+        return _embed(images, m.clip, m.clip_mean, m.clip_std, m.clip_size, m.clip_dtype)
+
+    @cached_property
+    def hps(self) -> torch.Tensor:
+        """(N,) cosine of each restored image with the human-preference model's prompt (HPSv2's score)."""
+        h = self.models.hps
+        return (_embed(self.restored, h.model, h.mean, h.std, h.size, torch.float32) @ h.text.T)[:, 0]
 
     @cached_property
     def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -103,6 +114,7 @@ class Metric:
     weights_from: str = "none: a formula"
     min_side: Callable[[RewardSettings], int] = lambda st: 1  # the smallest side the configured model takes
     size_error: Callable[[int, int], str | None] = lambda h, w: None  # a further size rule (NIQE's patches)
+    unavailable: Callable[[RewardSettings], str | None] = lambda st: None  # why the service has no model for it
 
     def why_too_small(self, h: int, w: int, settings: RewardSettings) -> str | None:
         """Why an h x w image has no value of this metric (None when it has one)."""
@@ -132,6 +144,9 @@ METRICS: tuple[Metric, ...] = (
            components=("niqe",), weights_from=_NR_SOURCE, min_side=lambda st: st.nr_min_side["niqe"], size_error=niqe.size_error),
     Metric("piqe", lambda b: _in_passes(b.models.piqe, b.restored), lambda r, st: 1.0 - _linear(*st.piqe_range, r),
            components=("piqe",), min_side=lambda st: st.nr_min_side["piqe"]),
+    Metric("hps", lambda b: b.hps, lambda r, st: _linear(*st.hps_range, r), components=("hps",),
+           weights_from="HPSv2-style open_clip model: weights_dir/hps/<hps_file>",
+           unavailable=lambda st: None if st.hps_model else "no human-preference model configured (hps_model)"),
     Metric("psnr_degraded", lambda b: metrics.psnr(b.degraded, b.reference), None, needs=("reference", "degraded")),
     Metric("ssim_degraded", lambda b: metrics.ssim(b.degraded, b.reference), None, needs=("reference", "degraded")),
 )
@@ -139,23 +154,31 @@ TERMS = tuple(m for m in METRICS if m.to_unit is not None)
 if tuple(sorted(t.name for t in TERMS)) != tuple(sorted(GEN_TERMS)):
     raise RuntimeError(f"reward_server.terms: terms {[t.name for t in TERMS]} differ from RewardWeights' {list(GEN_TERMS)}")
 
+# Tasks without a published task-aware term: R_task is absent for them, reported in `skipped`, and its
+# weight renormalised away like any absent term. LRPO's face reward has no task term.
+NO_TASK_TERM: dict[str, str] = {"face": "no task-aware term exists for face (LRPO's reward has none); its weight is renormalised away"}
 # The task-aware terms (reward_server.metrics.task_terms): derain's needs only the restored image.
-TASK_NEEDS: dict[str, tuple[str, ...]] = {t: () if t == "derain" else ("reference",) for t in TASKS}
+TASK_NEEDS: dict[str, tuple[str, ...]] = {t: () if t == "derain" else ("reference",) for t in TASKS if t not in NO_TASK_TERM}
 
 
 def random_terms(provenance: dict) -> list[str]:
     """Terms computed with a component that runs on RANDOM weights (the development flag)."""
-    return sorted(t.name for t in TERMS if any(provenance[c].random for c in t.components))
+    return sorted(t.name for t in TERMS if any(c in provenance and provenance[c].random for c in t.components))
 
 
 def _why_absent(m: Metric, given: frozenset[str], size: tuple[int, int], settings: RewardSettings) -> str | None:
     missing = [n for n in m.needs if n not in given]
-    return f"no {missing[0]} given" if missing else m.why_too_small(*size, settings)
+    return m.unavailable(settings) or (f"no {missing[0]} given" if missing else m.why_too_small(*size, settings))
 
 
 def too_small(size: tuple[int, int], settings: RewardSettings) -> dict[str, str]:
     """Terms an image of this (H, W) cannot give, with the reason (a weighted one is refused with a 4xx)."""
     return {t.name: reason for t in TERMS if (reason := t.why_too_small(*size, settings))}
+
+
+def unavailable(settings: RewardSettings) -> dict[str, str]:
+    """Terms this service has no model for, with the reason (a weighted one is refused with a 4xx)."""
+    return {t.name: reason for t in TERMS if (reason := t.unavailable(settings))}
 
 
 def min_sides(settings: RewardSettings) -> dict[str, int]:
@@ -184,6 +207,8 @@ def present_terms(
             present.append(t.name)
     if task is None:
         skipped["task"] = "no task given"
+    elif task in NO_TASK_TERM:
+        skipped["task"] = NO_TASK_TERM[task]
     elif all(n in given for n in TASK_NEEDS[task]):
         present.append("task")
     else:

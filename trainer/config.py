@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from upath import UPath
 
 from irpo_common.reward_spec import RewardWeights
-from irpo_common.tasks import TASKS, Task
+from irpo_common.tasks import ALL_IN_ONE_TASKS, Task
 from trainer.storage import StoragePath
 
 
@@ -151,14 +151,48 @@ class PolicyConfig(_Section):
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig, description="The diffusion family's settings (read when kind is 'diffusion'). Its `rl` section replaces grpo.clip_eps, grpo.kl_coef, grpo.adaptive_weighting and the IRPO-only terms (entropy, sup_coef, cons_coef); grpo.group_size, grpo.advantage and grpo.ppo_epochs apply to both families.")
 
 
+class FaceConfig(_Section):
+    """Blind face restoration (task 'face', data.source 'face'): the synthetic degradation of GFPGAN / CodeFormer /
+    DiffBIR's training (trainer/data/face.py) and the face data layouts (trainer/data/sources.py)."""
+
+    size: int = Field(512, ge=16, description="Side of the aligned square faces (FFHQ-style training folder: 512 x 512, as GFPGAN's out_size); every training and test face must have it.")
+    blur_kernel_size: int = Field(41, ge=3, description="Largest Gaussian blur kernel (odd; GFPGAN: 41); capped below the image side.")
+    blur_sigma: tuple[float, float] = Field((0.1, 10.0), description="Range of the Gaussian blur sigma in px (GFPGAN's train_gfpgan_v1*.yml: [0.1, 10]). Isotropic kernels only: GFPGAN also draws anisotropic ones half of the time.")
+    downsample: tuple[float, float] = Field((0.8, 8.0), description="Range of the downsampling factor (GFPGAN: [0.8, 8]); the image is resized back to its size after noise and JPEG.")
+    noise: tuple[float, float] = Field((0.0, 20.0), description="Range of the Gaussian noise sigma on the 0-255 scale (GFPGAN: [0, 20]).")
+    jpeg_quality: tuple[int, int] = Field((60, 100), description="Range of the JPEG quality (GFPGAN: [60, 100]).")
+    real_world: dict[str, Path] = Field(default_factory=dict, description="Real-world test sets without ground truth (e.g. {lfw: data/LFW-Test, webphoto: data/WebPhoto-Test}): name -> a folder of face images, evaluated with the reward service's no-reference terms only.")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "FaceConfig":
+        for name in ("blur_sigma", "downsample", "noise", "jpeg_quality"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"data.face.{name} must satisfy 0 <= low <= high, got {[low, high]}")
+        if self.downsample[0] <= 0 or self.jpeg_quality[1] > 100 or self.jpeg_quality[0] < 1:
+            raise ValueError("data.face: downsample factors must be > 0 and JPEG qualities in [1, 100]")
+        if self.blur_kernel_size % 2 == 0:
+            raise ValueError(f"data.face.blur_kernel_size must be odd, got {self.blur_kernel_size}")
+        return self
+
+
 class DataConfig(_Section):
-    source: Literal["demo", "adair", "paired"] = Field("demo", description="'demo': real photos fetched at setup with synthetic degradations; 'adair': AdaIR folder layout under root; 'paired': input/ + target/ folders under root.")
+    source: Literal["demo", "adair", "paired", "face"] = Field("demo", description="'demo': real photos fetched at setup with synthetic degradations; 'adair': AdaIR folder layout under root; 'paired': input/ + target/ folders under root; 'face': aligned faces, train/ (FFHQ-style folder, degraded by the BFR model) and test/ (CelebA-Test-style input/ + target/ pairs, or clean faces degraded with fixed seeds); see data.face.")
     root: Path = Field(Path("data/demo"), description="Dataset root folder.")
-    tasks: list[Task] = Field(list(TASKS), min_length=1, description="Restoration tasks to train and evaluate on.")
+    tasks: list[Task] = Field(list(ALL_IN_ONE_TASKS), min_length=1, description="Restoration tasks to train and evaluate on (default: IRPO's five; 'face' is blind face restoration).")
     crop_size: int = Field(128, ge=16, description="Random training crop size in pixels (IRPO: 128).")
     noise_sigmas: list[float] = Field([15.0, 25.0, 50.0], description="Gaussian noise levels (0-255 scale) for denoising.")
     seed: int = Field(0, description="Seed for degradation synthesis and crops.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    face: FaceConfig = Field(default_factory=FaceConfig, description="Blind face restoration: degradation ranges and real-world sets (task 'face').")
+
+    @model_validator(mode="after")
+    def _check_face_source(self) -> "DataConfig":
+        if self.source == "face" and self.tasks != ["face"]:
+            raise ValueError(f"data.source 'face' holds the face task only: set data.tasks to [face], got {self.tasks}")
+        if self.source == "adair" and "face" in self.tasks:
+            raise ValueError("data.source 'adair' has no face task: use data.source 'face' (aligned faces) or 'paired'")
+        return self
 
 
 class PretrainConfig(_Section):
@@ -186,6 +220,8 @@ class EvalConfig(_Section):
     tile: int | None = Field(None, gt=0, description="Tile size for full-image inference on large images (None = whole image).")
     tile_overlap: int = Field(32, ge=0, description="Overlap between tiles in pixels.")
     crop: int | None = Field(None, ge=16, description="Centre-crop each test image to this size (px, multiple of 16); None = whole images (the paper). For fast CPU demos.")
+    identity_arch: Literal["r18", "r34", "r50", "r100"] = Field("r50", description="ArcFace IResNet depth of the face task's identity metric (trainer/face_identity.py; insightface's arcface_torch backbones).")
+    identity_weights: Path | None = Field(None, description="Local ArcFace IResNet weights (arcface_torch backbone.pth or .safetensors, its key names) for the identity metric; None = RANDOM weights, said so in every result (identity values then mean nothing).")
     ood: bool = Field(True, description="Also evaluate the out-of-distribution degradation set.")
     samples: int = Field(0, ge=0, description="Besides the deterministic output, score this many stochastic samples per image from the sampler GRPO trains (policy.sample: Beta draws, or the eta > 0 chain), seeded per image by data.seed, and report their mean PSNR/SSIM/R (`*_sampled`): what post-training optimises. 0 = the deterministic output only.")
 

@@ -23,6 +23,7 @@ import torch
 from trainer import cli_common
 from trainer.config import TrainConfig
 from trainer.data import build_eval_sets
+from trainer.face_identity import IdentityMetric
 from trainer.inference import restore
 from trainer.metrics import psnr_ssim
 from trainer.policies import Policy
@@ -32,17 +33,14 @@ from trainer.policies import Policy
 TABLE2_COLUMNS = ("denoise_sigma25", "derain", "dehaze", "deblur", "lowlight")
 
 
-METRICS = ("psnr", "ssim", "reward", "psnr_sampled", "ssim_sampled", "reward_sampled")
-
-
 def photo_of(image_id: str) -> str:
     """The photo an evaluation image was made from (its ids end with the clean image's stem): the sampling unit."""
     return image_id.rsplit("/", 1)[-1]
 
 
 def column_average(columns: dict) -> dict:
-    """Mean of the column means of psnr, ssim and every other metric of METRICS that every column has."""
-    keys = [m for m in METRICS if all(m in c for c in columns.values())]
+    """Mean of the column means of psnr, ssim and every other metric every column has (reward, identity, lpips, *_sampled)."""
+    keys = [k for k in next(iter(columns.values())) if k != "n" and all(k in c for c in columns.values())]
     return {m: sum(c[m] for c in columns.values()) / len(columns) for m in keys}
 
 
@@ -55,17 +53,21 @@ def table2_average(columns: dict) -> dict | None:
 
 # (restored (N, 3, H, W) of one image, target (3, H, W), degraded (3, H, W), task) -> N rewards
 RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], list[float]]
+# the same arguments -> N dicts of named metrics (e.g. the face task's R and the reward service's LPIPS, one request)
+MeasureFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], list[dict[str, float]]]
 
 
-def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: RewardFn | None = None) -> dict:
+def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: RewardFn | None = None, measure: MeasureFn | None = None) -> dict:
     """{"convention", "ood", "columns": {col: {"psnr", "ssim", "n"}}, "average": {"psnr", "ssim"},
     "average_table2": {"psnr", "ssim"} or None, "per_image": [{"id", "column", "psnr", "ssim",
     "input_psnr", "input_ssim"}], "seconds"}.
 
     The averages are means of the column means (each column weighs the same, as in the paper);
     average_table2 over IRPO's five Table 2 columns only (None when they were not all evaluated).
-    With `reward` (RewardFn: N restorations of one image -> N rewards), every image, column and the average also get "reward".
-    With eval.samples = S > 0 they also get psnr_sampled, ssim_sampled (and reward_sampled): the means over S stochastic
+    With `reward` (RewardFn: N restorations of one image -> N rewards), every image, column and the average also get
+    "reward"; `measure` (MeasureFn: the same -> N dicts of named metrics) likewise gets its metrics. The face task's images also get "identity"
+    (trainer/face_identity.py, eval.identity_*), and the result says which network computed it ("identity_network"),
+    on random weights or not. With eval.samples = S > 0 every metric also gets *_sampled: the mean over S stochastic
     samples of the image (policy.sample, the sampler GRPO trains), drawn from a generator seeded by data.seed and the
     image's position, so every arm sees the same draws. Every row names its photo (photo_of), the sampling unit.
     """
@@ -75,8 +77,7 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
     was_training = policy.training
     policy.eval()
     columns, per_image = {}, []
-    scored = ("psnr", "ssim") + (("reward",) if reward is not None else ())
-    metrics = scored + (tuple(f"{m}_sampled" for m in scored) if e.samples else ())
+    identity = IdentityMetric(e.identity_arch, e.identity_weights, device) if "face" in cfg.data.tasks else None
     for c, (column, dataset) in enumerate(build_eval_sets(cfg.data, ood=ood, crop=e.crop).items()):
         rows = []
         for i in range(len(dataset)):
@@ -84,16 +85,18 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
             x = item["degraded"][None].to(device)
             out = restore(policy, x, e.tile, e.tile_overlap)[0]
             in_psnr, in_ssim = psnr_ssim(item["degraded"], item["target"], e.convention, e.crop_border)
-            row = {"id": item["id"], "photo": photo_of(item["id"]), "column": column, **_scores(out[None], item, e, reward)[0],
-                   "input_psnr": in_psnr, "input_ssim": in_ssim}
+            scores, of_input = _scores(out[None], item, e, reward, measure, identity)
+            row = {"id": item["id"], "photo": photo_of(item["id"]), "column": column, **scores[0],
+                   "input_psnr": in_psnr, "input_ssim": in_ssim, **of_input}
             if e.samples:
                 gen = torch.Generator().manual_seed(cfg.data.seed * 1_000_003 + int(ood) * 10_007 + c * 1_009 + i)
                 with torch.no_grad():
                     draws = policy.sample(x, e.samples, generator=gen).images.clamp(0, 1).cpu()
-                per_draw = _scores(draws, item, e, reward)
-                row |= {f"{m}_sampled": sum(d[m] for d in per_draw) / len(per_draw) for m in scored}
+                per_draw, _ = _scores(draws, item, e, reward, measure, identity)
+                row |= {f"{m}_sampled": sum(d[m] for d in per_draw) / len(per_draw) for m in per_draw[0]}
             rows.append(row)
         per_image += rows
+        metrics = [k for k in rows[0] if k not in ("id", "photo", "column") and not k.startswith("input_")]
         columns[column] = {m: sum(r[m] for r in rows) / len(rows) for m in metrics} | {"n": len(rows)}
     policy.train(was_training)
     if not columns:
@@ -105,17 +108,30 @@ def evaluate(cfg: TrainConfig, policy: Policy, ood: bool = False, reward: Reward
         "average": column_average(columns),
         "average_table2": table2_average(columns),
         "per_image": per_image,
+        "identity_network": identity.describe() if identity is not None else None,
         "seconds": time.perf_counter() - t0,
     }
 
 
-def _scores(outs: torch.Tensor, item: dict, e, reward: RewardFn | None) -> list[dict]:
-    """PSNR, SSIM (and R, one request for all) of N restorations (N, 3, H, W) of one image against its target."""
-    rows = [dict(zip(("psnr", "ssim"), psnr_ssim(o.clamp(0, 1), item["target"], e.convention, e.crop_border))) for o in outs]
+def _scores(outs: torch.Tensor, item: dict, e, reward: RewardFn | None, measure: MeasureFn | None,
+            identity: IdentityMetric | None) -> tuple[list[dict], dict]:
+    """PSNR, SSIM (R and measure's metrics, one call for all; the face task's identity) of N restorations
+    (N, 3, H, W) of one image against its target, and the input's identity ({} without one)."""
+    outs = outs.clamp(0, 1).cpu()
+    rows = [dict(zip(("psnr", "ssim"), psnr_ssim(o, item["target"], e.convention, e.crop_border))) for o in outs]
     if reward is not None:
-        for row, r in zip(rows, reward(outs.cpu(), item["target"], item["degraded"], item["task"])):
+        for row, r in zip(rows, reward(outs, item["target"], item["degraded"], item["task"])):
             row["reward"] = r
-    return rows
+    if measure is not None:
+        for row, m in zip(rows, measure(outs, item["target"], item["degraded"], item["task"])):
+            row |= m
+    if identity is None or item["task"] != "face":
+        return rows, {}
+    emb = identity.embed(torch.cat([outs, item["degraded"][None], item["target"][None]]))  # one forward for all
+    *sims, of_input = (emb[:-1] @ emb[-1]).tolist()
+    for row, sim in zip(rows, sims):
+        row["identity"] = sim
+    return rows, {"input_identity": of_input}
 
 
 def input_baseline(results: dict) -> dict:
@@ -123,7 +139,8 @@ def input_baseline(results: dict) -> dict:
     columns = {}
     for col in results["columns"]:
         rows = [r for r in results["per_image"] if r["column"] == col]
-        columns[col] = {m: sum(r[f"input_{m}"] for r in rows) / len(rows) for m in ("psnr", "ssim")} | {"n": len(rows)}
+        metrics = [k.removeprefix("input_") for k in rows[0] if k.startswith("input_")]
+        columns[col] = {m: sum(r[f"input_{m}"] for r in rows) / len(rows) for m in metrics} | {"n": len(rows)}
     return {"convention": results["convention"], "ood": results["ood"], "columns": columns,
             "average": column_average(columns), "average_table2": table2_average(columns)}
 

@@ -34,9 +34,9 @@ from trainer.actors.scoring import Scorer, check_services
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data.post_training import TrainDataError
 from trainer.demo.arms import GRPO_ARMS, TRAINED_ARMS, arm_config, grpo, sft_control
-from trainer.demo.report import COMPARED, REFERENCES, SPLITS, evaluation_protocol, multiplicity, paired_change, verdict
+from trainer.demo.report import COMPARED, REFERENCES, SPLITS, evaluation_protocol, multiplicity, paired_change, verdict, watch_summary
 from trainer.stats import mean_ci95
-from trainer.demo.run import Stages, _policy, _reward_fn, prepare
+from trainer.demo.run import Stages, _policy, prepare, scored_by
 from trainer.evaluate import evaluate
 from trainer.local_service import LocalRewardService
 from trainer.run import STOP_ERRORS, init_ray
@@ -54,8 +54,8 @@ def seed_config(cfg: TrainConfig, seed: int) -> TrainConfig:
 
 def _evaluate_splits(cfg: TrainConfig, weights: Path) -> dict:
     policy = _policy(cfg, weights)
-    reward = _reward_fn(Scorer(cfg.reward, cfg.judge))
-    return {s: evaluate(cfg, policy, ood=s == "ood", reward=reward) for s in SPLITS}
+    scoring = scored_by(cfg, Scorer(cfg.reward, cfg.judge))
+    return {s: evaluate(cfg, policy, ood=s == "ood", **scoring) for s in SPLITS}
 
 
 def run_arm(cfg: TrainConfig, arm: str, seed: int, pretrained: Path) -> dict:
@@ -66,7 +66,8 @@ def run_arm(cfg: TrainConfig, arm: str, seed: int, pretrained: Path) -> dict:
     else:
         arm_cfg = arm_config(seed_config(cfg, seed), arm, pretrained)
         weights, updates = sft_control(arm_cfg) if arm == "sft_control" else grpo(arm_cfg)[:2]
-    return {"arm": arm, "seed": seed, "updates": updates, "evals": _evaluate_splits(cfg, weights), "seconds": time.perf_counter() - t0}
+    watch = watch_summary(arm_cfg.logging.dir / "watch.json") if arm in GRPO_ARMS else None
+    return {"arm": arm, "seed": seed, "updates": updates, "evals": _evaluate_splits(cfg, weights), "watch": watch, "seconds": time.perf_counter() - t0}
 
 
 def grpo_arm_cpus(cfg: TrainConfig) -> float:
@@ -197,7 +198,8 @@ def run_experiment(cfg: TrainConfig, seeds: int, report: Path) -> dict:
     text = tables(rows, arms)
     lines = "\n".join(f"- {v}" for v in verdicts)
     (report / "results.md").write_text(f"{text}\n{lines}\n\n{multiplicity(verdicts)}\n")
-    results_json = {"seeds": list(range(seeds)), "unit": "photo", "protocol": evaluation_protocol(cfg), "per_seed": rows, "arms": arms,
+    watch = {f"{r['arm']}/{r['seed']}": r["watch"] for r in results if r["watch"]}  # each GRPO run's reward-hacking watch
+    results_json = {"seeds": list(range(seeds)), "unit": "photo", "protocol": evaluation_protocol(cfg), "per_seed": rows, "arms": arms, "watch": watch,
                     "random_weight_terms": random_terms, "psnr_range_db": list(cfg.reward.psnr_range_db) if cfg.reward.psnr_range_db else None}
     (report / "results.json").write_text(json.dumps(results_json, indent=1))
     notes = {"stage_seconds": timed.times, "arm_seconds": {f"{r['arm']}/{r['seed']}": r["seconds"] for r in results},
@@ -208,6 +210,8 @@ def run_experiment(cfg: TrainConfig, seeds: int, report: Path) -> dict:
     for v in verdicts:
         print(f"[experiment] {v}")
     print(f"[experiment] {multiplicity(verdicts)}")
+    for run, w in watch.items():
+        print(f"[experiment] {run}: reward-hacking watch, {len(w['warnings'])} warning(s)" + "".join(f"\n[experiment]   {text}" for text in w["warnings"]))
     print(f"[experiment] report: {report}/results.md, results.json, notes.json, config.json")
     print(f"[experiment] total {notes['total_seconds'] / 60:.1f} min (load average at start {load_start[0]:.2f}, end {notes['load_average_end'][0]:.2f})")
     return results_json

@@ -28,9 +28,12 @@ def test_task_tables_cover_exactly_the_tasks():
     from judge_server.parsing import _TASK_WORDS
     from judge_server.prompts import TASK_NAMES
     from reward_server.metrics import task_terms
+    from reward_server.terms import NO_TASK_TERM, TASK_NEEDS
 
-    for table in (_TASK_WORDS, TASK_NAMES, task_terms(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))):
+    for table in (_TASK_WORDS, TASK_NAMES):
         assert set(table) == set(TASKS)
+    for table in (TASK_NEEDS, task_terms(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))):
+        assert set(table) == set(TASKS) - set(NO_TASK_TERM)
     with pytest.raises(RuntimeError, match="differ from the tasks"):
         check_covers_tasks({"denoise": 1}, "a table")
 
@@ -54,11 +57,13 @@ def test_which_terms_are_present_follows_the_images_given():
     assert skipped["psnr"] == "no reference given" and "judge" in skipped
     assert skipped["niqe"].startswith("NIQE needs a side of at least 384 px")  # too small, whatever is given
     present, skipped = present_terms(frozenset({"reference"}), (96, 192), "dehaze", judge=True, settings=st)
-    assert set(present) == set(GEN_TERMS) - {"niqe", "piqe"} | {"task", "judge"} and set(skipped) == {"niqe", "piqe"}
+    assert set(present) == set(GEN_TERMS) - {"niqe", "piqe", "hps"} | {"task", "judge"} and set(skipped) == {"niqe", "piqe", "hps"}
     present, skipped = present_terms(frozenset({"reference"}), (384, 384), "dehaze", judge=True, settings=st)
-    assert set(present) == set(GEN_TERMS) | {"task", "judge"} and skipped == {}
+    assert set(present) == set(GEN_TERMS) - {"hps"} | {"task", "judge"} and list(skipped) == ["hps"]  # no hps_model configured
     _, skipped = present_terms(frozenset(), (64, 64), "dehaze", judge=True, settings=st)
     assert skipped["task"].startswith("no reference given")
+    present, skipped = present_terms(frozenset({"reference"}), (96, 192), "face", judge=False, settings=st)
+    assert "task" not in present and skipped["task"].startswith("no task-aware term exists for face")
 
 
 def test_the_judge_service_imports_neither_torch_nor_the_other_packages():

@@ -32,6 +32,7 @@ def test_probes_and_info(http):
     assert info["random_weights"] == RANDOM_TERMS
     assert info["models"]["clip"]["random"] is True and "not the paper's ViT-L-14" in info["models"]["clip"]["note"]
     assert info["limits"]["max_pixels"] == 40000  # from the YAML given with --config
+    assert info["unavailable_terms"] == {"hps": "no human-preference model configured (hps_model)"}  # a trainer checks it at start
     expected = precision.resolve_precision("auto", torch.device(info["device"]))  # bfloat16 where the device has it natively
     assert info["precision"] == {"clip": expected, "lpips_backbone": expected}
 
@@ -72,6 +73,7 @@ def test_no_reference_scoring_uses_no_reference_terms(http):
         "task": "no reference given (the dehaze term compares with the ground truth)",
         "judge": "no judge score supplied (the judge service is separate; pass `judge` to include it)",
         "niqe": "NIQE needs a side of at least 192 px, got 64x64",
+        "hps": "no human-preference model configured (hps_model)",
     }
     assert body["renormalised"] is True
     assert body["weights"] == {"aesthetic": 1.0, "clip_iqa": 0.0, "brisque": 0.0, "piqe": 0.0}  # R_gen keeps its whole share

@@ -52,9 +52,10 @@ def _assert_refused(resp, status: int, *fragments: str):
         ({"restored": GOOD, "weights": {"sharpness": 1.0}}, ["weights", "sharpness"]),
         ({"restored": GOOD, "weights": {"psnr": -1.0}}, ["weights", "psnr"]),
         ({"restored": GOOD, "weights": {"aesthetic": 0.0, "clip_iqa": 0.0}}, ["no computed term has a positive weight"]),
+        ({"restored": GOOD, "weights": {"hps": 1.0}}, ["weights", "hps > 0 but no human-preference model configured"]),
     ],
     ids=["undecodable", "bad-base64", "reference-size", "degraded-size", "grayscale", "rgba", "too-small",
-         "too-many-pixels", "unknown-weight", "negative-weight", "nothing-weighted"],
+         "too-many-pixels", "unknown-weight", "negative-weight", "nothing-weighted", "hps-without-model"],
 )
 def test_bad_json_image_is_400(http, payload, fragments):
     _assert_refused(http.post("/v1/score", json=payload), 400, *fragments)

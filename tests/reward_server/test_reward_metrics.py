@@ -102,7 +102,8 @@ def test_derain_prefers_isotropic_over_striped_without_reference(client):
 def test_reward_is_the_weighted_sum_of_terms(client):
     gt = im.photo(9)
     [r] = client.score_batch(im.noisy(gt, 0.05)[None], gt[None], tasks=["denoise"], judge=[0.75])
-    assert set(r.skipped) == {"niqe"}  # a 64 px photo is below the test server's NIQE minimum side; its weight is 0
+    # a 64 px photo is below the test server's NIQE minimum side, and it has no human-preference model; both weights are 0
+    assert set(r.skipped) == {"niqe", "hps"}
     assert r.renormalised is False
     expected_weights = {"clip_similarity": 0.15, "lpips": 0.15, "aesthetic": 0.09, "psnr": 0.12, "ssim": 0.09,
                         "clip_iqa": 0.0, "brisque": 0.0, "piqe": 0.0, "judge": 0.1, "task": 0.3}

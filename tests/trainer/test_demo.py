@@ -48,7 +48,7 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
         "pretrain.steps": 3, "pretrain.crop_size": 32, "pretrain.output": runs / "pretrain.safetensors",
         "mining.crop": 32, "mining.manifest": runs / "manifest.jsonl", "mining.subset": runs / "subset.json",
         "eval.crop": 32, "optim.max_steps": 2, "logging.dir": runs / "grpo", "logging.progress": "false",
-        "checkpoint.dir": runs / "grpo" / "checkpoints",
+        "checkpoint.dir": runs / "grpo" / "checkpoints", "watch.every_steps": 1, "watch.images": 2,
     }
     cmd = [sys.executable, "-m", "trainer.demo", "--config", "configs/cpu-demo.yaml", "--report", str(tmp_path / "report")]
     for key, value in sets.items():
@@ -92,6 +92,13 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
     table = (report / "results.md").read_text()
     assert "| input (degraded) |" in table and "| grpo_random |" in table and "grpo_hard vs sft_control" in table
     assert "over 2 photos" in table and "verdicts, each at 95%" in table  # the photo is the unit; multiplicity stated
+    # the reward-hacking watch of each GRPO arm: before the first step and after each of the 2
+    for arm in ("grpo_hard", "grpo_random"):
+        watch = results["watch"][arm]
+        assert watch["steps"] == [0, 2] and watch["points"] == 3 and watch["gold_pairs"] == 2
+        assert set(watch["change"]) == {"reward", "psnr", "ssim"} and isinstance(watch["warnings"], list)
+        assert f"| {arm} | 0-2 (3 points) | 2 |" in table
+        assert f"[demo] {arm}: reward-hacking watch over 2 held-out pairs" in out
     assert "python -m trainer.experiment --config configs/cpu-demo.yaml --seeds 3" in table and results["needs_seeds"] in table
 
     # a second run reuses the pre-trained weights (same settings and corpus)

@@ -74,7 +74,7 @@ def test_experiment_cli_runs_every_arm_at_every_seed(tmp_path):
         "policy.diffusion.sampling_steps": 3, "policy.diffusion.rl.reward_steps": "[0]", "policy.diffusion.residual": "true",
         "mining.crop": 32, "mining.manifest": runs / "manifest.jsonl", "mining.subset": runs / "subset.json",
         "eval.crop": 32, "eval.samples": 2, "optim.max_steps": 1, "logging.dir": runs / "grpo", "logging.progress": "false",
-        "checkpoint.dir": runs / "grpo" / "checkpoints",
+        "checkpoint.dir": runs / "grpo" / "checkpoints", "watch.every_steps": 1, "watch.images": 2,
     }
     cmd = [sys.executable, "-m", "trainer.experiment", "--config", "configs/cpu-demo-diffusion.yaml", "--seeds", "2", "--report", str(tmp_path / "report")]
     for key, value in sets.items():
@@ -91,6 +91,10 @@ def test_experiment_cli_runs_every_arm_at_every_seed(tmp_path):
                 for key in ("psnr", "reward", "psnr_sampled", "reward_sampled"):
                     assert f"delta_{key}_vs_{ref}" in a and a[f"ci95_{key}_vs_{ref}"] >= 0
     assert "verdicts, each at 95%" in (tmp_path / "report" / "results.md").read_text()
+    # every GRPO run's reward-hacking watch is in the report, with its warnings (if any) in the log
+    assert set(results["watch"]) == {f"{a}/{s}" for a in ("grpo_hard", "grpo_random") for s in (0, 1)}
+    assert all(w["steps"] == [0, 1] and w["gold_pairs"] == 2 for w in results["watch"].values())
+    assert "grpo_hard/1: reward-hacking watch" in done.stdout
     # the post-training seeds differ: the two GRPO runs of one arm end at different weights
     ids = [r for r in results["per_seed"] if r["arm"] == "grpo_hard" and r["split"] == "id"]
     assert ids[0]["psnr_sampled"] != ids[1]["psnr_sampled"] or ids[0]["reward"] != ids[1]["reward"]

@@ -16,7 +16,7 @@ from irpo_common.reward_spec import combine_rewards
 from judge_server.app import create_app
 from judge_server.settings import JudgeSettings
 from reward_server.client import RewardClient, RewardServiceUnavailable
-from trainer.actors.scoring import JudgeOutage, Scorer, check_fit, check_judge, drop_judge_per_group
+from trainer.actors.scoring import JudgeOutage, Scorer, check_fit, check_judge, check_terms, drop_judge_per_group
 from trainer.config import ConfigError, JudgeConfig, RewardConfig
 
 
@@ -91,7 +91,7 @@ def test_judge_service_faults_follow_judge_on_outage(fault, status):
     with backend, ThreadedServer(create_app(JudgeSettings(backend_url=backend.url, model="judge-model", **settings))) as judge:
         def scorer(policy):
             s = Scorer(RewardConfig(), JudgeConfig(url=judge.url, retries=1, on_outage=policy))
-            s.reward = SimpleNamespace(score_batch=lambda *a, **k: [SimpleNamespace(terms={"psnr": 0.5, "ssim": 1.0})] * n)
+            s.reward = SimpleNamespace(score_batch=lambda *a, **k: [SimpleNamespace(terms={"psnr": 0.5, "ssim": 1.0}, metrics={})] * n)
             return s
 
         dropped = scorer("drop").score(**inputs)
@@ -109,3 +109,12 @@ def test_a_reward_service_that_does_not_fit_the_run_is_refused_at_start():
         check_fit("reward", "http://r", 60.0, limits["request_timeout_s"], limits["min_side_for_weights"], None)
     with pytest.raises(ConfigError, match=r"data.crop_size is 16 px but the reward service .* at least 32 px"):
         check_fit("reward", "http://r", 90.0, limits["request_timeout_s"], limits["min_side_for_weights"], 16)
+
+
+def test_a_weighted_term_the_service_cannot_compute_stops_the_run_at_start():
+    unavailable = {"hps": "no human-preference model configured (hps_model)"}
+    check_terms(RewardConfig().weights, "http://r", unavailable)  # hps weighs 0 by default
+    lrpo = RewardConfig(weights={"hps": 1.0, "ssim": 1.0}).weights
+    check_terms(lrpo, "http://r", {})
+    with pytest.raises(ConfigError, match=r"weights \['hps'\] but the reward service at http://r cannot compute them \(hps: no human-preference"):
+        check_terms(lrpo, "http://r", unavailable)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 import torch
 
-from irpo_common.reward_spec import combine_rewards
+from irpo_common.reward_spec import RewardWeights, combine_rewards
 from judge_server.client import JudgeClient, JudgeRequestError, JudgeUnavailable
 from reward_server.client import RewardClient, RewardRequestError, RewardServiceUnavailable
 from trainer.config import ConfigError, JudgeConfig, RewardConfig
@@ -37,6 +37,7 @@ class JudgeOutage(RuntimeError):
 class Scored:
     rewards: torch.Tensor  # (N,) combined R
     terms: dict[str, torch.Tensor]  # term -> (N,), NaN where not computed
+    metrics: dict[str, torch.Tensor]  # the service's raw metric -> (N,) (LPIPS distance, PSNR in dB, ...), NaN where not computed
     judge_dropped: int  # candidates scored without the judge term because the judge was down ('drop' policy)
     judge_unscored: int  # candidates whose judge answer held no score (term dropped for their whole group)
     times: dict[str, float]  # reward, judge, score (wall of both together)
@@ -71,6 +72,7 @@ def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | N
                 raise ServiceUnavailable(f"the reward service at {url} refused /v1/info: {exc}") from None
         limits = info.get("limits") or {}
         check_fit("reward", url, reward.timeout_s, limits.get("request_timeout_s"), limits.get("min_side_for_weights"), image_side)
+        check_terms(reward.weights, url, info.get("unavailable_terms") or {})
         served = tuple(info.get("psnr_range_db") or ())
         if reward.psnr_range_db is not None and served != tuple(reward.psnr_range_db):
             raise ConfigError(f"reward.psnr_range_db is {list(reward.psnr_range_db)} but the reward service at {url} maps PSNR over {list(served)}: start it with REWARD_SERVER_PSNR_RANGE_DB='{list(reward.psnr_range_db)}' or unset reward.psnr_range_db")
@@ -78,6 +80,15 @@ def check_services(reward: RewardConfig, judge: JudgeConfig, image_side: int | N
     for url in judge.endpoints:
         check_judge(judge, url, judge_token, image_side)
     return sorted(random_terms)
+
+
+def check_terms(weights: RewardWeights, url: str, unavailable: dict[str, str]) -> None:
+    """A generic term the run weights but the service has no model for (its /v1/info `unavailable_terms`, e.g. hps
+    without hps_model) stops the run before any work: the service would refuse every request that weights it."""
+    missing = {t: why for t, why in unavailable.items() if weights.gen > 0 and getattr(weights, t, 0.0) > 0}
+    if missing:
+        raise ConfigError(f"reward.weights weights {sorted(missing)} but the reward service at {url} cannot compute them "
+                          f"({'; '.join(f'{t}: {why}' for t, why in missing.items())}): configure the service's model or set the weight to 0")
 
 
 def unreachable(reward: RewardConfig, judge: JudgeConfig) -> list[str]:
@@ -141,6 +152,12 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
+def _columns(rows: list[dict[str, float]]) -> dict[str, torch.Tensor]:
+    """Per-item dicts -> name -> (N,) tensor, NaN where an item lacks the name."""
+    names = sorted(set().union(*rows))
+    return {k: torch.tensor([row.get(k, float("nan")) for row in rows]) for k in names}
+
+
 class Scorer:
     """Thread-safe: a rollout actor scores up to `concurrency` rollouts at once."""
 
@@ -183,11 +200,10 @@ class Scorer:
             reward, _ = combine_rewards(terms, self.weights)
             rewards.append(reward)
             term_rows.append({k: v for k, v in terms.items() if v is not None})
-        names = sorted(set().union(*term_rows))
-        term_tensors = {k: torch.tensor([row.get(k, float("nan")) for row in term_rows]) for k in names}
         return Scored(
             rewards=torch.tensor(rewards),
-            terms=term_tensors,
+            terms=_columns(term_rows),
+            metrics=_columns([item.metrics for item in results]),
             judge_dropped=dropped,
             judge_unscored=unscored,
             times={"reward": reward_s, "judge": judge_s, "score": time.perf_counter() - t0},

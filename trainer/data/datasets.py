@@ -18,8 +18,9 @@ from torch.utils.data import Dataset
 
 from irpo_common.imaging import ImageError, decode_image
 from trainer.config import DataConfig
-from trainer.data.degradations import OOD_VARIANTS, stable_seed, synthesize, training_variants
+from trainer.data.degradations import stable_seed, synthesize
 from trainer.data.sources import DataLayoutError, SampleSpec, test_specs, train_specs
+from trainer.data.variants import variants
 
 # AdaIR's test convention: centre-crop every image to sides that are multiples of 16.
 SIZE_MULTIPLE = 16
@@ -66,7 +67,7 @@ class PairDataset(Dataset):
         self.specs = specs
         self.seed = cfg.seed
         self.crop = crop
-        self._variants = {False: training_variants(cfg.noise_sigmas), True: OOD_VARIANTS}
+        self._variants = {False: variants(cfg), True: variants(cfg, ood=True)}
         self._cache: dict[str | Path, Tensor] = {}  # uint8 targets by path, degraded images by id
 
     def __len__(self) -> int:
@@ -104,7 +105,8 @@ class PairDataset(Dataset):
 
 
 class CropDataset(PairDataset):
-    """Random crop_size crops with a random flip/rotation (the 8 symmetries of the square).
+    """Random crop_size crops with a random flip/rotation (the 8 symmetries of the square); aligned faces are only
+    mirrored (GFPGAN's use_hflip: an upside-down face is not an aligned face).
 
     The draw depends on (seed, id, epoch): reproducible across runs and processes; call
     set_epoch(e) each epoch for fresh crops.
@@ -129,6 +131,7 @@ class CropDataset(PairDataset):
         top = int(torch.randint(0, h - c + 1, (), generator=g))
         left = int(torch.randint(0, w - c + 1, (), generator=g))
         k, flip = int(torch.randint(0, 4, (), generator=g)), bool(torch.randint(0, 2, (), generator=g))
+        k = 0 if spec.task == "face" else k
         out = []
         for img in (degraded, target):
             img = torch.rot90(img[:, top : top + c, left : left + c], k, dims=(1, 2))

@@ -15,6 +15,11 @@ Layouts (under DataConfig.root):
           test/enhance/lol/{input,target}. AdaIR's list files (rainTrain.txt, ...) are not
           needed: the folders are scanned.
 - paired: {train,test}/<task>/{input,target}, pairs matched by file name.
+- face:   blind face restoration (task 'face'), aligned square faces of data.face.size px.
+          train/: an FFHQ-style folder of clean faces, degraded by the BFR model (trainer/data/face.py);
+          test/: CelebA-Test-style synthetic pairs test/{input,target} (matched by file name), or a folder
+          of clean faces degraded with fixed seeds. Real-world sets without ground truth (LFW-Test,
+          WebPhoto-Test) are folders of faces named in data.face.real_world (real_world_sets).
 OOD sets are always synthesised from the clean test targets with the OOD variants.
 """
 
@@ -23,8 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from trainer.config import DataConfig
-from trainer.data.degradations import OOD_VARIANTS, training_variants
+from trainer.data.degradations import training_variants
+from trainer.data.variants import variants
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # what the shared codec (irpo_common.imaging) decodes
 
@@ -49,8 +57,8 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _synthetic(task: str, clean: list[Path], variants: dict[str, dict], ood: bool = False) -> list[SampleSpec]:
-    return [SampleSpec(f"{task}/{v}/{p.stem}", task, p, variant=v, ood=ood) for v in variants[task] for p in clean]
+def _synthetic(task: str, clean: list[Path], table: dict[str, dict], ood: bool = False) -> list[SampleSpec]:
+    return [SampleSpec(f"{task}/{v}/{p.stem}", task, p, variant=v, ood=ood) for v in table[task] for p in clean]
 
 
 def _pairs(task: str, inputs: Path, targets: Path, target_name=lambda stem: stem) -> list[SampleSpec]:
@@ -98,12 +106,52 @@ def _demo_photos(folder: Path) -> list[Path]:
     return photos
 
 
+def _check_faces(files: list[Path], size: int) -> list[Path]:
+    """Aligned faces are square crops of data.face.size px (read from the headers only)."""
+    for p in files:
+        with Image.open(p) as img:
+            if img.size != (size, size):
+                raise DataLayoutError(f"{p}: {img.size[0]}x{img.size[1]}, expected an aligned {size}x{size} face (data.face.size)")
+    return files
+
+
+def _face_folder(folder: Path, size: int, what: str) -> list[Path]:
+    """A flat folder of aligned faces; a paired layout (input/, target/) in its place is an error."""
+    paired = [d.name for d in (folder / "input", folder / "target") if d.is_dir()]
+    if paired:
+        raise DataLayoutError(f"{folder} holds {'/'.join(paired)}/: {what} is a folder of face images, not input/ + target/ pairs")
+    faces = list_images(folder)
+    if not faces:
+        raise DataLayoutError(f"no face images (.png/.jpg) in {folder} ({what})")
+    return _check_faces(faces, size)
+
+
+def _face_specs(cfg: DataConfig, split: str) -> list[SampleSpec]:
+    root, size = Path(cfg.root) / split, cfg.face.size
+    if split == "test" and ((root / "input").is_dir() or (root / "target").is_dir()):  # CelebA-Test style
+        stray = [p for p in list_images(root) if p.parent.name not in ("input", "target") or p.parent.parent != root]
+        if stray:
+            raise DataLayoutError(f"{root}: CelebA-Test-style pairs hold images in input/ and target/ only; found {stray[0]}")
+        specs = _pairs("face", root / "input", root / "target")
+        _check_faces([p for s in specs for p in (s.target, s.degraded)], size)
+        return specs
+    what = "the FFHQ-style training set" if split == "train" else "the test set (clean faces; or CelebA-Test-style input/ + target/)"
+    return _synthetic("face", _face_folder(root, size, what), variants(cfg))
+
+
+def real_world_sets(cfg: DataConfig) -> dict[str, list[Path]]:
+    """data.face.real_world: set name -> its face images (no ground truth: no-reference evaluation only)."""
+    return {name: _face_folder(Path(folder), cfg.face.size, f"real-world set {name!r}") for name, folder in cfg.face.real_world.items()}
+
+
 def _split_specs(cfg: DataConfig, split: str) -> list[SampleSpec]:
     root = Path(cfg.root)
+    if cfg.source == "face":
+        return _face_specs(cfg, split)
     if cfg.source == "demo":
         clean = _demo_photos(root / split)
-        variants = training_variants(cfg.noise_sigmas)
-        return [s for task in cfg.tasks for s in _synthetic(task, clean, variants)]
+        table = variants(cfg)
+        return [s for task in cfg.tasks for s in _synthetic(task, clean, table)]
     if cfg.source == "adair":
         adair = _adair_train if split == "train" else _adair_test
         return [s for task in cfg.tasks for s in adair(root, task, cfg)]
@@ -117,5 +165,5 @@ def train_specs(cfg: DataConfig) -> list[SampleSpec]:
 def test_specs(cfg: DataConfig, ood: bool = False) -> list[SampleSpec]:
     if ood:
         clean = sorted({s.target for s in test_specs(cfg)})
-        return [s for task in cfg.tasks for s in _synthetic(task, clean, OOD_VARIANTS, ood=True)]
+        return [s for task in cfg.tasks for s in _synthetic(task, clean, variants(cfg, ood=True), ood=True)]
     return _split_specs(cfg, "test")

@@ -24,7 +24,8 @@ from trainer.policies import Policy  # noqa: E402
 
 SPLITS = {"id": "in-distribution", "ood": "OOD"}
 # the metrics whose paired changes are reported and judged: key -> (label, unit)
-COMPARED = {"psnr": ("PSNR", " dB"), "reward": ("mean R", ""), "psnr_sampled": ("PSNR of the samples", " dB"), "reward_sampled": ("mean R of the samples", "")}
+COMPARED = {"psnr": ("PSNR", " dB"), "reward": ("mean R", ""), "psnr_sampled": ("PSNR of the samples", " dB"), "reward_sampled": ("mean R of the samples", ""),
+            "identity": ("identity similarity", ""), "identity_sampled": ("identity similarity of the samples", "")}
 # what each arm is compared with: every trained arm with the start, the GRPO arms also with the SFT control
 REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control"), "grpo_random": ("pretrained", "sft_control")}
 
@@ -82,10 +83,11 @@ def evaluation_protocol(cfg: TrainConfig) -> dict:
 def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
     """evals[arm][split] (evaluate() results with rewards) -> (results.json's "arms", verdict sentences).
 
-    Every arm and split holds the column averages (psnr, ssim, reward and, with eval.samples, their *_sampled means),
-    the columns and the per-image rows; the trained arms add delta_<m>_vs_pretrained / ci95_<m>_vs_pretrained, the
-    GRPO arms also delta_<m>_vs_sft_control / ci95_<m>_vs_sft_control (sft_control against itself is omitted), for
-    every metric m of COMPARED the rows carry: photo-level paired changes (paired_change).
+    Every arm and split holds the column averages (psnr, ssim, reward and, with eval.samples, their *_sampled means;
+    the face task's identity and lpips too), the columns and the per-image rows; the trained arms add
+    delta_<m>_vs_pretrained / ci95_<m>_vs_pretrained, the GRPO arms also delta_<m>_vs_sft_control /
+    ci95_<m>_vs_sft_control (sft_control against itself is omitted), for every metric m of COMPARED the rows carry:
+    photo-level paired changes (paired_change).
     """
     arms, verdicts = {}, []
     for arm, splits in evals.items():
@@ -119,7 +121,58 @@ def _comparison_table(arms: dict, split: str) -> str:
             lines.append(f"| {arm} | {row['psnr' + suffix]:.2f} | {row['ssim' + suffix]:.4f} | {row['reward' + suffix]:.4f} | {cell(row, 'pretrained', 'psnr' + suffix)} | "
                          f"{cell(row, 'sft_control', 'psnr' + suffix)} | {cell(row, 'pretrained', 'reward' + suffix)} | {cell(row, 'sft_control', 'reward' + suffix)} |")
         lines.append("")
+    if all("identity" in splits[split] for splits in arms.values()):  # the face task
+        lines += [f"Face metrics, {SPLITS[split]}: identity similarity (cosine of ArcFace embeddings; per-photo changes, 95% intervals over photos) "
+                  "and LPIPS distance (the reward service's)", "",
+                  "| arm | identity | LPIPS | identity vs pretrained | identity vs sft_control |", "|---|---|---|---|---|"]
+        for arm, splits in arms.items():
+            row = splits[split]
+            lines.append(f"| {arm} | {row['identity']:.4f} | {row.get('lpips', float('nan')):.4f} | {cell(row, 'pretrained', 'identity')} | {cell(row, 'sft_control', 'identity')} |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _real_world_table(real_world: dict[str, dict]) -> str:
+    """real_world[arm][set] (trainer.evaluate_real_world) -> one markdown table per set, the input first."""
+    parts = []
+    for name in next(iter(real_world.values())):
+        first = real_world[next(iter(real_world))][name]
+        keys = list(first["metrics"])
+        lines = [f"Real-world set {name} ({first['n']} faces, no ground truth): the reward service's no-reference metrics", "",
+                 "| arm | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
+                 "| input | " + " | ".join(f"{first['input'].get(k, float('nan')):.4f}" for k in keys) + " |"]
+        lines += [f"| {arm} | " + " | ".join(f"{sets[name]['metrics'].get(k, float('nan')):.4f}" for k in keys) + " |" for arm, sets in real_world.items()]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def watch_summary(path: Path) -> dict | None:
+    """A GRPO arm's reward-hacking watch (its watch.json, trainer/watch.py): gold R, PSNR and SSIM at the first and
+    last watch points, their paired changes with 95% intervals over the gold pairs, and the run's warnings; None
+    when the run had no watch."""
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    first, last = state["points"][0], state["points"][-1]
+    change = {}
+    for key in ("reward", "psnr", "ssim"):
+        mean, half = mean_ci95([b - a for a, b in zip(first[key], last[key])])
+        change[key] = {"first": sum(first[key]) / len(first[key]), "last": sum(last[key]) / len(last[key]), "change": mean, "ci95": half}
+    return {"steps": [first["step"], last["step"]], "points": len(state["points"]), "gold_pairs": len(first["reward"]),
+            "change": change, "warnings": state["warnings"]}
+
+
+def _watch_table(watch: dict[str, dict]) -> str:
+    """watch[arm] (watch_summary) -> a markdown table: gold metrics first -> last point, and the warnings."""
+    lines = ["Reward-hacking watch: held-out training pairs (not post-trained on, not the test photos) restored during "
+             "each GRPO run, first -> last watch point, paired change +- 95% interval over the gold pairs", "",
+             "| arm | steps | gold pairs | R | PSNR (dB) | SSIM | warnings |", "|---|---|---|---|---|---|---|"]
+    for arm, w in watch.items():
+        cells = [f"{c['first']:.4f} -> {c['last']:.4f} ({c['change']:+.4f} +- {c['ci95']:.4f})" for c in w["change"].values()]
+        lines.append(f"| {arm} | {w['steps'][0]}-{w['steps'][1]} ({w['points']} points) | {w['gold_pairs']} | " + " | ".join(cells)
+                     + f" | {len(w['warnings']) or 'none'} |")
+    lines += [f"- {arm}: {text}" for arm, w in watch.items() for text in w["warnings"]]
+    return "\n".join(lines) + "\n"
 
 
 def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> tuple[str, list[str]]:
@@ -131,6 +184,10 @@ def write_results(evals: dict[str, dict[str, dict]], extra: dict, out: Path) -> 
     for split in SPLITS:
         parts.append(format_table({"input (degraded)": input_baseline(first[split]), **{arm: e[split] for arm, e in evals.items()}}))
         parts.append(_comparison_table(arms, split))
+    if extra.get("real_world"):
+        parts.append(_real_world_table(extra["real_world"]))
+    if extra.get("watch"):
+        parts.append(_watch_table(extra["watch"]))
     text = "\n".join(parts)
     (out / "results.md").write_text(text + "\n" + "\n".join(f"- {v}" for v in verdicts) + f"\n\n{multiplicity(verdicts)}\n")
     inputs = {split: input_baseline(first[split])["average"] for split in SPLITS}

@@ -36,8 +36,9 @@ from trainer.data.post_training import TrainDataError
 from trainer.demo.arms import GRPO_ARMS, arm_config, fresh_run_dirs, grpo, sft_control, write_random_subset
 from trainer.demo.cache import cached_pretrain
 from trainer.demo.corpus import describe, fetch
-from trainer.demo.report import SPLITS, candidates_grid, evaluation_protocol, image_grid, plot_curves, write_results
+from trainer.demo.report import SPLITS, candidates_grid, evaluation_protocol, image_grid, plot_curves, watch_summary, write_results
 from trainer.evaluate import evaluate
+from trainer.evaluate_real_world import evaluate_real_world
 from trainer.local_service import LocalRewardService
 from trainer.metrics_log import read_metrics
 from trainer.mining import calibrate_psnr_range, mine
@@ -69,14 +70,28 @@ def _stage(name: str, t0: float) -> None:
     print(f"\n[demo] ==== {name} (t = {time.perf_counter() - t0:.0f} s) ====", flush=True)
 
 
+def _score(scorer: Scorer, out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str):
+    """N restorations (N, 3, H, W) of one image, in one request, scored as the GRPO rollouts are (same service, weights,
+    judge): the clamped output, as its PSNR is measured (the reward service refuses values outside [0, 1])."""
+    n = out.shape[0]
+    return scorer.score(out.clamp(0, 1), target.expand(n, -1, -1, -1), degraded.expand(n, -1, -1, -1), [task] * n, group_size=n)
+
+
 def _reward_fn(scorer: Scorer):
-    """R of N restorations (N, 3, H, W) of one image, in one request, scored as the GRPO rollouts are (same service, weights, judge)."""
-    def reward(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> list[float]:
-        n = out.shape[0]
-        # the clamped output, as its PSNR is measured (the reward service refuses values outside [0, 1])
-        scored = scorer.score(out.clamp(0, 1), target.expand(n, -1, -1, -1), degraded.expand(n, -1, -1, -1), [task] * n, group_size=n)
-        return scored.rewards.tolist()
-    return reward
+    """R of N restorations of one image (evaluate's RewardFn)."""
+    return lambda out, target, degraded, task: _score(scorer, out, target, degraded, task).rewards.tolist()
+
+
+def scored_by(cfg: TrainConfig, scorer: Scorer) -> dict:
+    """evaluate()'s scoring arguments for this config: R per restoration; for the face task R and the service's
+    LPIPS distance from the same request (evaluate adds PSNR, SSIM and the identity similarity)."""
+    if cfg.data.tasks != ["face"]:
+        return {"reward": _reward_fn(scorer)}
+
+    def measure(out: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor, task: str) -> list[dict[str, float]]:
+        scored = _score(scorer, out, target, degraded, task)
+        return [{"reward": r, "lpips": lp} for r, lp in zip(scored.rewards.tolist(), scored.metrics["lpips"].tolist())]
+    return {"measure": measure}
 
 
 def _reward_terms(cfg: TrainConfig, random_terms: list[str]) -> dict[str, dict]:
@@ -141,10 +156,14 @@ def run_demo(cfg: TrainConfig, report: Path, config_path: str = "configs/cpu-dem
         if local_url is not None:  # one service for every arm and every evaluation
             cfg = cfg.model_copy(update={"reward": cfg.reward.model_copy(update={"url": local_url, "start_local": False})})
         random_terms = check_services(cfg.reward, cfg.judge)  # also checks the service's PSNR thresholds
-        reward = _reward_fn(Scorer(cfg.reward, cfg.judge))
+        scorer = Scorer(cfg.reward, cfg.judge)
+        reward = _reward_fn(scorer)
+        real_world: dict[str, dict] = {}
 
         def evaluate_arm(arm: str) -> dict:
-            return {s: evaluate(cfg, policies[arm], ood=s == "ood", reward=reward) for s in SPLITS}
+            if cfg.data.face.real_world:
+                real_world[arm] = evaluate_real_world(cfg, policies[arm], scorer.reward)
+            return {s: evaluate(cfg, policies[arm], ood=s == "ood", **scored_by(cfg, scorer)) for s in SPLITS}
 
         evals = {"pretrained": timed("evaluating the arms", evaluate_arm, "pretrained")}
         weights, steps["sft_control"] = timed("SFT control (the family's supervised loss, same budget)", sft_control, arm_config(cfg, "sft_control", pretrained))
@@ -180,7 +199,15 @@ def run_demo(cfg: TrainConfig, report: Path, config_path: str = "configs/cpu-dem
         "stage_seconds": times,
         "load_average_start": load_start,
     }
+    identity = evals["pretrained"]["id"].get("identity_network")
     extra = {"protocol": protocol, "psnr_range_db": notes["psnr_range_db"], "random_weight_terms": random_terms, "within_group_spread": notes["within_group_spread"]}
+    if identity:
+        extra["identity_network"] = notes["identity_network"] = identity
+    if real_world:
+        extra["real_world"] = real_world
+    watch = {arm: w for arm in GRPO_ARMS if (w := watch_summary(cfg.logging.dir / arm / "watch.json"))}
+    if watch:
+        extra["watch"] = notes["watch"] = watch
     extra["needs_seeds"] = needs_seeds(config_path)
     tables, verdicts = write_results(evals, extra, report)
     with open(report / "results.md", "a") as f:
@@ -203,6 +230,12 @@ def run_demo(cfg: TrainConfig, report: Path, config_path: str = "configs/cpu-dem
               + "; within-group std of R " + ", ".join(f"{v:.4f}" for v in notes["reward_group_std_per_epoch"][arm]))
         spread = notes["within_group_spread"][arm]
         print(f"[demo] {arm}: within-group std of R over the run {spread['group_std']:.4f} = {spread['of_mean_reward']:.1%} of mean R {spread['mean_reward']:.4f}")
+    for arm, w in watch.items():
+        print(f"[demo] {arm}: reward-hacking watch over {w['gold_pairs']} held-out pairs, steps {w['steps'][0]}-{w['steps'][1]}: "
+              + ", ".join(f"{k} {c['change']:+.4f} +- {c['ci95']:.4f}" for k, c in w["change"].items())
+              + f"; {len(w['warnings'])} warning(s)" + "".join(f"\n[demo]   {text}" for text in w["warnings"]))
+    if identity:
+        print(f"[demo] identity similarity: {identity}")
     print(f"[demo] {extra['needs_seeds']}")
     print(f"[demo] judge: {notes['judge']}")
     print(f"[demo] report: {report}/results.md, results.json, curves.png, grid.png, candidates_*.png, config.json, notes.json")
