@@ -1,5 +1,8 @@
 """Checkpoints of a GRPO run: weights as safetensors, the rest (optimiser, tracker, RNG, step) with torch.save.
 
+policy.safetensors holds the live weights; with learner.ema_decay, ema.safetensors beside it holds the same
+state dict with the EMA of the trainable parameters swapped in: the weights to evaluate or export (--ema).
+
 A checkpoint is a folder step-NNNNNNNN under checkpoint.dir, a local path or an fsspec URL
 (trainer/storage.py). meta.json lists every file with its size and SHA-256, so a checkpoint damaged
 later (disk, copy, hand edits) is found by `load_checkpoint` before any work, and `--resume auto`
@@ -39,7 +42,7 @@ class CheckpointError(ValueError):
 @dataclass
 class Checkpoint:
     step: int  # learner steps completed; the run continues with this step
-    learner: dict  # Learner.state(): policy, reference, optimizer, tracker, version, torch_rng
+    learner: dict  # Learner.state(): policy, reference, ema (None without one), optimizer, tracker, version, torch_rng
     rollout_weights: dict[int, dict[str, torch.Tensor]]  # version -> weights the in-flight rollouts sampled with
     extra: dict  # driver state: data position, fault counters, config
     path: UPath
@@ -57,10 +60,12 @@ def save_checkpoint(root, step: int, learner: dict, rollout_weights: dict[int, d
     remove_tree(stage, first=META)  # an earlier attempt at this step (on an object store: the step itself)
     stage.mkdir(parents=True, exist_ok=True)
     blobs = {"policy.safetensors": _weights(learner["policy"]), "reference.safetensors": _weights(learner["reference"])}
+    if learner.get("ema") is not None:
+        blobs["ema.safetensors"] = _weights(learner["ema"])
     for version, state in rollout_weights.items():
         blobs[f"rollout-v{version:08d}.safetensors"] = _weights(state)
     buffer = io.BytesIO()
-    torch.save({"learner": {k: v for k, v in learner.items() if k not in ("policy", "reference")}, "extra": extra}, buffer)
+    torch.save({"learner": {k: v for k, v in learner.items() if k not in ("policy", "reference", "ema")}, "extra": extra}, buffer)
     blobs["trainer_state.pt"] = buffer.getvalue()
     files = {}
     for name, data in sorted(blobs.items()):
@@ -167,6 +172,7 @@ def load_checkpoint(path) -> Checkpoint:
         learner = dict(saved["learner"])
         learner["policy"] = load(blobs["policy.safetensors"])
         learner["reference"] = load(blobs["reference.safetensors"])
+        learner["ema"] = load(blobs["ema.safetensors"]) if "ema.safetensors" in blobs else None
         rollout = {v: load(blobs[f"rollout-v{v:08d}.safetensors"]) for v in meta["rollout_versions"]}
         extra = saved["extra"]
     except Exception as exc:  # torch.load and safetensors raise many types for damaged files

@@ -6,6 +6,9 @@ the loader (or centre-cropped to eval.crop) and restored whole or in tiles (eval
 (trainer/metrics.py).
 
     python -m trainer.evaluate --config F [--weights W] [--ood] [--output runs/eval/name]
+
+W may be a checkpoint's policy.safetensors (live weights) or, with learner.ema_decay, its ema.safetensors (the EMA
+of the trained weights); a LoRA run is evaluated through `python -m trainer.export [--ema]` and its folder.
 """
 
 from __future__ import annotations

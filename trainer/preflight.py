@@ -66,6 +66,11 @@ def check_policy_and_resume(cfg: TrainConfig, resume: str, num_images: int) -> C
     shared = getattr(policy, "shared_reference", lambda: None)()
     checks = {"policy": (policy, ckpt.learner["policy"]), "reference": (shared or policy, ckpt.learner["reference"])}
     checks.update({f"rollout weights v{v}": (policy, w) for v, w in ckpt.rollout_weights.items()})
+    if (ckpt.learner["ema"] is None) != (not cfg.learner.ema_decay):
+        raise CheckpointError(f"{ckpt.path} {'has no' if cfg.learner.ema_decay else 'has an'} EMA of the weights (ema.safetensors) but learner.ema_decay is "
+                              f"{cfg.learner.ema_decay}: resume with the learner.ema_decay it was written with")
+    if ckpt.learner["ema"] is not None:
+        checks["EMA weights"] = (policy, ckpt.learner["ema"])
     for part, (target, state) in checks.items():
         try:
             if target is shared:

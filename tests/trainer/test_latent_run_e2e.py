@@ -1,7 +1,8 @@
 """configs/cpu-smoke-x4.yaml end to end on local Ray against the real reward service: a tiny RANDOM
-x4-upscaler folder trained with LoRA on the sr task (inputs 4x smaller than the outputs, no task term); only adapters travel and are checkpointed, the reference is the
-base model (an empty reference file), a killed and resumed run ends with bit-identical adapters, and
-the checkpoint exports to a folder the diffusers pipeline runs."""
+x4-upscaler folder trained with LoRA on the sr task (inputs 4x smaller than the outputs, no task term); only adapters
+travel and are checkpointed, the reference is the base model (an empty reference file), a killed and resumed run ends
+with bit-identical adapters and EMA of the adapters (learner.ema_decay), and the checkpoint exports (live or EMA) to a
+folder the diffusers pipeline runs."""
 
 from __future__ import annotations
 
@@ -34,12 +35,12 @@ def x4_folder(tmp_path_factory):
 def smoke_config(run_dir, photos, reward_url, folder):
     return load_config(REPO / "configs" / "cpu-smoke-x4.yaml", [
         f"policy.diffusion.pretrained={folder}", f"data.root={photos}", f"reward.url={reward_url}", "reward.start_local=false",
-        f"checkpoint.dir={run_dir / 'checkpoints'}", f"logging.dir={run_dir}", f"optim.max_steps={STEPS}",
+        f"checkpoint.dir={run_dir / 'checkpoints'}", f"logging.dir={run_dir}", f"optim.max_steps={STEPS}", "learner.ema_decay=0.9",
     ])
 
 
-def adapters(run_dir):
-    return load_file(str(run_dir / "checkpoints" / f"step-{STEPS:08d}" / "policy.safetensors"))
+def adapters(run_dir, part="policy"):
+    return load_file(str(run_dir / "checkpoints" / f"step-{STEPS:08d}" / f"{part}.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +88,14 @@ def test_killed_x4_lora_run_resumes_to_identical_adapters(tmp_path, photos, rewa
     assert [r["step"] for r in rows] == list(range(STEPS))
     assert [r["reward/mean"] for r in rows] == [r["reward/mean"] for r in ref_rows]
     assert_same_weights(adapters(tmp_path), adapters(ref_cfg.logging.dir))
+    assert_same_weights(adapters(tmp_path, "ema"), adapters(ref_cfg.logging.dir, "ema"))
 
 
 def test_exported_checkpoint_runs_in_the_upscale_pipeline(smoke_run, tmp_path):
     from diffusers import StableDiffusionUpscalePipeline
 
     cfg, _ = smoke_run
-    out = export(cfg.checkpoint.dir / f"step-{STEPS:08d}", tmp_path / "export")
+    out = export(cfg.checkpoint.dir / f"step-{STEPS:08d}", tmp_path / "export", ema=True)
     pipe = StableDiffusionUpscalePipeline.from_pretrained(out, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     image = pipe(prompt="", image=torch.rand(1, 3, 8, 8), num_inference_steps=2, output_type="pt").images

@@ -1,5 +1,5 @@
 """The learner group on a local Ray: 2 data-parallel ranks (gloo) end at the weights of 1 rank on the same
-global batch, a dead rank raises LearnerLost, and a learner the cluster cannot place fails within its timeout."""
+global batch (their EMAs of the weights bit-identical), a dead rank raises LearnerLost, and a learner the cluster cannot place fails within its timeout."""
 
 import os
 import tempfile
@@ -51,7 +51,7 @@ def assert_same_adam_weights(got: dict, expected: dict, steps: int) -> None:
 def test_two_ranks_end_at_the_weights_of_one_rank(local_ray, family):
     """Rollouts are sampled in-process by a 1-rank learner that also trains on them; the group trains on the same."""
     one = Learner(_cfg(family), total_steps=STEPS)
-    group = LearnerGroup(_cfg(family, num_ranks=2, micro_batch_images=1), total_steps=STEPS)
+    group = LearnerGroup(_cfg(family, num_ranks=2, micro_batch_images=1, ema_decay=0.9), total_steps=STEPS)
     try:
         for step in range(STEPS):
             rollout = family._rollout(one, step=step, b=B)
@@ -63,6 +63,9 @@ def test_two_ranks_end_at_the_weights_of_one_rank(local_ray, family):
             assert stats_two["loss/total"] == pytest.approx(stats_one["loss/total"], rel=1e-4, abs=1e-7)
         version, _, _ = group.weights()
         assert version == STEPS and group.read(group.snapshot())["version"] == STEPS
+        # every rank steps its EMA on the same all-reduced update: the ranks' EMAs agree bit for bit
+        ema0, ema1 = (s["ema"] for s in ray.get([r.state.remote() for r in group.ranks]))
+        assert ema0.keys() == weights_two.keys() and all(torch.equal(v, ema1[k]) for k, v in ema0.items())
     finally:
         group.shutdown()
 

@@ -5,7 +5,9 @@ family (trainer/actors/objectives.py) turns a step's rollout into advantages and
 Learner is one rank of the learner group (trainer/actors/learner_group.py): every rank sees the
 whole rollout (advantages and the history tracker are the same everywhere) and computes the
 gradient of its share of the image groups, in micro-batches; torch.distributed all-reduces the
-gradients once per optimiser step, so every rank applies the same update.
+gradients once per optimiser step, so every rank applies the same update. With learner.ema_decay every
+rank also steps the same EMA of the trainable parameters, for evaluation only: the rollouts sample with
+the live weights, and the EMA is swapped in (ema_weights) only to be read.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import timedelta
 import ray
 import torch
 import torch.distributed as dist
+from diffusers.training_utils import EMAModel
 from torch.nn.parallel import DistributedDataParallel
 
 from irpo_common.device import resolve_device
@@ -102,12 +105,35 @@ class Learner:
         shared = getattr(self.policy, "shared_reference", lambda: None)()
         self.reference = shared if shared is not None else copy.deepcopy(self.policy).eval().requires_grad_(False)
         self.optimizer = build_optimizer(self.policy, cfg.optim)
+        # fp16 autocast of the denoiser underflows small gradients (docs/benchmarks.md, issue 21 item 6): the loss is
+        # scaled as torch.amp prescribes (a pass-through for any other precision)
+        fp16 = cfg.policy.kind == "diffusion" and cfg.policy_section.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.ema = EMAModel(self._trainable(), decay=cfg.learner.ema_decay) if cfg.learner.ema_decay else None
         self.objective = OBJECTIVES[cfg.policy.kind]
         self.ddp: DistributedDataParallel | None = None
         g = cfg.grpo
         tracked = g.advantage in ("history", "history_batch")
         self.tracker = HistoryTracker(g.history_buffer, g.history_min_count, g.advantage_eps, with_batch=g.advantage == "history_batch") if tracked else None
         self.version = 0
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        """The parameters the optimiser trains (LoRA: the adapters), in a fixed order: what the EMA averages."""
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """The policy with the EMA's weights in its trainable parameters for the block; the live weights come
+        back bit for bit after it (EMAModel.store/copy_to/restore), so training continues undisturbed."""
+        if self.ema is None:
+            raise ValueError("no EMA: learner.ema_decay is off")
+        params = self._trainable()
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield self.policy
+        finally:
+            self.ema.restore(params)
 
     def _check_precision(self, precision: str) -> torch.dtype | None:
         if precision == "fp32":
@@ -191,7 +217,7 @@ class Learner:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"step {step}: non-finite loss {loss.item()} ({stats})")
                 share = (hi - lo) / num_images
-                (loss * share * self.num_ranks).backward()
+                self.scaler.scale(loss * share * self.num_ranks).backward()
             parts.append((share, stats))
         return merge_stats([(w / sum(w for w, _ in parts), s) for w, s in parts])
 
@@ -206,9 +232,15 @@ class Learner:
         for epoch in range(self.cfg.grpo.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             stats = self._backward(step_loss, epoch, num_images, rollout.step)
+            self.scaler.unscale_(self.optimizer)
             stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip))
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # skipped when the scaled gradient overflowed (the scale then shrinks)
+            self.scaler.update()
+            if self.ema is not None:
+                self.ema.step(self._trainable())
         self.version += 1
+        if self.scaler.is_enabled():
+            stats["loss_scale"] = self.scaler.get_scale()
         stats.update({
             "advantage/mean": adv.mean().item(),
             "advantage/std": adv.std().item() if adv.numel() > 1 else 0.0,
@@ -224,11 +256,20 @@ class Learner:
         return stats, new_weights
 
     def state(self) -> dict:
-        """Everything a checkpoint needs to continue exactly, all on the CPU (weights go to safetensors, the rest to torch.save)."""
+        """Everything a checkpoint needs to continue exactly, all on the CPU (weights go to safetensors, the rest to
+        torch.save). With an EMA, "ema" is the policy's state dict with the EMA swapped in (what evaluation loads)
+        and "ema_step" its update count (its decay warms up with it); both None without one."""
+        ema = None
+        if self.ema is not None:
+            with self.ema_weights():
+                ema = cpu_state(self.policy)
         return {
             "policy": cpu_state(self.policy),
+            "ema": ema,
+            "ema_step": None if self.ema is None else self.ema.optimization_step,
             "reference": cpu_state(self.reference),
             "optimizer": to_cpu(self.optimizer.state_dict()),  # a snapshot, not the live moment tensors
+            "scaler": self.scaler.state_dict(),  # {} unless fp16
             "tracker": to_cpu(self.tracker.state_dict()) if self.tracker is not None else None,
             "version": self.version,
             "torch_rng": torch.get_rng_state(),
@@ -236,9 +277,19 @@ class Learner:
         }
 
     def load_state(self, state: dict) -> None:
+        if (self.ema is None) != (state.get("ema") is None):
+            raise ValueError(f"the checkpoint {'has no' if self.ema is not None else 'has an'} EMA of the weights but learner.ema_decay is "
+                             f"{self.cfg.learner.ema_decay}: resume with the learner.ema_decay it was written with")
+        if self.ema is not None:  # the EMA's weights pass through the policy's own state-dict names
+            self.policy.load_state_dict(state["ema"])
+            self.ema.load_state_dict({"optimization_step": state["ema_step"], "shadow_params": [p.detach().clone() for p in self._trainable()]})
         self.policy.load_state_dict(state["policy"])
         self.reference.load_state_dict(state["reference"])
         self.optimizer.load_state_dict(state["optimizer"])  # torch moves the moments to the parameters' device
+        if self.scaler.is_enabled():
+            if not state.get("scaler"):
+                raise ValueError("the checkpoint has no fp16 loss scale but policy.diffusion.precision is fp16: resume with the precision it was written with")
+            self.scaler.load_state_dict(state["scaler"])
         if self.tracker is not None:
             if state["tracker"] is None:
                 raise ValueError(f"the checkpoint has no advantage history but grpo.advantage is {self.cfg.grpo.advantage!r}")

@@ -78,6 +78,8 @@ def sft_control(cfg: TrainConfig) -> tuple[Path, int]:
 
 
 def grpo(cfg: TrainConfig) -> tuple[Path, int, list[str]]:
-    """Train a GRPO arm on local Ray (cfg from arm_config); returns its weights, updates and the random-weight reward terms."""
+    """Train a GRPO arm on local Ray (cfg from arm_config); returns its weights (the EMA's under learner.ema_decay),
+    updates and the random-weight reward terms."""
     result = train(cfg)
-    return result.checkpoint / "policy.safetensors", result.steps, result.random_reward_terms
+    weights = "ema.safetensors" if cfg.learner.ema_decay else "policy.safetensors"
+    return result.checkpoint / weights, result.steps, result.random_reward_terms
