@@ -57,7 +57,8 @@ def tiny_vae():
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(block_out_channels=[32, 32, 64], in_channels=3, out_channels=3, latent_channels=4,
-                         down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3)
+                         down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+                         scaling_factor=0.08333)  # the released upscaler's vae/config.json (diffusers warns on any other)
 
 
 def build_x4(out: Path, seed: int = 0) -> Path:
