@@ -21,10 +21,12 @@ def _cfg(rl=None, precision="fp32", **grpo) -> TrainConfig:
                                        "grpo": {"group_size": 4, **grpo}, "optim": {"lr": 1e-3}, "rollout": {"images_per_worker": 2}})
 
 
-def _rollout(learner: Learner, step: int = 0, b: int = 2, g: int = 4, side: int = 16) -> Rollout:
+def _rollout(learner: Learner, step: int = 0, b: int = 2, g: int = 4, side: int = 16, scale: int = 1) -> Rollout:
+    """A scored rollout of random images; `scale` 4: the sr task's input, the target downscaled 4x."""
     gen = torch.Generator().manual_seed(step)
     target = torch.rand(b, 3, side, side, generator=gen)
-    degraded = (target + 0.1 * torch.randn(b, 3, side, side, generator=gen)).clamp(0, 1)
+    small = torch.nn.functional.interpolate(target, scale_factor=1 / scale, mode="area") if scale > 1 else target
+    degraded = (small + 0.1 * torch.randn(small.shape, generator=gen)).clamp(0, 1)
     s = learner.policy.sample(degraded, g, generator=gen)
     ref = target.repeat_interleave(g, 0)
 
@@ -32,7 +34,7 @@ def _rollout(learner: Learner, step: int = 0, b: int = 2, g: int = 4, side: int 
         return -(images.clamp(0, 1) - ref).abs().flatten(1).mean(1).view(b, g)
 
     est = None if s.estimates is None else torch.stack([reward(e) for e in s.estimates.unbind(1)], dim=2)
-    return Rollout(step=step, version=learner.version, ids=[f"img{i}" for i in range(b)], tasks=["denoise"] * b, degraded=degraded,
+    return Rollout(step=step, version=learner.version, ids=[f"img{i}" for i in range(b)], tasks=["sr" if scale > 1 else "denoise"] * b, degraded=degraded,
                    target=target, trajectory=s.trajectory, rewards=reward(s.images), terms={}, estimate_rewards=est, estimate_steps=s.estimate_steps)
 
 

@@ -26,11 +26,11 @@ def _cfg(ema: float | None, diffusion: dict | None = None, **sections) -> TrainC
                                        "optim": {"lr": 1e-3}, "rollout": {"images_per_worker": 2}, "learner": {"ema_decay": ema}, **sections})
 
 
-def _trained(cfg: TrainConfig, steps: int, side: int = 16) -> Learner:
+def _trained(cfg: TrainConfig, steps: int, side: int = 16, scale: int = 1) -> Learner:
     torch.manual_seed(0)
     learner = Learner(cfg, total_steps=8)
     for step in range(steps):
-        learner.update(_rollout(learner, step, side=side))
+        learner.update(_rollout(learner, step, side=side, scale=scale))
     return learner
 
 
@@ -64,12 +64,12 @@ def x4(tmp_path_factory):
 
 
 def test_lora_ema_holds_the_adapters_keeps_ratio_one_after_a_swap_and_exports(x4, tmp_path):
-    diffusion = {"pretrained": str(x4), "sampling_steps": 3, "lora": {"rank": 4}}
-    cfg = _cfg(0.9, diffusion)
-    learner = _trained(cfg, 2, side=32)
+    diffusion = {"pretrained": str(x4), "output_scale": 4, "sampling_steps": 3, "lora": {"rank": 4}}
+    cfg = _cfg(0.9, diffusion, data={"tasks": ["sr"]})
+    learner = _trained(cfg, 2, side=32, scale=4)
     adapters = [p for n, p in learner.policy.named_parameters() if "lora_" in n]
     assert len(learner.ema.shadow_params) == len(adapters) and [s.shape for s in learner.ema.shadow_params] == [p.shape for p in adapters]
-    rollout = _rollout(learner, 2, side=32)  # sampled with the live weights, as the rollout actors do
+    rollout = _rollout(learner, 2, side=32, scale=4)  # sampled with the live weights, as the rollout actors do
     x, traj = rollout.degraded, rollout.trajectory
     with learner.ema_weights():
         ema_log_prob = learner.policy.evaluate(x, traj).log_prob
@@ -81,7 +81,7 @@ def test_lora_ema_holds_the_adapters_keeps_ratio_one_after_a_swap_and_exports(x4
     assert abs(math.log(stats["ratio/max"])) < 1e-5 and abs(math.log(stats["ratio/min"])) < 1e-5
     # `trainer.export --ema` merges the EMA's adapters: the exported folder is the swapped-in policy
     ckpt = save_checkpoint(tmp_path / "ckpt", 2, state, {}, {"config": cfg.model_dump_json()}, keep=1)
-    exported = build_diffusion_policy(DiffusionConfig(pretrained=export(ckpt, tmp_path / "export", ema=True), sampling_steps=3))
+    exported = build_diffusion_policy(DiffusionConfig(pretrained=export(ckpt, tmp_path / "export", ema=True), output_scale=4, sampling_steps=3))
     assert (exported.evaluate(x, traj).log_prob - ema_log_prob).abs().max() < 1e-5
 
 

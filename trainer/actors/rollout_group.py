@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from trainer.actors.messages import ImageBatch, RolloutStats
 from trainer.actors.placement import Placement, bundle
@@ -129,6 +129,8 @@ class RolloutGroup:
                 seconds.append(ray.get(ref))
             except ACTOR_LOST:  # died since: its parts move; its restart fetches the version with its next call
                 pass
+            except RayTaskError as exc:  # e.g. its node's object store went away mid-fetch: its next call fetches the version
+                log.warning("version %d: an actor's early fetch failed (%s); it loads the version with its next call", version, str(exc).splitlines()[0])
         return max(seconds) if seconds else None
 
     def forget_before(self, version: int) -> None:
