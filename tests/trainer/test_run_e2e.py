@@ -310,7 +310,7 @@ def ray_head(tmp_path):
                           log_path=tmp_path / "head.log")
     with head.start(240):
         yield head.url, head.env
-        head.stop(timeout_s=30)  # `ray start --block` stops its node's processes on SIGTERM
+        head.stop(timeout_s=5)  # SIGTERM, then SIGKILL to its process group: `ray start --block` took over 30 s to exit on SIGTERM
 
 
 def test_ray_job_submit_runs_a_short_job_on_a_started_head(tmp_path, photos, reward, ray_head):
