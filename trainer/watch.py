@@ -34,17 +34,19 @@ class WatchPoint:
         return {"gold/reward": sum(self.reward) / n, "gold/psnr": sum(self.psnr) / n, "gold/ssim": sum(self.ssim) / n}
 
 
+def gold_change(before: WatchPoint, after: WatchPoint, key: str) -> tuple[float, float]:
+    """(mean, 95% half-width) of after - before in `key` ('reward', 'psnr', 'ssim'), paired over the gold pairs."""
+    return mean_ci95([a - b for a, b in zip(getattr(after, key), getattr(before, key))])
+
+
 def hacking_warning(before: WatchPoint, after: WatchPoint) -> str | None:
     """A warning when R rose beyond its 95% interval (paired over the gold pairs) while a gold metric fell beyond its own."""
-    def change(key: str) -> tuple[float, float]:
-        return mean_ci95([a - b for a, b in zip(getattr(after, key), getattr(before, key))])
-
-    r, half = change("reward")
+    r, half = gold_change(before, after, "reward")
     if r - half <= 0:
         return None
     fell = []
     for key in GOLD_METRICS:
-        d, h = change(key)
+        d, h = gold_change(before, after, key)
         if d + h < 0:
             fell.append(f"{key.upper()} {d:+.4g} +- {h:.2g}")
     if not fell:

@@ -20,6 +20,7 @@ from trainer.inference import restore  # noqa: E402
 from trainer.metrics import at_size, psnr_ssim  # noqa: E402
 from trainer.metrics_log import read_metrics  # noqa: E402
 from trainer.policies import Policy  # noqa: E402
+from trainer.watch import WatchPoint, gold_change  # noqa: E402
 
 
 SPLITS = {"id": "in-distribution", "ood": "OOD"}
@@ -153,12 +154,12 @@ def watch_summary(path: Path) -> dict | None:
     if not path.is_file():
         return None
     state = json.loads(path.read_text())
-    first, last = state["points"][0], state["points"][-1]
+    first, last = WatchPoint(**state["points"][0]), WatchPoint(**state["points"][-1])
     change = {}
     for key in ("reward", "psnr", "ssim"):
-        mean, half = mean_ci95([b - a for a, b in zip(first[key], last[key])])
-        change[key] = {"first": sum(first[key]) / len(first[key]), "last": sum(last[key]) / len(last[key]), "change": mean, "ci95": half}
-    return {"steps": [first["step"], last["step"]], "points": len(state["points"]), "gold_pairs": len(first["reward"]),
+        mean, half = gold_change(first, last, key)
+        change[key] = {"first": first.summary()[f"gold/{key}"], "last": last.summary()[f"gold/{key}"], "change": mean, "ci95": half}
+    return {"steps": [first.step, last.step], "points": len(state["points"]), "gold_pairs": len(first.reward),
             "change": change, "warnings": state["warnings"]}
 
 
