@@ -299,6 +299,14 @@ class OptimConfig(_Section):
     max_steps: int | None = Field(None, gt=0, description="Stop after this many learner steps (overrides epochs when smaller).")
 
 
+class WeightSyncConfig(_Section):
+    """How each policy version travels from learner rank 0 to the rollout actors (trainer/actors/weight_sync.py, trainer/actors/collective.py)."""
+
+    transport: Literal["object_store", "collective"] = Field("object_store", description="'object_store': rank 0's flat packet goes through Ray's object store and every actor fetches it (zero-copy on one node, a node-to-node copy per actor node otherwise). 'collective': rank 0 and the live rollout actors form a process group of their own (a TCPStore hosted by rank 0; NCCL when every member holds its policy on CUDA, gloo otherwise) and rank 0 broadcasts the same flat buffer; only the version and the tensor table go through Ray. This is how OpenRLHF (vllm_sync_backend nccl), verl and vLLM's RLHF examples (StatelessProcessGroup + PyNccl) update rollout engines on GPU clusters. The first version and the frozen parameters still go through the object store; a version whose broadcast fails or times out, or that is published while the group's membership changed (an actor died or restarted), goes through the object store too, and the group forms again once the live actors are the same at two versions in a row.")
+    timeout_s: float = Field(60.0, gt=0, description="Bound on forming the broadcast group and on one broadcast (the process group's timeout, and the driver's wait): past it the group is torn down and the version goes through the object store. It must cover one transfer of the changing tensors (gloo on 10 GbE: about 1 s per GB).")
+    max_failures: int = Field(3, ge=1, description="Failed formations or broadcasts in a row after which the run stays on the object store for good (one warning says so); any success resets the count.")
+
+
 class RolloutConfig(_Section):
     num_workers: int = Field(1, ge=1, description="Rollout actors.")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per rollout actor (fractional allowed); 0 = CPU.")
@@ -311,6 +319,7 @@ class RolloutConfig(_Section):
     placement_strategy: Literal["PACK", "SPREAD"] = Field("SPREAD", description="Ray placement-group strategy of the rollout actors' bundles: SPREAD (one node's loss takes fewest actors) or PACK (fewest nodes).")
     placement_timeout_s: float = Field(60.0, gt=0, description="How long the rollout group waits at start for its placement group (e.g. for an autoscaler to add nodes) before the run stops naming the resources no node offers.")
     restart_timeout_s: float = Field(600.0, gt=0, description="How long rollout work may wait with no rollout actor alive (all crashed and restarting, or their node lost and not yet replaced) before the run stops. A fresh actor process imports torch and builds the policy.")
+    weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig, description="The transport of each policy version to the actors: Ray's object store (default) or a broadcast from learner rank 0.")
 
     @model_validator(mode="before")
     @classmethod
@@ -490,6 +499,16 @@ class TrainConfig(_Section):
             raise ValueError(f"grpo.reward_aggregation 'per_term' normalises each term within its group and replaces grpo.advantage; set grpo.advantage to 'group' (got {self.grpo.advantage!r})")
         if self.policy.kind == "diffusion" and self.policy.diffusion.rl.reward_at == "stepwise":
             raise ValueError("grpo.reward_aggregation 'per_term' needs policy.diffusion.rl.reward_at 'final': the step-wise estimates are scored as R only, not per term")
+        return self
+
+    @model_validator(mode="after")
+    def _check_collective_gpus(self) -> "TrainConfig":
+        if self.rollout.weight_sync.transport != "collective":
+            return self
+        shared = {f: v for f, v in (("rollout.gpus_per_worker", self.rollout.gpus_per_worker), ("learner.gpus_per_rank", self.learner.gpus_per_rank)) if v != int(v)}
+        if shared:
+            raise ValueError(f"rollout.weight_sync.transport=collective with {', '.join(f'{f}={v:g}' for f, v in shared.items())}: NCCL refuses two members "
+                             "of one group on one GPU, so the learner and each rollout actor need whole GPUs (or none); or use transport object_store")
         return self
 
     @model_validator(mode="after")

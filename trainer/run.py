@@ -255,7 +255,7 @@ class Trainer:
             print(f"[grpo] resumed from {self.resume_from.path} at step {start}", flush=True)
         self._log_action_sensitivity()
         version, weights_ref, self.rollouts.frozen = self.learner.weights()
-        self.rollouts.publish(version, weights_ref)
+        self.rollouts.publish(version, weights_ref, self.learner.exporter)
         if start >= self.total:
             raise RunError(f"nothing to do: the checkpoint is at step {start} and the run has {self.total} steps")
         wandb_run = WandbRun(cfg.logging.wandb_project, cfg.logging.wandb_mode, self.wandb_id, cfg.name, cfg.model_dump(mode="json")) if self.wandb_id else None
@@ -284,9 +284,9 @@ class Trainer:
                 self.inflight.discard(step)
                 rollout_wait = time.perf_counter() - wait0
                 stats, new_weights = self._update(step, parts)
-                self.rollouts.publish(step + 1, new_weights)
+                self.rollouts.publish(step + 1, new_weights, self.learner.exporter)
                 metrics = self._step_metrics(rollout, stats, time.perf_counter() - tick, rollout_wait)
-                metrics["time/weight_sync"] = self.rollouts.sync_seconds(step)  # the version this step's successors sample with
+                metrics.update(self.rollouts.sync_metrics(step))  # time/weight_sync of the version this step's successors sample with
                 metrics["time/batch_wait"], self.batch_wait = self.batch_wait, 0.0
                 self.rollouts.forget_before(self._version_for(step + 1))
                 completed = step + 1
@@ -344,7 +344,7 @@ class Trainer:
         m["policy_version"] = rollout.version
         m["faults/judge_dropped"] = rollout.judge_dropped
         m["faults/judge_unscored"] = rollout.judge_unscored
-        for kind in ("rollout_actor_lost", "rollout_outputs_lost", "service_unavailable"):
+        for kind in ("rollout_actor_lost", "rollout_outputs_lost", "service_unavailable", "weight_broadcast_failed"):
             m[f"faults/{kind}"] = self.faults[kind]
         m["rollout/actors_alive"] = sum(self.rollouts.alive)
         m["faults/learner_restarts"] = self.learner_restarts

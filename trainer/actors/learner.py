@@ -25,9 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from irpo_common.device import resolve_device
 from irpo_common.process import free_port
+from trainer.actors.collective import LinkError, WeightLink
 from trainer.actors.messages import Rollout
 from trainer.actors.objectives import OBJECTIVES
-from trainer.actors.weight_sync import WeightPacket, export_weights
+from trainer.actors.weight_sync import PacketHeader, WeightPacket, export_weights
 from trainer.config import TrainConfig
 from trainer.diagnostics import Sensitivity, action_sensitivity
 from trainer.grpo import HistoryTracker, build_optimizer, group_advantages
@@ -87,7 +88,7 @@ class _LossForward(torch.nn.Module):
         return loss_fn(*args)
 
 
-class Learner:
+class Learner(WeightLink):
     """Holds the trained policy, the frozen reference (the starting policy), the optimiser and the tracker.
 
     Version n means n updates applied; every update returns the new weights with their version.
@@ -116,6 +117,7 @@ class Learner:
         tracked = g.advantage in ("history", "history_batch")
         self.tracker = HistoryTracker(g.history_buffer, g.history_min_count, g.advantage_eps, with_batch=g.advantage == "history_batch") if tracked else None
         self.version = 0
+        self.outbox: WeightPacket | None = None  # rank 0's latest export, with the collective transport
 
     def _trainable(self) -> list[torch.nn.Parameter]:
         """The parameters the optimiser trains (LoRA: the adapters), in a fixed order: what the EMA averages."""
@@ -181,7 +183,23 @@ class Learner:
 
     def weights(self) -> tuple[int, WeightPacket, WeightPacket]:
         """(version, its changing tensors, the frozen parameters): trainer/actors/weight_sync.py."""
-        return self.version, export_weights(self.policy, self.version), export_weights(self.policy, self.version, "frozen")
+        return self.version, self._export(), export_weights(self.policy, self.version, "frozen")
+
+    def _export(self) -> WeightPacket:
+        """The changing tensors of the current version; kept for link_send when they may go by broadcast."""
+        packet = export_weights(self.policy, self.version)
+        self.outbox = packet if self.cfg.rollout.weight_sync.transport == "collective" else None
+        return packet
+
+    def link_header(self, version: int) -> PacketHeader:
+        """The header of the version link_send broadcasts next (trainer/actors/collective.py)."""
+        if self.outbox is None or self.outbox.version != version:
+            raise LinkError(f"version {version} is not this learner's latest export ({self.outbox.version if self.outbox else 'none'})")
+        return self.outbox.header()
+
+    def link_send(self, gen: int) -> None:
+        """Broadcast the latest export's flat buffer to the rollout actors of group `gen`."""
+        self._link_broadcast(gen, self.outbox.flat())
 
     def normalise(self, keys: list[str], rewards: torch.Tensor) -> torch.Tensor:
         """(B, G) rewards of images `keys` -> advantages, as grpo.advantage says (the history is recorded)."""
@@ -250,7 +268,7 @@ class Learner:
         lo, hi = shares(num_images, self.num_ranks)[self.rank]
         stats["learner/share"] = (hi - lo) / num_images  # of this rank: the group weighs the ranks' stats by it
         t1 = time.perf_counter()
-        new_weights = export_weights(self.policy, self.version) if self.rank == 0 else None  # rank 0 exports for the group
+        new_weights = self._export() if self.rank == 0 else None  # rank 0 exports for the group
         stats["time/update"] = t1 - t0
         stats["time/weight_export"] = time.perf_counter() - t1
         return stats, new_weights

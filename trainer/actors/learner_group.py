@@ -78,6 +78,11 @@ class LearnerGroup:
         """Rank 0's deterministic outputs (the reward-hacking watch); every rank holds the same weights."""
         return self._get([self.ranks[0].deterministic.remote(degraded)])[0]
 
+    @property
+    def exporter(self):
+        """The rank that exports the weights (rank 0): the source of the collective weight transport."""
+        return self.ranks[0]
+
     def weights(self) -> tuple[int, ray.ObjectRef, ray.ObjectRef]:
         """(version, references to rank 0's weight packets of it: changing and frozen tensors; trainer/actors/weight_sync.py)."""
         version, changing, frozen = self.ranks[0].weights.options(num_returns=3).remote()

@@ -16,9 +16,10 @@ import ray
 import torch
 
 from irpo_common.device import resolve_device
+from trainer.actors.collective import WeightLink
 from trainer.actors.messages import ImageBatch, Rollout, RolloutStats
 from trainer.actors.scoring import Scorer, unreachable
-from trainer.actors.weight_sync import WeightPacket, load_packet
+from trainer.actors.weight_sync import PacketHeader, WeightPacket, load_packet
 from trainer.config import TrainConfig
 from trainer.policies import build_policy
 
@@ -32,10 +33,11 @@ def sampling_seed(domain: str, *parts: int) -> int:
     return int(np.random.SeedSequence([tag, len(parts), *parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-class RolloutWorker:
-    """Runs as a threaded Ray actor (max_concurrency = staleness bound + 2): while calls wait for the
+class RolloutWorker(WeightLink):
+    """Runs as a threaded Ray actor (max_concurrency = staleness bound + 3): while calls wait for the
     reward and judge services, the next call can already sample, and a new version's weights can be
-    fetched. The lock keeps the policy to one call at a time."""
+    fetched (from the object store, or by broadcast: trainer/actors/collective.py). The lock keeps the
+    policy to one call at a time."""
 
     def __init__(self, cfg: TrainConfig, rank: int):
         self.cfg = cfg
@@ -45,7 +47,8 @@ class RolloutWorker:
         self.policy = build_policy(cfg.policy_section, load_weights=False).to(self.device).eval()
         self.version = -1
         self.has_frozen = False
-        self._staged: dict[int, WeightPacket] = {}  # fetched ahead by receive(), loaded when a rollout needs them
+        self._staged: dict[int, WeightPacket] = {}  # fetched ahead by receive() or link_receive(), loaded when a rollout needs them
+        self._arriving: dict[int, threading.Event] = {}  # versions a broadcast is bringing now
         self._policy_lock = threading.Lock()
         self.scorer = Scorer(cfg.reward, cfg.judge, concurrency=cfg.rollout.max_staleness + 1)
 
@@ -65,6 +68,19 @@ class RolloutWorker:
             self._staged[version] = packet
         return time.time() - packet.export_start
 
+    def link_receive(self, gen: int, header: PacketHeader) -> float:
+        """Receive a version that learner rank 0 broadcasts in group `gen` into a spare buffer and stage it as
+        a packet, as receive() does; returns time/weight_sync the same way."""
+        arriving = self._arriving.setdefault(header.version, threading.Event())
+        try:
+            buffer = self._link_broadcast(gen, self._link_spare(header.nbytes))
+            if header.version > self.version:
+                self._staged[header.version] = header.packet(buffer)
+        finally:
+            arriving.set()
+            self._arriving.pop(header.version, None)
+        return time.time() - header.export_start
+
     def _load(self, version: int, frozen: list[ray.ObjectRef], weights: list[ray.ObjectRef]) -> float:
         """Refs come wrapped in lists so Ray does not fetch them for a call that does not need them."""
         t0 = time.perf_counter()
@@ -72,11 +88,15 @@ class RolloutWorker:
             load_packet(self.policy, ray.get(frozen[0]))
             self.has_frozen = True
         if version != self.version:
+            arriving = self._arriving.get(version)
+            if arriving is not None:  # a broadcast brings it now: wait (bounded) rather than fetch it a second time
+                arriving.wait(self.cfg.rollout.weight_sync.timeout_s)
             packet = self._staged.pop(version, None) or ray.get(weights[0])
             load_packet(self.policy, packet)
+            self._link_recycle(packet, keep=self.cfg.rollout.max_staleness + 1)
             self.version = version
         for v in [v for v in list(self._staged) if v < version]:
-            self._staged.pop(v, None)
+            self._link_recycle(self._staged.pop(v), keep=self.cfg.rollout.max_staleness + 1)
         return time.perf_counter() - t0
 
     def rollout(self, batch: ImageBatch, version: int, frozen: list[ray.ObjectRef], weights: list[ray.ObjectRef]) -> tuple[RolloutStats, Rollout]:

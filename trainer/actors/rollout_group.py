@@ -11,7 +11,8 @@ placement, dispatch, failover and weight publication, so trainer/run.py keeps on
   shrinks, and grows back when Ray has restarted the actor (its ping answers). With no actor alive
   the work waits up to rollout.restart_timeout_s.
 - Weights: trainer/actors/weight_sync.py packets, pushed to every live actor as soon as a version is
-  published (receive), and passed with every call (a restarted actor fetches what it lacks).
+  published (receive, or a broadcast from learner rank 0 with rollout.weight_sync.transport 'collective':
+  trainer/actors/collective.py), and passed with every call (a restarted actor fetches what it lacks).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
+from trainer.actors.collective import Broadcaster
 from trainer.actors.messages import ImageBatch, RolloutStats
 from trainer.actors.placement import Placement, bundle
 from trainer.actors.rollout import RolloutWorker
@@ -88,7 +90,7 @@ class RolloutGroup:
         self.actors = [
             remote.options(
                 num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker, resources=r.resources or None,
-                max_restarts=r.max_restarts, max_concurrency=self.capacity + 1,  # + 1: receive() of the next version
+                max_restarts=r.max_restarts, max_concurrency=self.capacity + 2,  # + 2: receive() or link_receive() of the next versions
                 scheduling_strategy=self.placement.strategy(i),
             ).remote(self.cfg, i)
             for i in range(self.size)
@@ -104,23 +106,52 @@ class RolloutGroup:
         self.frozen: ray.ObjectRef | None = None
         self.weights: dict[int, ray.ObjectRef] = {}
         self._receipts: dict[int, list[ray.ObjectRef]] = {}  # version -> receive() refs of the actors live at publication
+        self.incarnation = [0] * self.size  # losses seen per actor: a restarted actor is a new member of the broadcast group
+        self.broadcaster = Broadcaster(r.weight_sync, self.faults) if r.weight_sync.transport == "collective" else None
+        self.broadcast: set[int] = set()  # versions that went by broadcast to every live actor
+        self._devices: list[str] = ["cpu"] * self.size
 
     def devices(self) -> list[str]:
         """The actors' devices, once every actor has reached every service replica from its own node."""
         problems = [f"rollout actor {i} on {node}: {p}" for i, (node, found) in enumerate(ray.get([a.check_services.remote() for a in self.actors])) for p in found]
         if problems:
             raise RolloutGroupError("; ".join(problems) + " (the driver reached them: check the worker nodes' network, DNS and the URLs)")
-        return ray.get([a.ping.remote() for a in self.actors])
+        self._devices = ray.get([a.ping.remote() for a in self.actors])
+        return self._devices
 
     # -- weights ------------------------------------------------------------------------
-    def publish(self, version: int, packet: ray.ObjectRef) -> None:
-        """A new version: kept for the calls that sample with it and pushed to every live actor now."""
+    def publish(self, version: int, packet: ray.ObjectRef, source=None) -> None:
+        """A new version: kept for the calls that sample with it and pushed to every live actor now, by
+        broadcast from `source` (learner rank 0's actor) when the collective transport is on and can."""
         self.weights[version] = packet
-        self._receipts[version] = [a.receive.remote(version, [packet]) for i, a in enumerate(self.actors) if self.alive[i]]
+        self._settle_broadcast()
+        live = {i: a for i, a in enumerate(self.actors) if self.alive[i]}
+        receipts = None
+        if self.broadcaster is not None and source is not None:
+            receipts = self.broadcaster.start(version, source, live, tuple((i, self.incarnation[i]) for i in live), self._devices)
+        self._receipts[version] = list(receipts.values()) if receipts else [a.receive.remote(version, [packet]) for a in live.values()]
+
+    def _settle_broadcast(self) -> None:
+        """Finish the broadcast under way (bounded); the actors it missed get its version from the object store."""
+        if self.broadcaster is None or self.broadcaster.round is None:
+            return
+        r, missed = self.broadcaster.settle()
+        if not missed:
+            self.broadcast.add(r.version)
+        elif r.version in self._receipts:
+            kept = [ref for i, ref in r.receipts.items() if i not in missed]
+            self._receipts[r.version] = kept + [self.actors[i].receive.remote(r.version, [self.weights[r.version]]) for i in missed if self.alive[i]]
+
+    def sync_metrics(self, version: int) -> dict[str, float | None]:
+        """time/weight_sync of a version and, with the collective transport, whether it went by broadcast."""
+        seconds = self.sync_seconds(version)
+        return {"time/weight_sync": seconds, **({"weight_sync/broadcast": float(version in self.broadcast)} if self.broadcaster else {})}
 
     def sync_seconds(self, version: int, timeout_s: float = 60.0) -> float | None:
         """time/weight_sync of a version: from the learner's export start until the last live actor
         had it in memory (None when no actor received it, e.g. all were down)."""
+        if self.broadcaster is not None and self.broadcaster.round is not None and self.broadcaster.round.version == version:
+            self._settle_broadcast()
         refs = self._receipts.pop(version, [])
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
         seconds = []
@@ -137,6 +168,7 @@ class RolloutGroup:
         for v in [v for v in self.weights if v < version]:
             del self.weights[v]
             self._receipts.pop(v, None)
+            self.broadcast.discard(v)
 
     def version_refs(self, version: int) -> list[ray.ObjectRef]:
         """The packets (frozen, changing) that make up a published version; full_state(*ray.get(...)) is
@@ -150,9 +182,11 @@ class RolloutGroup:
     def drop_work(self) -> None:
         """Forget every part and version: a restarted learner resumes from a checkpoint and the run submits
         its steps again. Calls still running finish on their actors and are ignored."""
-        for store in (self._pending, self._running, self._done, self._parts, self.weights, self._receipts):
+        for store in (self._pending, self._running, self._done, self._parts, self.weights, self._receipts, self.broadcast):
             store.clear()
         self._handed = (-1, [])
+        if self.broadcaster is not None:  # its source, learner rank 0, is gone
+            self.broadcaster.reset("the learner group restarts")
 
     def submit(self, batches: list[ImageBatch], version: int) -> None:
         parts = [_Part(b, version) for b in batches]
@@ -216,6 +250,7 @@ class RolloutGroup:
         if not self.alive[actor]:
             return
         self.alive[actor] = False
+        self.incarnation[actor] += 1
         self.faults["rollout_actor_lost"] += 1
         lost_at = time.monotonic()
         log.warning("rollout actor %d lost (%s); moving its parts to %d live actor(s)", actor, str(exc).splitlines()[0], sum(self.alive))
@@ -274,6 +309,8 @@ class RolloutGroup:
         self._pending = waiting
 
     def close(self) -> None:
+        if self.broadcaster is not None:
+            self.broadcaster.reset()
         for a in self.actors:
             ray.kill(a, no_restart=True)
         self.placement.release()

@@ -23,23 +23,47 @@ import torch
 _ALIGN = 64  # bytes: any dtype's view of the buffer starts on its own element boundary
 
 
+@dataclass(frozen=True)
+class PacketHeader:
+    version: int
+    table: list[tuple[str, str, tuple[int, ...], int]]
+    nbytes: int
+    export_start: float
+
+    def packet(self, buffer: torch.Tensor) -> WeightPacket:
+        """The packet whose bytes arrived in `buffer` (uint8, nbytes long)."""
+        return WeightPacket(self.version, buffer, self.table, self.export_start, 0.0)
+
+
 @dataclass
 class WeightPacket:
     version: int
-    buffer: np.ndarray  # uint8, the tensors' bytes back to back at aligned offsets
+    # uint8, the tensors' bytes back to back at aligned offsets: a numpy array through the object store, a torch
+    # tensor (on the policy's device) when it came by broadcast (trainer/actors/collective.py)
+    buffer: np.ndarray | torch.Tensor
     table: list[tuple[str, str, tuple[int, ...], int]]  # (state-dict name, torch dtype name, shape, byte offset)
     export_start: float  # time.time() when the learner began exporting: time/weight_sync runs from here
     export_s: float  # seconds the learner spent packing (learner busy time, not idle)
 
     @property
     def nbytes(self) -> int:
-        return int(self.buffer.nbytes)
+        return int(self.buffer.numel() if isinstance(self.buffer, torch.Tensor) else self.buffer.nbytes)
+
+    def header(self) -> PacketHeader:
+        """Everything but the bytes: what a broadcast's receivers need beforehand."""
+        return PacketHeader(self.version, self.table, self.nbytes, self.export_start)
+
+    def flat(self) -> torch.Tensor:
+        """The buffer as one uint8 tensor, without a copy."""
+        if isinstance(self.buffer, torch.Tensor):
+            return self.buffer
+        with warnings.catch_warnings():  # the object store's buffer is read-only; the views are only read
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")
+            return torch.frombuffer(self.buffer, dtype=torch.uint8) if self.buffer.size else torch.empty(0, dtype=torch.uint8)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Views into the buffer (read-only when it maps Ray's object store: copy them, never write)."""
-        with warnings.catch_warnings():  # the object store's buffer is read-only; the views are only read
-            warnings.filterwarnings("ignore", message="The given buffer is not writable")
-            flat = torch.frombuffer(self.buffer, dtype=torch.uint8) if self.buffer.size else torch.empty(0, dtype=torch.uint8)
+        flat = self.flat()
         out = {}
         for name, dtype_name, shape, offset in self.table:
             dtype = getattr(torch, dtype_name)
