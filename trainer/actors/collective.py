@@ -67,7 +67,7 @@ class WeightLink:
         store = dist.PrefixStore(f"weights/{gen}", self._store)
         timeout = timedelta(seconds=timeout_s)
         if backend == "nccl":
-            device = self.device
+            device = torch.device("cuda", torch.cuda.current_device() if self.device.index is None else self.device.index)
             torch.cuda.set_device(device)
             opts = dist.ProcessGroupNCCL.Options()
             opts._timeout = timeout

@@ -8,6 +8,10 @@ offset), and a rollout actor views each tensor in that buffer and copies it stra
 Each version carries only what training changes: the trainable parameters (requires_grad=True; with
 adapters, only the adapters) and the buffers. The frozen parameters travel once, as the `frozen`
 packet, to an actor that has none yet (a new or restarted actor).
+
+With the collective transport (trainer/actors/collective.py) the same buffer is broadcast instead; the
+receivers get the packet's header (version, table) through Ray and view their received bytes with the
+same table, so a broadcast packet loads exactly as a fetched one.
 """
 
 from __future__ import annotations
