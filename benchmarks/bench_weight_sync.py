@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import time
-
 from collections import Counter
 
 import ray

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 
 import pytest
 import ray
+from ray.exceptions import ActorUnavailableError, GetTimeoutError
 import torch
 from safetensors.torch import load_file
 
@@ -103,12 +105,26 @@ def test_a_killed_rollout_actor_sends_its_versions_by_the_object_store_and_the_r
     assert sent[1] == 1.0 and 0.0 in sent[2:], sent  # a version after the kill went by the object store (re-forming: the next test)
 
 
+def _wait_until_back(actor, timeout_s: float = 300.0) -> None:
+    """Until Ray has restarted the actor (its ping answers)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(actor.ping.remote(), timeout=30)
+            return
+        except (ActorUnavailableError, GetTimeoutError):
+            assert time.monotonic() < deadline, "the actor did not come back"
+            time.sleep(0.5)
+
+
 def test_a_member_dead_inside_the_group_fails_the_broadcast_and_the_object_store_carries_the_version(reference):
     """An actor dies between two versions and nothing has told the group: the broadcast fails (its peer gone,
     else the timeout) instead of hanging, every live actor still gets the version by the object store, and
-    the failure is counted."""
-    root, _, ref_cfg = reference
-    cfg = ref_cfg.model_copy(update={"rollout": ref_cfg.rollout.model_copy(update={"weight_sync": WeightSyncConfig(**COLLECTIVE)})})
+    the failure is counted. The learner has 2 data-parallel ranks: rank 0 sits in its DDP group and in the
+    broadcast group at once."""
+    _, _, ref_cfg = reference
+    cfg = ref_cfg.model_copy(update={"rollout": ref_cfg.rollout.model_copy(update={"weight_sync": WeightSyncConfig(**COLLECTIVE)}),
+                                     "learner": ref_cfg.learner.model_copy(update={"num_ranks": 2, "cpus_per_rank": 0.5})})
     learner, group = LearnerGroup(cfg, STEPS), RolloutGroup(cfg)
     try:
         group.devices()
@@ -125,7 +141,7 @@ def test_a_member_dead_inside_the_group_fails_the_broadcast_and_the_object_store
         ray.kill(group.actors[1], no_restart=False)
         assert publish() is not None and version not in group.broadcast
         assert group.faults["weight_broadcast_failed"] == 1 and group.broadcaster.key is None
-        ray.get(group.actors[1].ping.remote(), timeout=300)  # Ray has restarted it
+        _wait_until_back(group.actors[1])
         assert publish() is not None and version in group.broadcast  # the live actors are the same again: formed anew
     finally:
         learner.shutdown()

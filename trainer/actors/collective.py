@@ -24,8 +24,9 @@ from datetime import timedelta
 import ray
 import torch
 import torch.distributed as dist
+from ray.exceptions import RayError
 
-from trainer.actors.weight_sync import PacketHeader, WeightPacket
+from trainer.actors.weight_sync import WeightPacket
 from trainer.config import WeightSyncConfig
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class Broadcaster:
                 continue
             try:
                 ray.get(ref)
-            except Exception as exc:  # the member's error (timeout, a peer gone) or its death
+            except RayError as exc:  # the member's error (timeout, a peer gone) or its death
                 errors[key] = str(exc).strip().splitlines()[-1][:200]
         if not errors:
             self.failures = 0
@@ -204,7 +205,7 @@ class Broadcaster:
             backend = "nccl" if cuda else "gloo"
             members = [source, *actors.values()]
             ray.get([m.link_join.remote(self.gen, address, port, rank, len(members), backend, t) for rank, m in enumerate(members)], timeout=t + _DRIVER_MARGIN_S)
-        except Exception as exc:
+        except RayError as exc:  # a member's error, its death, or no answer in time
             self.handles = [source, *actors.values()]
             self._fail(f"forming weight broadcast group {self.gen} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]})")
             return False
