@@ -100,8 +100,3 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
         assert f"| {arm} | 0-2 (3 points) | 2 |" in table
         assert f"[demo] {arm}: reward-hacking watch over 2 held-out pairs" in out
     assert "python -m trainer.experiment --config configs/cpu-demo.yaml --seeds 3" in table and results["needs_seeds"] in table
-
-    # a second run reuses the pre-trained weights (same settings and corpus)
-    again = subprocess.run(cmd + ["--set", "optim.max_steps=1"], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "[pretrain] reusing" in again.stdout

@@ -13,7 +13,7 @@ from trainer.config import DiffusionConfig, DiffusionRLConfig
 from trainer.grpo import ppo_clip_objective
 from trainer.policies import build_policy
 from trainer.policies.diffusion.credit import credit_matrix, group_normaliser, noise_level_weights
-from trainer.policies.diffusion.ddim import ddim_mean, ddim_std, gaussian_kl_same_std, gt_step_mean, gt_step_weight
+from trainer.policies.diffusion.ddim import ddim_mean, ddim_std, gaussian_kl_same_std, gt_step_kl_per_weight, gt_step_mean, gt_step_weight
 from trainer.policies.diffusion.objective import gt_step_log_prob, step_advantages, step_loss_coefs
 from trainer.policies.diffusion.schedule import Schedule
 
@@ -106,6 +106,38 @@ def test_gt_likelihood_term_weighs_every_step_alike_when_normalised(norm):
         torch.testing.assert_close(term, -x0_error, rtol=1e-4, atol=1e-6)
     else:
         assert not torch.allclose(term, -x0_error, rtol=1e-2)
+
+
+def test_gt_kl_per_weight_is_the_step_means_kl_over_the_weight_with_a_clamp():
+    schedule = Schedule(DiffusionConfig(sampling_steps=10))
+    t = schedule.timesteps(10)[:9]
+    a_t, a_prev = schedule.alpha_bar(t).double(), schedule.alpha_bar(schedule.prev_timesteps(schedule.timesteps(10))[:9]).double()
+    std = ddim_std(a_t, a_prev, 1.0).double().view(-1, 1, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    gt, noise = torch.randn(9, 3, 8, 8, generator=g, dtype=torch.float64).clamp(-1, 1), torch.randn(9, 3, 8, 8, generator=g, dtype=torch.float64)
+    x0_raw = 1.5 * torch.randn(9, 3, 8, 8, generator=g, dtype=torch.float64)  # a third of it beyond [-1, 1]
+    a = a_t.view(-1, 1, 1, 1)
+    x_t = a.sqrt() * gt + (1 - a).sqrt() * noise
+    eps = (x_t - a.sqrt() * x0_raw) / (1 - a).sqrt()  # the clamp leaves eps_hat as predicted (diffusers)
+    mean = a_prev.view(-1, 1, 1, 1).sqrt() * x0_raw.clamp(-1, 1) + (1 - a_prev.view(-1, 1, 1, 1) - std**2).sqrt() * eps
+    want = gaussian_kl_same_std(gt_step_mean(x_t, gt, a_t, a_prev, std), mean, std) / gt_step_weight(a_t, a_prev, std)
+    got = gt_step_kl_per_weight(x0_raw, x0_raw.clamp(-1, 1), gt, a_t, a_prev, std)
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=0)
+
+
+def test_gt_term_keeps_float32_accuracy_when_x0_is_near_the_ground_truth():
+    # A trained denoiser's x0_hat lies close to GT; the step means then differ by k (x0_hat - GT), k ~ 1e-2 at the
+    # first step, and differencing the float32 means before dividing by k lost 4e-4 of the term there.
+    torch.manual_seed(0)
+    policy = build_policy(DiffusionConfig(block_out_channels=[16, 32], sampling_steps=10, clip_x0=False)).eval()
+    x = torch.rand(1, 3, 16, 16)
+    traj = policy.sample(x, 1, torch.Generator().manual_seed(1)).trajectory
+    with torch.no_grad():
+        ev = policy.evaluate(x, traj)
+        target = policy.codec.decode(ev.x0[:, 0] + 1e-3 * torch.randn_like(ev.x0[:, 0]))
+        term = gt_step_log_prob(policy, x, target, traj, ev).double()
+    want = -(ev.x0.double() - policy.chain_x0(x, target).double()[:, None]).pow(2).flatten(2).mean(2)
+    assert float(((term - want).abs() / want.abs()).max()) < 1e-5
 
 
 def test_summed_log_density_clips_the_joint_ratio_at_the_joint_trust_region():

@@ -13,7 +13,7 @@ from torch import Tensor
 from trainer.config import DiffusionRLConfig
 from trainer.policies.diffusion.credit import assign_to_steps, column_advantages, noise_level_weights
 from trainer.grpo.step_losses import StepLossCoefs
-from trainer.policies.diffusion.ddim import gaussian_kl_same_std, gaussian_log_density, gt_step_mean, gt_step_weight
+from trainer.policies.diffusion.ddim import gaussian_log_density, gt_step_kl_per_weight, gt_step_mean
 from trainer.policies.diffusion.policy import DiffusionEvaluation, DiffusionPolicy
 from trainer.policies.diffusion.trajectory import DiffusionTrajectory
 
@@ -68,19 +68,20 @@ def gt_step_log_prob(policy: DiffusionPolicy, x: Tensor, target: Tensor, traject
     denoiser would take from the recorded x_t towards the ground truth (DDIM's posterior mean given x_0 = GT).
 
     Under rl.gt_likelihood_norm 'per_step' it is taken relative to the density's peak and divided by the step's
-    weight on (x0_hat - GT)^2 (ddim.gt_step_weight): minus the squared error of x0_hat, equal for every step."""
+    weight on (x0_hat - GT)^2 (ddim.gt_step_weight): minus the squared error of x0_hat, equal for every step,
+    computed from the x0 errors themselves (ddim.gt_step_kl_per_weight) for float32 accuracy."""
     n, s = evaluation.log_prob.shape
     steps = evaluation.steps
-    x_t = trajectory.latents[:, steps].to(evaluation.mean).flatten(0, 1)
     x0 = policy.chain_x0(x, target).repeat_interleave(n // target.shape[0], dim=0).repeat_interleave(s, dim=0)
     t = trajectory.timesteps[steps]
     a_t = policy.schedule.alpha_bar(t).repeat(n)
     a_prev = policy.schedule.alpha_bar(policy.schedule.prev_timesteps(trajectory.timesteps)[steps]).repeat(n)
     std = evaluation.std.flatten(0, 1)
-    mean_gt = gt_step_mean(x_t, x0, a_t, a_prev, std)
-    mean = evaluation.mean.flatten(0, 1)
     if policy.cfg.rl.gt_likelihood_norm == "per_step":
-        # log p - log p(peak) = -KL between the two same-std Gaussians
-        per_step = -gaussian_kl_same_std(mean_gt, mean, std, evaluation.reduction) / gt_step_weight(a_t, a_prev, std).to(mean.device)
+        # log p - log p(peak) = -KL between the two same-std Gaussians, over the step's weight
+        per_step = -gt_step_kl_per_weight(evaluation.x0_raw.flatten(0, 1), evaluation.x0.flatten(0, 1), x0, a_t, a_prev, std,
+                                          evaluation.reduction)
         return per_step.to(evaluation.log_prob.dtype).view(n, s)
-    return gaussian_log_density(mean_gt, mean, std, evaluation.reduction).view(n, s)
+    x_t = trajectory.latents[:, steps].to(evaluation.mean).flatten(0, 1)
+    mean_gt = gt_step_mean(x_t, x0, a_t, a_prev, std)
+    return gaussian_log_density(mean_gt, evaluation.mean.flatten(0, 1), std, evaluation.reduction).view(n, s)

@@ -46,6 +46,7 @@ class DiffusionEvaluation:
     mean: Tensor  # (N, S, C, h, w)
     std: Tensor  # (N, S, 1, 1, 1), fixed by the schedule
     x0: Tensor  # (N, S, C, h, w) predicted clean sample at each step's input
+    x0_raw: Tensor  # (N, S, C, h, w) the same before the clamp (the same tensor without one)
     steps: Tensor  # (S,) long: which stochastic steps were evaluated
     reduction: str
     entropy: None = None  # sigma is fixed by the schedule: the step entropy has no gradient
@@ -319,7 +320,7 @@ class DiffusionPolicy(nn.Module):
         def rows(v: Tensor) -> Tensor:
             return v.view(n, s, *v.shape[1:])
 
-        return DiffusionEvaluation(log_prob, rows(g.mean), rows(g.std), rows(g.x0), steps, self.cfg.logprob_reduction)
+        return DiffusionEvaluation(log_prob, rows(g.mean), rows(g.std), rows(g.x0), rows(g.x0_raw), steps, self.cfg.logprob_reduction)
 
     @torch.no_grad()
     def deterministic(self, x: Tensor) -> Tensor:
