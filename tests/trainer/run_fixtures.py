@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import ray
 from PIL import Image
 from skimage import data as skdata
 
@@ -40,3 +44,14 @@ def tiny_config(run_dir: Path, photos: Path, reward_url: str, **sections) -> Tra
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
     return TrainConfig.model_validate(raw)
+
+
+@contextlib.contextmanager
+def local_ray_session(prefix: str, num_cpus: int = 2):
+    """A local Ray on loopback with its own short temp dir (Ray's socket paths have a length limit), never `ray stop`."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=200 * 1024 * 1024, _temp_dir=tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield
+    finally:
+        ray.shutdown()

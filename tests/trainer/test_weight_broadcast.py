@@ -6,17 +6,20 @@ goes on, and a bad setting stops the run at config load."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 
 import pytest
 import ray
-from ray.exceptions import ActorUnavailableError, GetTimeoutError
 import torch
+from ray.exceptions import ActorUnavailableError, GetTimeoutError
 from safetensors.torch import load_file
 
-from tests.trainer.run_fixtures import REWARD_ARGS, tiny_config, write_photos
+from tests.trainer.run_fixtures import (
+    REWARD_ARGS,
+    local_ray_session,
+    tiny_config,
+    write_photos,
+)
 from trainer.actors.learner_group import LearnerGroup
 from trainer.actors.rollout_group import RolloutGroup
 from trainer.config import TrainConfig, WeightSyncConfig
@@ -40,11 +43,8 @@ def reward(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
-    temp = tempfile.mkdtemp(prefix="ray-bcast-", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, _temp_dir=temp)
-    yield
-    ray.shutdown()
+    with local_ray_session("ray-bcast-"):
+        yield
 
 
 def _cfg(run_dir, photos, reward, **weight_sync) -> TrainConfig:
