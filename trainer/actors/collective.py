@@ -135,9 +135,10 @@ class Round:
 
 class Broadcaster:
     """The driver's side: forms the group over learner rank 0 and the live actors once their membership is
-    stable (the same at two versions in a row), starts one round per version, and settles a round before the
-    next starts (one broadcast in flight keeps every member's operations in the same order). Any failure tears
-    the group down; after cfg.max_failures in a row the run stays on the object store."""
+    stable (the same at two versions in a row, counted afresh after a failure), starts one round per version,
+    and settles a round before the next starts (one broadcast in flight keeps every member's operations in the
+    same order). Any failure tears the group down; after cfg.max_failures in a row the run stays on the
+    object store."""
 
     def __init__(self, cfg: WeightSyncConfig, faults: Counter):
         self.cfg = cfg
@@ -216,6 +217,7 @@ class Broadcaster:
     def _fail(self, why: str) -> None:
         self.faults["weight_broadcast_failed"] += 1
         self.failures += 1
+        self._last_key = None  # form again only when the next two versions see the same live actors (one may be restarting)
         self.off = self.failures >= self.cfg.max_failures
         if self.off:
             log.warning("%s; %d failures in a row (rollout.weight_sync.max_failures): every later version goes through the object store", why, self.failures)
