@@ -7,7 +7,8 @@ CPU machine cannot show. Stages, each printed as it ends:
 3. train: the paper preset's AdaIR (RANDOM weights: no checkpoint is fetched) for a few steps on
    stand-in images at 128 px, G = 4, the reward service on the device in bfloat16 (random weights,
    its real architecture), learner and rollouts on the device; per-stage step times from
-   metrics.jsonl and the peak GPU memory of all processes (nvidia-smi, polled).
+   metrics.jsonl and the peak GPU memory of all processes (nvidia-smi, polled); with 4+ GPUs the weights go to the
+   actors by NCCL broadcast from learner rank 0 (rollout.weight_sync.transport: collective), the dry run by gloo.
 4. resume: the run again from its middle checkpoint to the end; the largest weight difference to
    the uninterrupted run (0 on the CPU; CUDA kernels need not be bitwise deterministic).
 5. judge: a rollout's judge request through the judge service and vLLM, when vLLM is importable and
@@ -97,6 +98,11 @@ def run_config(work: Path, dry: bool, steps: int, reward_url: str) -> TrainConfi
     raw["learner"] = {**raw["learner"], "cpus_per_rank": 1, "gpus_per_rank": 0 if dry else (0.5 if gpus == 1 else 1)}
     if gpus >= 2:  # the data-parallel learner group (issue 22 item 3): 2 NCCL ranks, a whole GPU each
         raw["learner"].update(num_ranks=2)
+    # the weight broadcast from learner rank 0 (issue 22 item 5): NCCL needs a whole GPU per member, so 2 learner ranks
+    # + 2 actors need 4; the dry run broadcasts over gloo
+    collective = dry or gpus >= 4
+    if collective:
+        raw["rollout"].update(gpus_per_worker=0 if dry else 1, weight_sync={"transport": "collective"})
     raw["reward"] = {**raw["reward"], "url": reward_url, "token_env": None, "psnr_range_db": None}
     raw["judge"] = {**raw["judge"], "url": None, "token_env": None}
     raw["watch"] = {**raw["watch"], "images": 2}  # the stand-in corpus is small: 2 held-out pairs keep the watch in the check
@@ -123,6 +129,15 @@ def batched_speedup(cfg: TrainConfig, device: torch.device, images: int = 2, rep
     batched = timed(lambda: policy.sample(x, g, generator=gen))
     sequential = timed(lambda: [policy.sample(x, 1, generator=gen) for _ in range(g)])
     return batched, sequential, sequential / batched
+
+
+def transport_line(cfg: TrainConfig) -> str:
+    """How the run's versions reached the rollout actors (metrics.jsonl's weight_sync/broadcast: 1 broadcast, 0 object store)."""
+    transport = cfg.rollout.weight_sync.transport
+    flags = [r["weight_sync/broadcast"] for r in read_metrics(cfg.logging.dir / "metrics.jsonl") if "weight_sync/broadcast" in r]
+    if transport != "collective":
+        return "weight sync: object store (a collective broadcast needs 4+ GPUs here: 2 learner ranks and 2 actors, a whole GPU each)"
+    return f"weight sync: collective broadcast on {sum(flags):g} of {len(flags)} logged versions, the rest through the object store"
 
 
 def step_table(run_dir: Path) -> str:
@@ -208,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         with GpuMemoryPeak() if not dry else contextlib.nullcontext() as mem:
             t0 = time.perf_counter()
             train(cfg)
-            say("train", f"{args.steps} steps of the {'micro' if dry else 'paper'} preset (RANDOM weights) in {time.perf_counter() - t0:.1f} s; per-step seconds:\n{step_table(cfg.logging.dir)}")
+            say("train", f"{args.steps} steps of the {'micro' if dry else 'paper'} preset (RANDOM weights) in {time.perf_counter() - t0:.1f} s; {transport_line(cfg)}; per-step seconds:\n{step_table(cfg.logging.dir)}")
             first = cfg.logging.dir
             resumed_dir = work / "resumed"
             shutil.copytree(first / "checkpoints" / f"step-{args.steps // 2:08d}", resumed_dir / "checkpoints" / f"step-{args.steps // 2:08d}")

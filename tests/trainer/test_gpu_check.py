@@ -24,3 +24,4 @@ def test_the_dry_run_goes_through_every_stage_and_claims_no_gpu(tmp_path):
     assert "largest weight difference to the uninterrupted run 0" in out  # the CPU resume is bit-exact
     assert "peak GPU memory n/a (dry run)" in out and "DRY RUN: no GPU was used" in lines[-1]
     assert "weight_sync" in out and "rollout_wait" in out  # the per-stage table is printed
+    assert "weight sync: collective broadcast on" in out  # the dry run sends the weights over gloo
