@@ -5,6 +5,9 @@ in distribution and OOD, and count the columns where it beats its degraded input
         --set policy.diffusion.residual=true --out runs/bench/start
 
 Prints one line per split: mean PSNR of the model and of the input, and the columns won; writes OUT/summary.json.
+`--dev N` selects variants without the test photos: every Nth training photo by name (from the 2nd) becomes a dev photo,
+never pre-trained on; the variant pre-trains on the other training photos and is evaluated on the dev photos (a demo
+corpus root ROOT-devN with train/ and test/ holding copies; the test photos are not read).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -24,21 +28,44 @@ from trainer.policies import build_policy
 from trainer.pretrain import pretrain
 
 
+def dev_root(root: Path, every: int) -> Path:
+    """ROOT-devN: train/ = the training photos less every Nth by name (from the 2nd), test/ = those dev photos."""
+    photos = sorted(p for p in (root / "train").iterdir() if p.is_file())
+    dev = set(photos[1::every])
+    out = root.with_name(f"{root.name}-dev{every}")
+    want = {split: {p.name for p in photos if (p in dev) == (split == "test")} for split in ("train", "test")}
+    if all((out / s).is_dir() and {q.name for q in (out / s).iterdir()} == want[s] for s in want):
+        return out  # already built (another variant may be reading it)
+    for split in want:
+        shutil.rmtree(out / split, ignore_errors=True)
+        (out / split).mkdir(parents=True)
+    for p in photos:
+        shutil.copy2(p, out / ("test" if p in dev else "train") / p.name)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--dev", type=int, default=None, metavar="N", help="select on dev photos: every Nth training photo, held out of pre-training")
+    p.add_argument("--weights", type=Path, default=None, help="evaluate these pre-trained weights instead of pre-training (e.g. a sampler change)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.config, args.overrides + [f"pretrain.output={args.out / 'model.safetensors'}"])
+    overrides = args.overrides + [f"pretrain.output={args.out / 'model.safetensors'}"]
+    cfg = load_config(args.config, overrides)
     if cfg.data.source == "demo":
         fetch(cfg.data.root)
+    if args.dev is not None:
+        if cfg.data.source != "demo":
+            raise SystemExit("--dev needs data.source: demo (a corpus of clean photos)")
+        cfg = load_config(args.config, overrides + [f"data.root={dev_root(Path(cfg.data.root), args.dev)}"])
     load, t0 = os.getloadavg(), time.perf_counter()
-    weights = pretrain(cfg)
+    weights = args.weights or pretrain(cfg)
     seconds = time.perf_counter() - t0
     policy = build_policy(cfg.with_policy_weights(weights).policy_section).eval()
-    summary = {"config": args.config, "overrides": args.overrides, "pretrain_seconds": seconds, "threads": torch.get_num_threads(),
+    summary = {"config": args.config, "overrides": args.overrides, "split": f"dev{args.dev}" if args.dev else "test", "pretrain_seconds": seconds, "threads": torch.get_num_threads(),
                "load_average_start": load, "load_average_end": os.getloadavg()}
     for split in ("id", "ood"):
         res = evaluate(cfg, policy, ood=split == "ood")

@@ -242,6 +242,7 @@ class PretrainConfig(_Section):
     output: Path = Field(Path("runs/pretrain/model.safetensors"), description="Where the pre-trained weights are written.")
     crop_size: int | None = Field(None, ge=16, description="Training crop for pre-training (multiple of 8); None = data.crop_size. Smaller crops make CPU pre-training cheaper.")
     log_every: int = Field(50, gt=0, description="Print the running loss and the PSNR every N steps.")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="Write an exponential moving average of the pre-training weights instead of the last ones: diffusers' EMAModel, stepped after every optimiser step, its decay warmed up as min(ema_decay, (1 + n) / (10 + n)) at step n (the learner's learner.ema_decay, same class). None = off (the last weights). Diffusion pre-training usually evaluates an EMA (DDPM, Ho et al. 2020: 0.9999 over 800k steps); a short CPU run needs a short horizon, ~1 / (1 - decay) steps.")
 
 
 class MiningConfig(_Section):

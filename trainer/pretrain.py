@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
 
 from irpo_common.device import resolve_device
 from trainer import cli_common
@@ -33,8 +34,10 @@ def _psnr(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def fit_supervised(policy: Policy, batch: Callable[[int], list[dict]], optimizer: torch.optim.Optimizer, steps: int, *,
-                   schedule=None, grad_clip: float | None = None, log_every: int = 50, tag: str = "pretrain", seed: int = 0) -> None:
-    """`steps` updates of policy.supervised_loss; batch(step) gives that step's items ({"degraded", "target"}).
+                   schedule=None, grad_clip: float | None = None, log_every: int = 50, tag: str = "pretrain", seed: int = 0,
+                   ema: EMAModel | None = None) -> None:
+    """`steps` updates of policy.supervised_loss; batch(step) gives that step's items ({"degraded", "target"});
+    `ema`, over policy.parameters(), is stepped after every update.
 
     Logs the mean loss since the last log and the deterministic output's PSNR on the logged step's batch.
     """
@@ -55,6 +58,8 @@ def fit_supervised(policy: Policy, batch: Callable[[int], list[dict]], optimizer
         optimizer.step()
         if schedule is not None:
             schedule.step()
+        if ema is not None:
+            ema.step(policy.parameters())
         window.append(loss.item())
         if step % log_every == 0 or step == steps:
             with torch.no_grad():
@@ -94,9 +99,12 @@ def pretrain(cfg: TrainConfig) -> Path:
             state["pos"] += 1
         return [dataset[i] for i in idx]
 
-    fit_supervised(policy, batch, optimizer, p.steps, schedule=schedule, log_every=p.log_every, seed=cfg.seed)
+    ema = EMAModel(policy.parameters(), decay=p.ema_decay) if p.ema_decay else None
+    fit_supervised(policy, batch, optimizer, p.steps, schedule=schedule, log_every=p.log_every, seed=cfg.seed, ema=ema)
+    if ema is not None:
+        ema.copy_to(policy.parameters())
     path = save_policy(policy, p.output)
-    print(f"[pretrain] wrote {path} after {time.perf_counter() - t0:.0f} s")
+    print(f"[pretrain] wrote {path}{f' (the EMA, decay {p.ema_decay})' if ema else ''} after {time.perf_counter() - t0:.0f} s")
     return path
 
 

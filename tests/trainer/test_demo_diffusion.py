@@ -3,6 +3,7 @@ within-group reward spread, the run's spread summary, and curves of a run that l
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -32,6 +33,14 @@ def test_the_diffusion_demo_config_and_its_ablations_load(overrides):
     cfg = load_config(CONFIG, overrides)
     assert cfg.policy.kind == "diffusion" and cfg.policy_section.sampling_steps == 10
     assert str(cfg.pretrain.output).startswith("runs/demo-diffusion/")  # its own folders: the AdaIR demo's cache stays valid
+
+
+def test_the_shipped_pretrained_unet_is_the_one_the_config_documents_and_loads_into_its_policy():
+    # the config's comment names the sha256 of the weights its command writes (the bit-for-bit reproduction check)
+    cfg = load_config(CONFIG)
+    weights = REPO / cfg.policy_section.pretrained
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() in CONFIG.read_text()
+    build_policy(cfg.with_policy_weights(weights).policy_section)  # every tensor of the config's U-Net shape, or WeightsError
 
 
 def test_candidate_grid_scores_the_g_candidates_of_one_sample_call(tmp_path):

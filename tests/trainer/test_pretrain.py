@@ -70,3 +70,26 @@ def test_pretrain_of_the_diffusion_family_lowers_the_diffusion_loss_and_writes_l
             return policy.diffusion_loss(x.repeat(16, 1, 1, 1), y.repeat(16, 1, 1, 1), torch.Generator().manual_seed(1)).mean().item()
 
     assert loss(after) < 0.7 * loss(before)
+
+
+def test_pretrain_with_ema_decay_writes_the_moving_average_not_the_last_weights(tmp_path):
+    root = write_standin_corpus(tmp_path / "demo", n_train=3, n_test=1, size=(40, 48))
+
+    def run(ema_decay, name):
+        cfg = TrainConfig(
+            policy={"kind": "diffusion", "diffusion": {"block_out_channels": [16, 32], "sampling_steps": 4}},
+            data={"root": root, "tasks": ["lowlight"], "crop_size": 32},
+            pretrain={"steps": 8, "batch_size": 3, "lr": 3e-3, "log_every": 8, "output": tmp_path / name, "ema_decay": ema_decay},
+        )
+        torch.manual_seed(cfg.seed)
+        start = build_policy_of(cfg.policy_section).state_dict()
+        return start, build_policy_of(cfg.with_policy_weights(pretrain(cfg)).policy_section).state_dict()
+
+    start, last = run(None, "last.safetensors")
+    _, ema = run(0.9, "ema.safetensors")
+    _, no_memory = run(1e-9, "ema0.safetensors")  # an average that forgets at once is the last weights
+    assert all(torch.allclose(no_memory[k], last[k], atol=1e-6) for k in last)
+    assert not all(torch.allclose(ema[k], last[k], atol=1e-4) for k in last)
+    # the same seeded run: the average of its trajectory lags behind the last weights, towards the start
+    moved = lambda w: sum((w[k] - start[k]).pow(2).sum() for k in start).item()  # noqa: E731
+    assert 0 < moved(ema) < moved(last)
