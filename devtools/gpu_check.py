@@ -131,17 +131,16 @@ def batched_speedup(cfg: TrainConfig, device: torch.device, images: int = 2, rep
     return batched, sequential, sequential / batched
 
 
-def transport_line(cfg: TrainConfig) -> str:
+def transport_line(cfg: TrainConfig, rows: list[dict]) -> str:
     """How the run's versions reached the rollout actors (metrics.jsonl's weight_sync/broadcast: 1 broadcast, 0 object store)."""
-    transport = cfg.rollout.weight_sync.transport
-    flags = [r["weight_sync/broadcast"] for r in read_metrics(cfg.logging.dir / "metrics.jsonl") if "weight_sync/broadcast" in r]
-    if transport != "collective":
+    if cfg.rollout.weight_sync.transport != "collective":
         return "weight sync: object store (a collective broadcast needs 4+ GPUs here: 2 learner ranks and 2 actors, a whole GPU each)"
+    flags = [r["weight_sync/broadcast"] for r in rows if "weight_sync/broadcast" in r]
     return f"weight sync: collective broadcast on {sum(flags):g} of {len(flags)} logged versions, the rest through the object store"
 
 
-def step_table(run_dir: Path) -> str:
-    rows = read_metrics(run_dir / "metrics.jsonl")
+def step_table(rows: list[dict]) -> str:
+    """Per-step seconds of each stage, from metrics.jsonl's rows."""
     lines = ["step " + " ".join(f"{k.removeprefix('time/'):>12}" for k in STAGE_KEYS)]
     for r in rows:
         lines.append(f"{r['step']:>4} " + " ".join(f"{r[k]:12.3f}" if r.get(k) is not None else f"{'-':>12}" for k in STAGE_KEYS))
@@ -223,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         with GpuMemoryPeak() if not dry else contextlib.nullcontext() as mem:
             t0 = time.perf_counter()
             train(cfg)
-            say("train", f"{args.steps} steps of the {'micro' if dry else 'paper'} preset (RANDOM weights) in {time.perf_counter() - t0:.1f} s; {transport_line(cfg)}; per-step seconds:\n{step_table(cfg.logging.dir)}")
+            rows = read_metrics(cfg.logging.dir / "metrics.jsonl")
+            say("train", f"{args.steps} steps of the {'micro' if dry else 'paper'} preset (RANDOM weights) in {time.perf_counter() - t0:.1f} s; {transport_line(cfg, rows)}; per-step seconds:\n{step_table(rows)}")
             first = cfg.logging.dir
             resumed_dir = work / "resumed"
             shutil.copytree(first / "checkpoints" / f"step-{args.steps // 2:08d}", resumed_dir / "checkpoints" / f"step-{args.steps // 2:08d}")
