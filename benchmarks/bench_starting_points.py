@@ -38,7 +38,7 @@ def dev_root(root: Path, every: int) -> Path:
         return out  # already built (another variant may be reading it)
     for split in want:
         shutil.rmtree(out / split, ignore_errors=True)
-        (out / split).mkdir(parents=True)
+        (out / split).mkdir(parents=True, exist_ok=True)  # a variant started beside this one may build it too
     for p in photos:
         shutil.copy2(p, out / ("test" if p in dev else "train") / p.name)
     return out

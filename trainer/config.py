@@ -121,6 +121,7 @@ class DiffusionConfig(_PolicySection):
     train_timesteps: int = Field(1000, ge=2, description="T of the DDPM training schedule.")
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field("linear", description="DDPM beta schedule (diffusers names).")
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field("epsilon", description="What the U-Net predicts: the noise epsilon (DDPM/DDPO), v = sqrt(a) eps - sqrt(1 - a) x_0, or x_0 itself ('sample', diffusers' name; the loss then weighs every timestep's x_0 error alike, as a regression restorer's).")
+    loss: Literal["mse", "l1"] = Field("mse", description="Norm of the diffusion loss between the denoiser's output and its target (pre-training, the SFT control, seeds 2-3's L_diff). 'mse' = DDPM (Ho et al. 2020), the papers. 'l1' = the restoration networks' loss (AdaIR, Restormer; Palette, Saharia et al. 2022, compares both): per pixel its gradient does not grow with the residual, so heavily degraded inputs do not drown the nearly clean ones.")
     sampling_steps: int = Field(10, ge=2, description="DDIM steps per sample (flow_grpo: 10 in training); the last goes to t = 0 without noise and carries no log-density.")
     eta: float = Field(1.0, gt=0, le=1, description="DDIM eta: step noise sigma_t = eta * sqrt(DDPM posterior variance); > 0 makes every step a Gaussian policy (DDPO: 1.0).")
     clip_x0: bool = Field(True, description="Clamp the predicted clean image to [-1, 1] inside each step (diffusers clip_sample).")

@@ -106,3 +106,16 @@ def test_sample_prediction_step_matches_diffusers_ddim():
     step = ddim_step(out, x_t, a[700], a[600], 0.7, "sample", False)
     assert torch.allclose(step.x0, out)
     assert torch.allclose(step.mean + step.std * z, sched.step(out, 700, x_t, eta=0.7, variance_noise=z).prev_sample, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["mse", "l1"])
+def test_diffusion_loss_takes_the_configured_norm_of_the_denoiser_error(norm):
+    policy = tiny_policy(residual=True, prediction_type="sample", loss=norm)
+    x, target = torch.rand(3, 3, 16, 16), torch.rand(3, 3, 16, 16)
+    draw = policy.diffusion_draw(target, torch.Generator().manual_seed(4))
+    t, noise, _ = draw
+    x0 = policy.chain_x0(x, target)
+    out = policy.unet(torch.cat([policy.schedule.add_noise(x0, noise, t), x * 2 - 1], dim=1), t).sample
+    err = (out - x0).flatten(1)  # 'sample' prediction: the target is the residual itself
+    want = err.abs().mean(1) if norm == "l1" else err.pow(2).mean(1)
+    assert torch.allclose(policy.diffusion_loss(x, target, draw=draw), want, atol=1e-6)

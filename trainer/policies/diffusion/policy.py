@@ -357,7 +357,7 @@ class DiffusionPolicy(nn.Module):
 
     def diffusion_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None,
                        draw: tuple[Tensor, Tensor, Tensor | None] | None = None) -> Tensor:
-        """(B,) the standard DDPM loss per image: MSE between the denoiser's output and its target
+        """(B,) the standard DDPM loss per image: MSE (or L1, `loss`) between the denoiser's output and its target
         (the noise, x_0 or v) at a uniform random timestep below the chain's start, the degraded image as the condition;
         `draw` (diffusion_draw's) replaces drawing from `generator`."""
         x0 = self.chain_x0(x, target)
@@ -365,7 +365,8 @@ class DiffusionPolicy(nn.Module):
         cond = self._with_noise(self._condition(x), cond_noise)
         x_t = self.schedule.add_noise(x0, noise, t)
         out = self._denoise(x_t, t, cond)
-        return F.mse_loss(out, self.schedule.training_target(x0, noise, t), reduction="none").flatten(1).mean(dim=1)
+        loss = F.l1_loss if self.cfg.loss == "l1" else F.mse_loss
+        return loss(out, self.schedule.training_target(x0, noise, t), reduction="none").flatten(1).mean(dim=1)
 
     def supervised_loss(self, x: Tensor, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(B,) the family's supervised loss: the diffusion loss (pre-training, SFT control, seed 2's L_diff)."""
