@@ -94,7 +94,7 @@ def judge_service(backend_url: str, model: str, max_tokens: int) -> ManagedProce
 
 def prefix_cache_gain(groups: int, group_size: int, rounds: int) -> dict:
     """Fast judgements per second with vLLM's prefix cache on and off, best of `rounds` alternating runs."""
-    with LocalVLLM(prefix_caching=True) as on, LocalVLLM(prefix_caching=False) as off, \
+    with LocalVLLM(prefix_caching=True).start() as on, LocalVLLM(prefix_caching=False).start() as off, \
             judge_service(on.url, on.served_name, 16) as judge_on, judge_service(off.url, off.served_name, 16) as judge_off:
         best = {"on": float("inf"), "off": float("inf")}
         for r in range(rounds + 1):  # round 0 warms both servers up, not counted
@@ -144,7 +144,7 @@ def main() -> None:
                           **prefix_cache_gain(args.groups, args.group_size, args.rounds)}, indent=2))
         return
     start = time.perf_counter()
-    with LocalVLLM() as vllm:
+    with LocalVLLM().start() as vllm:
         print(f"vLLM ready in {time.perf_counter() - start:.0f} s")
         with judge_service(vllm.url, vllm.served_name, args.max_tokens) as judge:
             url = judge.url

@@ -66,9 +66,6 @@ class LocalVLLM(ManagedProcess):
     def start(self, timeout_s: float = 180.0) -> "LocalVLLM":
         return super().start(timeout_s)
 
-    def __enter__(self) -> "LocalVLLM":
-        return self.start()
-
 
 class ThreadedServer:
     """Serves an ASGI app with uvicorn on 127.0.0.1 in a background thread (real HTTP, one process)."""

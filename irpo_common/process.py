@@ -61,7 +61,10 @@ class ManagedProcess:
         self.proc: subprocess.Popen | None = None
 
     def launch(self) -> "ManagedProcess":
-        """Start the process without waiting for it."""
+        """Start the process without waiting for it. A second launch while it runs is refused: it would orphan the
+        first process (stop() only knows the latest), which keeps serving on the same port."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise ProcessError(f"{self.name} is already running (pid {self.proc.pid}); stop() it first")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,

@@ -36,3 +36,17 @@ def test_a_server_that_never_gets_ready_is_stopped_at_the_deadline(tmp_path):
     with pytest.raises(ProcessError, match="not ready after 1 s"):
         proc.start(1)
     assert proc.proc.poll() is not None
+
+
+def test_a_second_start_while_running_is_refused_and_leaves_no_orphan(tmp_path):
+    # the GPU check once entered a started LocalVLLM, whose __enter__ started it again: stop() then killed only the
+    # second process and the first kept serving after the check (found as leftover vLLM servers after test runs)
+    port = free_port()
+    proc = ManagedProcess("http.server", _http_server(port), f"http://127.0.0.1:{port}", ready_path="/",
+                          log_path=tmp_path / "log")
+    with proc.start(30):
+        first = proc.proc
+        with pytest.raises(ProcessError, match="already running"):
+            proc.start(30)
+        assert proc.proc is first
+    assert first.poll() is not None
