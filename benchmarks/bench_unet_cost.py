@@ -28,12 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=10)
     args = p.parse_args(argv)
     variants = {"config": []} | {v.split(":", 1)[0].strip(): [o.strip() for o in v.split(":", 1)[1].split(";") if o.strip()] for v in args.variant}
-    policies, x = {}, None
-    for name, overrides in variants.items():
-        cfg = load_config(args.config, [*overrides, "policy.diffusion.pretrained=null"])
-        policies[name] = build_policy(cfg.policy_section).eval()
-        size = args.crop or cfg.eval.crop or cfg.data.crop_size
-        x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    policies = {name: build_policy(load_config(args.config, [*o, "policy.diffusion.pretrained=null"]).policy_section).eval()
+                for name, o in variants.items()}
+    cfg = load_config(args.config)
+    size = args.crop or cfg.eval.crop or cfg.data.crop_size  # one input for every variant: only the U-Net differs
+    x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     best = dict.fromkeys(policies, float("inf"))
     load = os.getloadavg()
     with torch.no_grad():
