@@ -69,6 +69,20 @@ def fit_supervised(policy: Policy, batch: Callable[[int], list[dict]], optimizer
             window.clear()
 
 
+# clean_pair's flat levels stay below the haze's airlight (0.8-1, trainer/data/degradations.py haze), so a clean pair
+# never copies a hazy input exactly; its darkest blends (weight 0.3 on the photo) reach the low-light inputs' exposure.
+CLEAN_LEVEL_MAX, CLEAN_WEIGHT_MIN = 0.7, 0.3
+
+
+def clean_pair(item: dict, g: torch.Generator) -> dict:
+    """The item's target blended towards a random flat level, L + a (target - L) with L ~ U(0, 0.7) and a ~ U(0.3, 1),
+    as both input and target: a clean crop of another exposure and contrast, which a restorer should leave alone."""
+    level = CLEAN_LEVEL_MAX * float(torch.rand((), generator=g))
+    weight = CLEAN_WEIGHT_MIN + (1 - CLEAN_WEIGHT_MIN) * float(torch.rand((), generator=g))
+    clean = level + weight * (item["target"] - level)
+    return item | {"degraded": clean, "target": clean}
+
+
 def pretrain(cfg: TrainConfig) -> Path:
     p = cfg.pretrain
     device = resolve_device(cfg.device)
@@ -83,9 +97,11 @@ def pretrain(cfg: TrainConfig) -> Path:
     optimizer = torch.optim.AdamW(policy.parameters(), lr=p.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(p.steps, 1))
     order = torch.Generator().manual_seed(cfg.seed)
-    print(f"[pretrain] {cfg.policy.kind} policy, {p.steps} steps, batch {p.batch_size}, crop {dataset.crop_size}, {n} training pairs, {sum(q.numel() for q in policy.parameters())} parameters, {start}, device {device}")
+    print(f"[pretrain] {cfg.policy.kind} policy, {p.steps} steps, batch {p.batch_size}, crop {dataset.crop_size}, {n} training pairs"
+          f"{f' (clean pairs with probability {p.clean_fraction})' if p.clean_fraction else ''}, {sum(q.numel() for q in policy.parameters())} parameters, {start}, device {device}")
     t0 = time.perf_counter()
     state = {"perm": torch.randperm(n, generator=order), "pos": 0, "epoch": 0}
+    clean = torch.Generator().manual_seed(cfg.seed + 1)  # its own stream: with clean_fraction 0 the batches are unchanged
 
     def batch(_step: int) -> list[dict]:
         # one permutation per pass; the next pass starts when this one is used up, with fresh crops
@@ -97,7 +113,10 @@ def pretrain(cfg: TrainConfig) -> Path:
                 state["perm"], state["pos"] = torch.randperm(n, generator=order), 0
             idx.append(int(state["perm"][state["pos"]]))
             state["pos"] += 1
-        return [dataset[i] for i in idx]
+        items = [dataset[i] for i in idx]
+        if p.clean_fraction:
+            items = [clean_pair(it, clean) if float(torch.rand((), generator=clean)) < p.clean_fraction else it for it in items]
+        return items
 
     ema = EMAModel(policy.parameters(), decay=p.ema_decay) if p.ema_decay else None
     fit_supervised(policy, batch, optimizer, p.steps, schedule=schedule, log_every=p.log_every, seed=cfg.seed, ema=ema)

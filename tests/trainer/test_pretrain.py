@@ -93,3 +93,34 @@ def test_pretrain_with_ema_decay_writes_the_moving_average_not_the_last_weights(
     # the same seeded run: the average of its trajectory lags behind the last weights, towards the start
     moved = lambda w: sum((w[k] - start[k]).pow(2).sum() for k in start).item()  # noqa: E731
     assert 0 < moved(ema) < moved(last)
+
+
+def test_clean_pair_is_a_clean_crop_of_another_exposure_and_contrast_as_input_and_target():
+    from trainer.pretrain import clean_pair
+
+    x = torch.rand(3, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    ratios, means = [], []
+    for _ in range(300):
+        out = clean_pair({"id": "a", "degraded": torch.zeros_like(x), "target": x}, g)
+        assert out["id"] == "a" and torch.equal(out["degraded"], out["target"])
+        assert 0 <= out["target"].min() and out["target"].max() <= 1
+        ratios.append((out["target"].std() / x.std()).item())
+        means.append(out["target"].mean().item())
+    # contrast kept with weight a ~ U(0.3, 1); the level pulls the mean down to dark crops and up towards 0.7 at most
+    assert 0.3 - 1e-5 <= min(ratios) < 0.35 and 0.95 < max(ratios) <= 1 + 1e-5
+    assert min(means) < 0.2 and max(means) < 0.7  # x has mean 0.5: 0.15 at the darkest blend
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_pretrain_replaces_about_clean_fraction_of_its_items_by_clean_pairs(tmp_path, monkeypatch, fraction):
+    import trainer.pretrain as pretrain_module
+
+    root = write_standin_corpus(tmp_path / "demo", n_train=3, n_test=1, size=(40, 48))
+    cfg = TrainConfig(model=model_preset("micro"), data={"root": root, "tasks": ["lowlight"], "crop_size": 32},
+                      pretrain={"steps": 40, "batch_size": 4, "output": tmp_path / "m.safetensors", "clean_fraction": fraction})
+    seen = []
+    monkeypatch.setattr(pretrain_module, "fit_supervised", lambda policy, batch, *a, **k: seen.extend(it for s in range(40) for it in batch(s)))
+    pretrain(cfg)
+    clean = sum(torch.equal(it["degraded"], it["target"]) for it in seen)  # a low-light input never equals its target
+    assert len(seen) == 160 and (clean == 0 if fraction == 0 else 55 < clean < 105)
