@@ -12,7 +12,7 @@ Writes the report folder: results.json ({"seeds", "unit": "photo", "protocol", "
 {split: {"across_seeds": {...}}}}}), results.md (the per-seed table, the across-seed table, the verdicts and their
 multiplicity) and notes.json (timings, load). Per seed, an arm's change against a reference is the mean over photos
 of the photo-level paired change (each photo's columns averaged first; the reference `pretrained` is one model,
-`sft_control` the control of the same seed); across seeds it is the mean of those K changes with a Student t 95%
+`sft_control` and, for grpo_hard, `grpo_random` the arm of the same seed); across seeds it is the mean of those K changes with a Student t 95%
 interval over the seeds (K - 1 degrees of freedom). Verdicts say "improved" / "worsened" only beyond that interval.
 """
 
@@ -34,7 +34,7 @@ from trainer.actors.scoring import Scorer, check_services
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data.post_training import TrainDataError
 from trainer.demo.arms import GRPO_ARMS, TRAINED_ARMS, arm_config, grpo, sft_control
-from trainer.demo.report import COMPARED, REFERENCES, SPLITS, evaluation_protocol, multiplicity, paired_change, verdict, watch_summary
+from trainer.demo.report import COMPARED, REFERENCES, SPLITS, TABLE_REFERENCES, evaluation_protocol, multiplicity, paired_change, verdict, watch_summary
 from trainer.stats import mean_ci95
 from trainer.demo.run import Stages, _policy, prepare, scored_by
 from trainer.evaluate import evaluate
@@ -162,13 +162,13 @@ def tables(rows: list[dict], arms: dict) -> str:
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "Across seeds: mean over seeds of the photo-level paired change, 95% t interval over seeds", ""]
     keys = [k for k in COMPARED if f"delta_{k}_vs_pretrained" in arms["sft_control"]["id"]["across_seeds"]]
-    header = " | ".join(f"{COMPARED[k][0]} vs {ref}" for k in keys for ref in ("pretrained", "sft_control"))
-    out += [f"| arm | split | PSNR | SSIM | R | {header} |", "|---" * (5 + 2 * len(keys)) + "|"]
+    header = " | ".join(f"{COMPARED[k][0]} vs {ref}" for k in keys for ref in TABLE_REFERENCES)
+    out += [f"| arm | split | PSNR | SSIM | R | {header} |", "|---" * (5 + len(TABLE_REFERENCES) * len(keys)) + "|"]
     for arm, splits in arms.items():
         for split, s in splits.items():
             a = s["across_seeds"]
             cells = [arm, split, f"{a['psnr']:.2f}", f"{a['ssim']:.4f}", f"{a['reward']:.4f}"]
-            cells += [_fmt(a, f"{k}_vs_{ref}") for k in keys for ref in ("pretrained", "sft_control")]
+            cells += [_fmt(a, f"{k}_vs_{ref}") for k in keys for ref in TABLE_REFERENCES]
             out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

@@ -70,7 +70,7 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
         for split in splits.values():
             keys = {"psnr", "ssim", "reward", "psnr_sampled", "ssim_sampled", "reward_sampled"}  # eval.samples: 4
             compared = ("psnr", "reward", "psnr_sampled", "reward_sampled")
-            for ref in ("pretrained",) * (arm != "pretrained") + ("sft_control",) * arm.startswith("grpo_"):
+            for ref in ("pretrained",) * (arm != "pretrained") + ("sft_control",) * arm.startswith("grpo_") + ("grpo_random",) * (arm == "grpo_hard"):
                 keys |= {f"{kind}_{m}_vs_{ref}" for kind in ("delta", "ci95") for m in compared}
             assert set(split) - {"columns", "per_image"} == keys
             assert 0.0 <= split["reward"] <= 1.0

@@ -50,6 +50,9 @@ def test_across_seeds_is_the_t_interval_of_the_per_seed_photo_changes():
     # grpo_random: the same change at every seed -> zero spread; sft_control against itself is omitted
     assert arms["grpo_random"]["ood"]["across_seeds"]["ci95_psnr_vs_sft_control"] == pytest.approx(0.0)
     assert "delta_psnr_vs_sft_control" not in arms["sft_control"]["id"]["across_seeds"]
+    # GRPO on the hard subset against GRPO on a random one, seed by seed (IRPO Fig. 5): +0.7, +0.8, +0.9
+    assert a["delta_psnr_vs_grpo_random"] == pytest.approx(0.8) and a["ci95_psnr_vs_grpo_random"] == pytest.approx(T975_2 * 0.1 / 3 ** 0.5)
+    assert "delta_psnr_vs_grpo_random" not in arms["grpo_random"]["id"]["across_seeds"]
     assert len(rows) == 2 + 3 * 3 * 2
     assert "in-distribution: grpo_hard vs pretrained: PSNR improved (+1.000 dB per seed, 95% interval +-0.248 over 3 seeds)" in verdicts
     assert any(v.startswith("in-distribution: sft_control vs pretrained: PSNR no clear change") for v in verdicts)
@@ -90,7 +93,9 @@ def test_experiment_cli_runs_every_arm_at_every_seed(tmp_path):
             for ref in ("pretrained", "sft_control"):
                 for key in ("psnr", "reward", "psnr_sampled", "reward_sampled"):
                     assert f"delta_{key}_vs_{ref}" in a and a[f"ci95_{key}_vs_{ref}"] >= 0
-    assert "verdicts, each at 95%" in (tmp_path / "report" / "results.md").read_text()
+    assert all(f"delta_{k}_vs_grpo_random" in results["arms"]["grpo_hard"][s]["across_seeds"] for k in ("psnr", "reward") for s in ("id", "ood"))
+    md = (tmp_path / "report" / "results.md").read_text()
+    assert "verdicts, each at 95%" in md and "PSNR vs grpo_random" in md
     # every GRPO run's reward-hacking watch is in the report, with its warnings (if any) in the log
     assert set(results["watch"]) == {f"{a}/{s}" for a in ("grpo_hard", "grpo_random") for s in (0, 1)}
     assert all(w["steps"] == [0, 1] and w["gold_pairs"] == 2 for w in results["watch"].values())

@@ -27,8 +27,10 @@ SPLITS = {"id": "in-distribution", "ood": "OOD"}
 # the metrics whose paired changes are reported and judged: key -> (label, unit)
 COMPARED = {"psnr": ("PSNR", " dB"), "reward": ("mean R", ""), "psnr_sampled": ("PSNR of the samples", " dB"), "reward_sampled": ("mean R of the samples", ""),
             "identity": ("identity similarity", ""), "identity_sampled": ("identity similarity of the samples", "")}
-# what each arm is compared with: every trained arm with the start, the GRPO arms also with the SFT control
-REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control"), "grpo_random": ("pretrained", "sft_control")}
+# what each arm is compared with: every trained arm with the start, the GRPO arms also with the SFT control, and GRPO on
+# the hard subset with GRPO on a random subset of the same size (IRPO's data-selection ablation, its Fig. 5)
+REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control", "grpo_random"), "grpo_random": ("pretrained", "sft_control")}
+TABLE_REFERENCES = ("pretrained", "sft_control", "grpo_random")  # the reports' columns of changes, in this order
 
 
 def photo_means(evaluation: dict, key: str) -> dict[str, float]:
@@ -87,8 +89,8 @@ def summarise(evals: dict[str, dict[str, dict]]) -> tuple[dict, list[str]]:
     Every arm and split holds the column averages (psnr, ssim, reward and, with eval.samples, their *_sampled means;
     the face task's identity and lpips too), the columns and the per-image rows; the trained arms add
     delta_<m>_vs_pretrained / ci95_<m>_vs_pretrained, the GRPO arms also delta_<m>_vs_sft_control /
-    ci95_<m>_vs_sft_control (sft_control against itself is omitted), for every metric m of COMPARED the rows carry:
-    photo-level paired changes (paired_change).
+    ci95_<m>_vs_sft_control (sft_control against itself is omitted) and grpo_hard delta_<m>_vs_grpo_random (REFERENCES),
+    for every metric m of COMPARED the rows carry: photo-level paired changes (paired_change).
     """
     arms, verdicts = {}, []
     for arm, splits in evals.items():
@@ -115,12 +117,12 @@ def _comparison_table(arms: dict, split: str) -> str:
     lines = []
     for suffix, what in outputs:
         lines += [f"{what}: average over the columns and paired per-photo changes of PSNR (dB) and R (95% intervals over photos), {SPLITS[split]}", "",
-                  "| arm | PSNR | SSIM | mean R | PSNR vs pretrained | PSNR vs sft_control | R vs pretrained | R vs sft_control |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| arm | PSNR | SSIM | mean R | " + " | ".join(f"{m} vs {ref}" for m in ("PSNR", "R") for ref in TABLE_REFERENCES) + " |",
+                  "|---" * (4 + 2 * len(TABLE_REFERENCES)) + "|"]
         for arm, splits in arms.items():
             row = splits[split]
-            lines.append(f"| {arm} | {row['psnr' + suffix]:.2f} | {row['ssim' + suffix]:.4f} | {row['reward' + suffix]:.4f} | {cell(row, 'pretrained', 'psnr' + suffix)} | "
-                         f"{cell(row, 'sft_control', 'psnr' + suffix)} | {cell(row, 'pretrained', 'reward' + suffix)} | {cell(row, 'sft_control', 'reward' + suffix)} |")
+            changes = " | ".join(cell(row, ref, m + suffix) for m in ("psnr", "reward") for ref in TABLE_REFERENCES)
+            lines.append(f"| {arm} | {row['psnr' + suffix]:.2f} | {row['ssim' + suffix]:.4f} | {row['reward' + suffix]:.4f} | {changes} |")
         lines.append("")
     if all("identity" in splits[split] for splits in arms.values()):  # the face task
         lines += [f"Face metrics, {SPLITS[split]}: identity similarity (cosine of ArcFace embeddings; per-photo changes, 95% intervals over photos) "
