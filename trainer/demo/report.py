@@ -30,7 +30,7 @@ COMPARED = {"psnr": ("PSNR", " dB"), "reward": ("mean R", ""), "psnr_sampled": (
 # what each arm is compared with: every trained arm with the start, the GRPO arms also with the SFT control, and GRPO on
 # the hard subset with GRPO on a random subset of the same size (IRPO's data-selection ablation, its Fig. 5)
 REFERENCES = {"sft_control": ("pretrained",), "grpo_hard": ("pretrained", "sft_control", "grpo_random"), "grpo_random": ("pretrained", "sft_control")}
-TABLE_REFERENCES = ("pretrained", "sft_control", "grpo_random")  # the reports' columns of changes, in this order
+TABLE_REFERENCES = tuple(dict.fromkeys(ref for refs in REFERENCES.values() for ref in refs))  # the reports' columns of changes
 
 
 def photo_means(evaluation: dict, key: str) -> dict[str, float]:
